@@ -1,0 +1,37 @@
+# The two commands of the README: `make run` (the whole stack) and `make test` (the whole suite).
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+
+.PHONY: run test demo bench-store bench-projections lint clean-state
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+
+# Reinstall only when the project's dependencies change.
+$(VENV)/.installed: pyproject.toml | $(PY)
+	$(PY) -m pip install --quiet -e .
+	touch $@
+
+$(VENV)/.installed-dev: pyproject.toml | $(PY)
+	$(PY) -m pip install --quiet -e '.[dev,bench]'
+	touch $@ $(VENV)/.installed
+
+run: $(VENV)/.installed
+	$(PY) worker.py --dev
+
+test: $(VENV)/.installed-dev
+	$(PY) -m pytest
+
+demo: $(VENV)/.installed
+	$(PY) -m demo
+
+bench-store: $(VENV)/.installed-dev
+	$(PY) -m bench.event_store
+
+lint: $(VENV)/.installed-dev
+	$(VENV)/bin/ruff check .
+
+clean-state:
+	rm -rf .state

