@@ -36,11 +36,49 @@ class Settings(BaseSettings):
     # Where the embedded stack keeps its data (git ignores it) and where e-mails are written.
     state_dir: Path = PROJECT_ROOT / ".state"
 
+    # Notifications: e-mails are written as .eml files into the outbox unless an SMTP host is set.
+    smtp_host: str | None = None
+    smtp_port: int = Field(default=587, ge=1, le=65535)
+    smtp_username: str | None = None
+    smtp_password: str | None = Field(default=None, repr=False)
+    smtp_from: str = "Reverse mentoring <mentoring@example.invalid>"
+    smtp_starttls: bool = True
+
+    # The audit HTTP API. Tokens map a bearer token to a role ("hr" or "auditor"), as JSON:
+    # MENTORING_API_TOKENS='{"s3cret": "hr"}'. Empty under --dev: tokens are generated and printed.
+    api_host: str = "127.0.0.1"
+    api_port: int = Field(default=8400, ge=1, le=65535)
+    mentoring_api_tokens: dict[str, str] = Field(default_factory=dict, repr=False)
+
+    # OpenTelemetry, from the standard variable names.
+    otel_service_name: str = "reverse-mentoring"
+    otel_traces_exporter: str = Field(default="none", description="none, console or otlp")
+    otel_exporter_otlp_endpoint: str | None = None
+
+    @property
+    def outbox_dir(self) -> Path:
+        return self.state_dir / "outbox"
+
     @field_validator("database_url")
     @classmethod
     def _database_url_scheme(cls, value: str) -> str:
         if value and not value.startswith(("postgresql://", "postgres://")):
             raise ValueError("must start with postgresql:// (for example postgresql://user:pass@host:5432/db)")
+        return value
+
+    @field_validator("otel_traces_exporter")
+    @classmethod
+    def _exporter(cls, value: str) -> str:
+        if value not in ("none", "console", "otlp"):
+            raise ValueError("must be none, console or otlp")
+        return value
+
+    @field_validator("mentoring_api_tokens")
+    @classmethod
+    def _roles(cls, value: dict[str, str]) -> dict[str, str]:
+        bad = sorted({role for role in value.values() if role not in ("hr", "auditor")})
+        if bad:
+            raise ValueError(f"roles must be 'hr' or 'auditor', not {', '.join(bad)}")
         return value
 
     @field_validator("temporal_address")

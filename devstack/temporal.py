@@ -11,6 +11,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from devstack import StackError
 from workflows.search_attributes import SEARCH_ATTRIBUTE_TYPES
 
 
@@ -21,7 +22,7 @@ def temporal_cli_path() -> str:
         return str(beside_python)
     found = shutil.which("temporal")
     if not found:
-        raise RuntimeError("the Temporal CLI is missing: install the project (pip install -e .)")
+        raise StackError("the Temporal CLI is missing: install the project (pip install -e .)")
     return found
 
 
@@ -45,7 +46,7 @@ class TemporalDevServer:
         self.db_file.parent.mkdir(parents=True, exist_ok=True)
         for port in (self.port, self.ui_port):
             if _port_in_use(port):
-                raise RuntimeError(
+                raise StackError(
                     f"port {port} on 127.0.0.1 is taken: is another Temporal server running?"
                 )
         args = [
@@ -66,14 +67,14 @@ class TemporalDevServer:
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                raise RuntimeError(
+                raise StackError(
                     f"Temporal dev server exited at start (code {self.process.returncode}); see {log_path}"
                 )
             if _port_in_use(self.port):
                 return
             time.sleep(0.1)
         self.stop()
-        raise RuntimeError(f"Temporal dev server did not listen in {timeout_s:.0f}s; see {log_path}")
+        raise StackError(f"Temporal dev server did not listen in {timeout_s:.0f}s; see {log_path}")
 
     def stop(self, timeout_s: float = 20.0) -> None:
         if self.process is None or self.process.poll() is not None:

@@ -1,0 +1,87 @@
+"""What workflows and activities exchange: plain pydantic shapes, no I/O.
+
+They live in `events/` because imports flow one way (workflows -> events, activities -> events):
+both sides need the same shapes and neither may import the other.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from events.base import EventMetadata, NewEvent
+
+
+class _Message(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class AppendRequest(_Message):
+    """Append events decided by a workflow; ids and expected version make a retry harmless."""
+
+    stream_id: str
+    expected_version: int = Field(ge=0)
+    events: list[NewEvent] = Field(min_length=1)
+    metadata: EventMetadata
+
+
+class AppendResponse(_Message):
+    version: int
+    positions: list[int]
+    duplicate: bool
+
+
+class PersonContact(_Message):
+    """Contact details, written to the erasable `people` table, never to the log."""
+
+    employee_id: str
+    display_name: str
+    email: str
+    time_zone: str = "UTC"
+
+
+class RegisterPeopleRequest(_Message):
+    people: list[PersonContact]
+
+
+class PrivateNoteRequest(_Message):
+    """A feedback comment: kept in `private_notes`, out of the log and the read models."""
+
+    event_id: str
+    pair_id: str
+    author_id: str
+    body: str
+    shared: bool = False
+
+
+class SessionDetails(_Message):
+    """Enough to put a session in a calendar (.ics)."""
+
+    session_no: int
+    starts_at: datetime
+    duration_minutes: int
+    format: str
+    topics: list[str]
+    sequence: int = Field(default=0, description="iCalendar SEQUENCE: bumped on each reschedule")
+    cancelled: bool = False
+
+
+class NotificationRequest(_Message):
+    """One message to one person. The activity looks the address up in `people` by id."""
+
+    notification_id: str = Field(description="deterministic id from the workflow: a retry sends nothing twice")
+    pair_id: str
+    programme_id: str
+    kind: str = Field(description="invitation, invitation_reminder, session_invitation, nudge, ...")
+    recipient_id: str
+    recipient_role: str
+    counterpart_id: str | None = None
+    deadline: datetime | None = None
+    session: SessionDetails | None = None
+
+
+class NotificationReceipt(_Message):
+    message_id: str
+    channel: str
+    already_sent: bool = False

