@@ -124,8 +124,12 @@ _APPEND = """SELECT out_position AS position, out_version AS version, out_duplic
 _READ_ALL = f"""SELECT {_COLUMNS} FROM events
     WHERE (transaction_id, position) > ($1::text::xid8, $2)
       AND transaction_id < pg_snapshot_xmin(pg_current_snapshot())
-    ORDER BY transaction_id, position
+    ORDER BY events.transaction_id, events.position
     LIMIT $3"""
+
+
+_WAKE_DELAY = 0.01
+_NOTIFY = f"SELECT set_config('synchronous_commit', 'off', true), pg_notify('{NOTIFY_CHANNEL}', '')"
 
 
 class PostgresEventStore:
@@ -136,6 +140,8 @@ class PostgresEventStore:
         self._registry = registry or default_registry
         self._listener: asyncpg.Connection | None = None
         self._wakeup = asyncio.Event()
+        self._wake_pending = False
+        self._waker: asyncio.Task[None] | None = None
 
     @property
     def pool(self) -> asyncpg.Pool:
@@ -170,6 +176,7 @@ class PostgresEventStore:
                 if exc.sqlstate == "ES422":
                     raise EventIdConflict(str(exc)) from None
                 raise
+        self._wake_readers()
         return AppendResult(
             stream_id=stream_id,
             version=max(r["version"] for r in rows),
@@ -224,6 +231,28 @@ class PostgresEventStore:
 
     # --- wake-up -------------------------------------------------------------------------------
 
+    def _wake_readers(self) -> None:
+        """Notify listeners after a commit, coalesced: at most one NOTIFY in flight per store.
+
+        Not inside append_events: a notifying transaction holds a server-wide lock from its
+        pre-commit to the end of its WAL flush, so notifying appends would commit one at a time.
+        This NOTIFY commits without waiting for the flush (it is only a hint), so its hold of that
+        lock is short, and one NOTIFY covers every append that committed while the previous was
+        being sent.
+        """
+        self._wake_pending = True
+        if self._waker is None or self._waker.done():
+            self._waker = asyncio.create_task(self._send_wakeups())
+
+    async def _send_wakeups(self) -> None:
+        while self._wake_pending:
+            await asyncio.sleep(_WAKE_DELAY)  # one NOTIFY for all the appends of the next moment
+            self._wake_pending = False
+            try:
+                await self._pool.execute(_NOTIFY)
+            except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError):
+                return  # readers poll anyway
+
     async def start_listening(self) -> None:
         if self._listener is None:
             self._listener = await self._pool.acquire()
@@ -248,6 +277,8 @@ class PostgresEventStore:
             self._wakeup.clear()
 
     async def close(self) -> None:
+        if self._waker is not None:
+            await asyncio.gather(self._waker, return_exceptions=True)
         if self._listener is not None:
             try:
                 await self._listener.remove_listener(NOTIFY_CHANNEL, self._on_notify)
