@@ -30,6 +30,9 @@ demo: $(VENV)/.installed
 bench-store: $(VENV)/.installed-dev
 	$(PY) -m bench.event_store
 
+bench-projections: $(VENV)/.installed-dev
+	$(PY) -m bench.projections
+
 lint: $(VENV)/.installed-dev
 	$(VENV)/bin/ruff check .
 
