@@ -1,0 +1,48 @@
+"""Side effects of the workflows: the event log, personal data, notifications.
+
+    event_log.py       appends the events a workflow decided, idempotently
+    people.py          contact details and private notes, kept out of the log
+    notifications.py   the one notification activity and its channels (mail folder, SMTP)
+    email_message.py   builds the e-mail (and its iCalendar invitation) for a notice
+
+`build_activities` is what the worker registers; tests build the same list.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import asyncpg
+
+    from activities.notifications import NotificationChannel
+    from settings import Settings
+
+
+def notification_channel(settings: Settings) -> NotificationChannel:
+    """SMTP when a host is configured, otherwise real .eml files in the state folder's outbox."""
+    from activities.notifications import MailFolderChannel, SmtpChannel
+
+    if settings.smtp_host:
+        return SmtpChannel(settings.smtp_host, settings.smtp_port, settings.smtp_username,
+                           settings.smtp_password, from_address=settings.smtp_from,
+                           starttls=settings.smtp_starttls)
+    return MailFolderChannel(settings.outbox_dir)
+
+
+def build_activities(pool: asyncpg.Pool, settings: Settings) -> list[Callable[..., Any]]:
+    from activities.event_log import EventLogActivities
+    from activities.notifications import NotificationActivities
+    from activities.people import PeopleActivities
+    from events.store import PostgresEventStore
+
+    people = PeopleActivities(pool)
+    notifications = NotificationActivities(pool, notification_channel(settings),
+                                           sender=settings.smtp_from)
+    return [
+        EventLogActivities(PostgresEventStore(pool)).append_events,
+        people.register_people,
+        people.record_private_note,
+        notifications.send_notification,
+    ]

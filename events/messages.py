@@ -85,3 +85,11 @@ class NotificationReceipt(_Message):
     message_id: str
     channel: str
     already_sent: bool = False
+
+
+# Error types the event-log activity raises (ApplicationError.type), so workflows can tell them
+# apart without importing the activity: both are final, retrying cannot help.
+STREAM_CONFLICT = "EventStreamConflict"
+"""The stream is not at the expected version: another writer appended first."""
+EVENT_ID_CONFLICT = "EventIdConflict"
+"""An event id is already recorded with a different content."""

@@ -1,0 +1,44 @@
+"""Appending a workflow's decided events to the event store.
+
+The workflow decides the event ids and the stream version it expects, so this activity can be
+retried or re-run freely: the store's append is idempotent by event id. What retrying cannot fix
+is reported as a final (non-retryable) error with a type the workflow can recognise.
+"""
+
+from __future__ import annotations
+
+from temporalio import activity
+from temporalio.exceptions import ApplicationError
+
+from events.messages import EVENT_ID_CONFLICT, STREAM_CONFLICT, AppendRequest, AppendResponse
+from events.store import ConcurrencyError, EventIdConflict, EventStore
+
+
+class EventLogActivities:
+    """Activities over the event store. Register `EventLogActivities(store).append_events`."""
+
+    def __init__(self, store: EventStore) -> None:
+        self._store = store
+
+    @activity.defn(name="append_events")
+    async def append_events(self, request: AppendRequest) -> AppendResponse:
+        try:
+            result = await self._store.append(
+                request.stream_id, request.expected_version, request.events, request.metadata
+            )
+        except ConcurrencyError as exc:
+            raise ApplicationError(
+                f"stream {exc.stream_id} is at version {exc.actual}, not {exc.expected}: another "
+                "writer appended to it first",
+                type=STREAM_CONFLICT, non_retryable=True,
+            ) from None
+        except EventIdConflict:
+            raise ApplicationError(
+                f"an event id of this append to {request.stream_id} is already recorded with a "
+                "different content: a workflow reused an event id",
+                type=EVENT_ID_CONFLICT, non_retryable=True,
+            ) from None
+        if result.duplicate:
+            activity.logger.info("append to %s was already recorded (retry)", request.stream_id)
+        return AppendResponse(version=result.version, positions=result.positions,
+                              duplicate=result.duplicate)
