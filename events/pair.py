@@ -52,6 +52,14 @@ class MentorDeclined(DomainEvent):
     reason: str = Field(description="a reason code, not free text")
 
 
+@event
+class MentorMotivationExpired(DomainEvent):
+    """The mentor did not confirm their motivation in time: the nomination lapses."""
+
+    event_type = "MentorMotivationExpired"
+    mentor_id: str
+
+
 # --- 3. the senior's consent ----------------------------------------------------------------------
 
 @event
@@ -207,6 +215,14 @@ class EscalatedToHr(DomainEvent):
 
 
 @event
+class PairBackOnTrack(DomainEvent):
+    """Activity resumed after the pair was flagged at risk: the flag is lifted."""
+
+    event_type = "PairBackOnTrack"
+    stage: str
+
+
+@event
 class PairLapsed(DomainEvent):
     event_type = "PairLapsed"
     stage: str
@@ -262,6 +278,8 @@ class NotificationSent(DomainEvent):
     recipient_id: str
     channel: str
     message_id: str
+    recipient_role: str | None = None
+    session_no: int | None = Field(default=None, description="the session a session notice is about")
 
 
 # --- 7. follow-ups and the end --------------------------------------------------------------------

@@ -1,0 +1,15 @@
+"""Deterministic orchestration: the `MentoringPair` workflow and its pure models and rules.
+
+`WORKFLOWS` lists the workflow classes for the worker; it is loaded on first use so that importing
+a model module (say `workflows.inputs` from the CLI) does not import the workflow itself.
+"""
+
+from typing import Any
+
+
+def __getattr__(name: str) -> Any:
+    if name == "WORKFLOWS":
+        from workflows.pair import MentoringPair
+
+        return [MentoringPair]
+    raise AttributeError(f"module 'workflows' has no attribute {name!r}")

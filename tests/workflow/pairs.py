@@ -1,0 +1,303 @@
+"""Helpers for driving `MentoringPair` workflows in tests, the way HR does from the UI: a start
+input as plain JSON, updates as JSON objects, time moved on with the time-skipping server, and
+the outcome read back from PostgreSQL."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import copy
+import tempfile
+import uuid
+from collections.abc import Callable
+from datetime import datetime, time, timedelta
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import asyncpg
+from temporalio import activity
+from temporalio.api.common.v1 import Payload
+from temporalio.client import WorkflowHandle, WorkflowUpdateFailedError
+from temporalio.common import RawValue
+from temporalio.exceptions import ApplicationError
+from temporalio.service import RPCError
+from temporalio.testing import WorkflowEnvironment
+
+from activities.event_log import EventLogActivities
+from activities.people import PeopleActivities
+from events.messages import NotificationReceipt, NotificationRequest
+from events.store import PostgresEventStore
+from workflows.inputs import pair_workflow_id
+from workflows.pair_state import ActionResult, PairOutcome, PairState
+
+MENTEE_TZ = "Europe/Paris"
+
+EXAMPLE: dict[str, Any] = {
+    "programme_id": "digital-2026",
+    "mentor": {
+        "employee_id": "E1042", "display_name": "Léa Martin", "email": "lea.martin@example.com",
+        "time_zone": "Europe/Paris", "topics_mastered": ["social networks", "mobile apps"],
+    },
+    "mentee": {
+        "employee_id": "E0007", "display_name": "Bernard Dupont",
+        "email": "bernard.dupont@example.com", "time_zone": MENTEE_TZ,
+        "availability": [
+            {"weekday": "tuesday", "start": "09:00", "end": "12:00"},
+            {"weekday": "thursday", "start": "14:00", "end": "17:00"},
+        ],
+        "topics_wished": ["protecting personal data"],
+    },
+    "topics": ["social networks", "protecting personal data"],
+    "sessions_planned": 2,
+    "nominated_by": {"employee_id": "HR001", "display_name": "Claire Petit",
+                     "email": "claire.petit@example.com"},
+}
+MENTOR, MENTEE, HR = "E1042", "E0007", "HR001"
+
+
+def pair_input(**changes: Any) -> dict[str, Any]:
+    """The example input, with top-level fields replaced; a fresh programme id per call."""
+    data = copy.deepcopy(EXAMPLE)
+    data["programme_id"] = f"p{uuid.uuid4().hex[:10]}"
+    data.update(changes)
+    return data
+
+
+def json_plain(data: bytes) -> RawValue:
+    """A payload exactly as the Temporal UI's Start Workflow form sends it."""
+    return RawValue(Payload(metadata={"encoding": b"json/plain"}, data=data))
+
+
+def notification_activity(pool: asyncpg.Pool, harness: Harness) -> Callable:
+    """The real `send_notification` once activities/notifications.py exists, else a stand-in
+    with the same name and types that checks the recipient is registered in `people`."""
+    try:
+        from activities.notifications import MailFolderChannel, NotificationActivities
+    except ImportError:
+        pass
+    else:
+        return NotificationActivities(pool, MailFolderChannel(harness.outbox)).send_notification
+
+    @activity.defn(name="send_notification")
+    async def send_notification(request: NotificationRequest) -> NotificationReceipt:
+        email = await pool.fetchval("SELECT email FROM people WHERE employee_id = $1", request.recipient_id)
+        if email is None:
+            raise ApplicationError(f"{request.recipient_id} is not registered", non_retryable=True)
+        harness.sent.append(request)
+        return NotificationReceipt(message_id=f"<{request.notification_id}@test>", channel="test")
+
+    return send_notification
+
+
+class Harness:
+    def __init__(self, env: WorkflowEnvironment, store: PostgresEventStore, task_queue: str) -> None:
+        self.env, self.client, self.store, self.task_queue = env, env.client, store, task_queue
+        self.sent: list[NotificationRequest] = []
+        self.started: list[WorkflowHandle] = []
+        self.outbox = Path(tempfile.mkdtemp(prefix="mentoring-outbox-"))  # for the real mail channel
+
+    def activities(self) -> list[Callable]:
+        people = PeopleActivities(self.store.pool)
+        return [EventLogActivities(self.store).append_events, people.register_people,
+                people.record_private_note]
+
+    async def start(self, data: dict[str, Any] | None = None, *, memo: dict | None = None) -> Pair:
+        data = data or pair_input()
+        workflow_id = pair_workflow_id(data["programme_id"], data["mentor"]["employee_id"],
+                                       data["mentee"]["employee_id"])
+        handle = await self.client.start_workflow(
+            "MentoringPair", data, id=workflow_id, task_queue=self.task_queue, memo=memo,
+            result_type=PairOutcome)
+        self.started.append(handle)
+        pair = Pair(self, handle, data)
+        await pair.wait_for(lambda s: s.version >= 2)  # nominated, mentor asked
+        return pair
+
+    async def start_raw(self, payload: RawValue | None) -> WorkflowHandle:
+        args = [] if payload is None else [payload]
+        handle = await self.client.start_workflow(
+            "MentoringPair", args=args, id=f"pair-raw-{uuid.uuid4()}", task_queue=self.task_queue)
+        self.started.append(handle)
+        return handle
+
+    async def stop_all(self) -> None:
+        """Terminate what a test left running: the server's clock is shared by all tests, and it
+        will not skip past a timer whose workflow task no worker is left to take."""
+        for handle in self.started:
+            with contextlib.suppress(RPCError):  # by id: the latest run, after continue-as-new too
+                await self.client.get_workflow_handle(handle.id).terminate(reason="end of test")
+
+    async def skip(self, **delta: float) -> None:
+        """Move the test server's clock on (timers fire; nothing else waits)."""
+        await self.env.sleep(timedelta(**delta))
+
+    async def now(self) -> datetime:
+        return await self.env.get_current_time()
+
+
+class Pair:
+    def __init__(self, harness: Harness, handle: WorkflowHandle, data: dict[str, Any]) -> None:
+        self.harness, self.handle, self.data = harness, handle, data
+        self.stream_id = handle.id
+
+    async def act(self, update: str, **payload: Any) -> ActionResult:
+        """Send an update as a JSON object, as HR does from the UI."""
+        return await self.handle.execute_update(update, payload, result_type=ActionResult)
+
+    async def rejection(self, update: str, **payload: Any) -> ApplicationError:
+        """Send an update that must be rejected; return the rejection seen by the caller."""
+        version = (await self.state()).version
+        try:
+            await self.handle.execute_update(update, payload, result_type=ActionResult)
+        except WorkflowUpdateFailedError as exc:
+            assert isinstance(exc.cause, ApplicationError), exc.cause
+            assert exc.cause.failure.stack_trace == "", "a rejection shows HR a Python traceback"
+            assert (await self.state()).version == version, "a rejected update recorded something"
+            return exc.cause
+        raise AssertionError(f"update {update} was accepted")
+
+    async def state(self) -> PairState:
+        return await self.handle.query("state", result_type=PairState)
+
+    async def wait_for(self, predicate: Callable[[PairState], bool], timeout: float = 15) -> PairState:
+        """Timers fire in the worker after the clock moved: wait until the state shows it."""
+        deadline = asyncio.get_running_loop().time() + timeout
+        while True:
+            state = await self.state()
+            if predicate(state):
+                return state
+            if asyncio.get_running_loop().time() > deadline:
+                raise AssertionError(f"state not reached in {timeout}s: {state.model_dump_json(indent=1)}")
+            await asyncio.sleep(0.05)
+
+    async def timeline(self) -> list[str]:
+        """The pair's stream as event types; notices as `NotificationSent:<kind>><role>`."""
+        return timeline_of(await self.harness.store.read_stream(self.stream_id))
+
+    async def prepare(self) -> None:
+        """Nomination through sign-off: the mentor, the mentee and HR each do their part."""
+        await self.act("confirm_motivation", recorded_by=MENTOR)
+        await self.act("accept_invitation", recorded_by=MENTEE, channel="email")
+        await self.prepare_rest()
+
+    async def prepare_rest(self) -> None:
+        """Curriculum, training modules, the mentee's onboarding and HR's sign-off."""
+        await self.act("agree_curriculum", recorded_by=MENTOR, topics=["social networks"],
+                       objectives=["publish a first post", "tune privacy settings"])
+        for module in ("reverse-mentoring-basics", "confidentiality"):
+            await self.act("complete_training_module", recorded_by=MENTOR, module=module)
+        await self.act("onboard_mentee", recorded_by=HR)
+        await self.act("sign_off_mentor", recorded_by=HR)
+
+    async def session_slot(self, days_ahead: float = 2, weekday: int = 1, at: time = time(10, 0)) -> datetime:
+        """The first `weekday` (0 = Monday) at `at`, mentee's local time, at least `days_ahead` from now."""
+        local_now = (await self.harness.now()).astimezone(ZoneInfo(MENTEE_TZ))
+        day = (local_now + timedelta(days=days_ahead)).date()
+        while day.weekday() != weekday:
+            day += timedelta(days=1)
+        return datetime.combine(day, at, tzinfo=ZoneInfo(MENTEE_TZ))
+
+    async def hold_session(self, *, feedback: bool = True) -> int:
+        """Propose, confirm, let the day come (the reminder goes out), record it held."""
+        starts = await self.session_slot()
+        proposed = await self.act("propose_session", recorded_by=HR, starts_at=starts.isoformat(),
+                                  duration_minutes=60, topics=["social networks"])
+        number = proposed.session_no
+        await self.act("confirm_session", recorded_by=HR, session_no=number)
+        await self.skip_past(starts + timedelta(minutes=5))
+        await self.wait_for(lambda s: s.session(number).reminder_sent)
+        await self.act("record_session_held", recorded_by=HR, session_no=number,
+                       topics_covered=["social networks"])
+        if feedback:
+            await self.act("give_feedback", recorded_by=MENTOR, session_no=number, by_role="mentor",
+                           rating=4, engaging=True, topics_covered=["social networks"])
+            await self.act("give_feedback", recorded_by=MENTEE, session_no=number, by_role="mentee",
+                           rating=5, engaging=True, comment="I finally understand my privacy settings",
+                           share_comment=False)
+        return number
+
+    async def skip_past(self, moment: datetime) -> None:
+        now = await self.harness.now()
+        if moment > now:
+            await self.harness.env.sleep(moment - now)
+
+
+def timeline_of(events: list[Any]) -> list[str]:
+    labels = []
+    for e in events:
+        if e.event_type == "NotificationSent":
+            labels.append(f"NotificationSent:{e.payload['kind']}>{e.payload['recipient_role']}")
+        else:
+            labels.append(e.event_type)
+    return labels
+
+
+async def search_attributes(pair: Pair) -> dict[str, Any]:
+    """The pair's custom search attributes as the server holds them.
+
+    Read raw: after an unset, the time-skipping test server keeps a `binary/null` value where a
+    real server drops the attribute, and the SDK's describe() cannot decode that null. Here an
+    unset attribute is simply absent, as on a real server.
+    """
+    from temporalio.api.common.v1 import WorkflowExecution
+    from temporalio.api.workflowservice.v1 import DescribeWorkflowExecutionRequest
+    from temporalio.converter import PayloadConverter
+
+    client = pair.harness.client
+    raw = await client.workflow_service.describe_workflow_execution(DescribeWorkflowExecutionRequest(
+        namespace=client.namespace, execution=WorkflowExecution(workflow_id=pair.handle.id)))
+    values = {}
+    for name, payload in raw.workflow_execution_info.search_attributes.indexed_fields.items():
+        if payload.metadata.get("encoding") == b"binary/null":
+            continue
+        value = PayloadConverter.default.from_payloads([payload])[0]
+        if payload.metadata.get("type") == b"Datetime":
+            value = datetime.fromisoformat(value)
+        values[name] = value
+    return values
+
+
+async def current_details(pair: Pair) -> str:
+    """The current-details text the UI shows, read through the SDK's built-in metadata query."""
+    from temporalio.api.sdk.v1 import WorkflowMetadata
+
+    metadata = await pair.handle.query("__temporal_workflow_metadata", result_type=WorkflowMetadata)
+    return metadata.current_details
+
+
+def both(kind: str) -> list[str]:
+    return [f"NotificationSent:{kind}>mentor", f"NotificationSent:{kind}>mentee"]
+
+
+NOMINATION = ["PairNominated", "NotificationSent:motivation_request>mentor"]
+INVITATION = ["MentorMotivationConfirmed", "MenteeInvited", "NotificationSent:invitation>mentee"]
+CONSENT = ["MenteeConsentGiven", "NotificationSent:preparation_started>mentor",
+           "NotificationSent:mentee_onboarding>mentee"]
+PREPARATION = ["CurriculumAgreed", "TrainingModuleCompleted", "TrainingModuleCompleted",
+               "MenteeOnboarded", "MentorSignedOff"]
+SESSIONS_OPEN = both("sessions_open")  # since the patch "sessions-open-notice"
+PREPARED = NOMINATION + INVITATION + CONSENT + PREPARATION + SESSIONS_OPEN
+SESSION = ["SessionProposed", *both("session_invitation"), "SessionConfirmed", *both("session_reminder"),
+           "SessionHeld", *both("feedback_request")]
+FEEDBACK = ["FeedbackGiven", "FeedbackGiven"]
+
+
+async def full_lifecycle(harness: Harness) -> Pair:
+    """Nomination to completion, with both follow-ups answered: the recorded replay history."""
+    pair = await harness.start()
+    await pair.prepare()
+    await pair.hold_session()
+    await pair.hold_session()
+    await pair.act("give_final_evaluation", recorded_by=MENTOR, by_role="mentor", rating=5,
+                   would_recommend=True)
+    await pair.act("give_final_evaluation", recorded_by=MENTEE, by_role="mentee", rating=4,
+                   would_recommend=True, comment="Worth every minute")
+    for days in (30, 90):
+        await harness.skip(days=days - (30 if days == 90 else 0) + 1)
+        await pair.wait_for(lambda s, d=days: d in s.follow_ups_sent)
+        for role, who in (("mentor", MENTOR), ("mentee", MENTEE)):
+            await pair.handle.signal("answer_follow_up", {"recorded_by": who, "days_after_end": days,
+                                                          "by_role": role, "still_using": True})
+    await pair.handle.result()
+    return pair

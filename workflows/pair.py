@@ -1,0 +1,610 @@
+"""The `MentoringPair` workflow: one durable workflow per mentoring pair (DOMAIN.md, the lifecycle).
+
+Read it top to bottom as the lifecycle: nomination, the mentor's motivation, the senior's consent,
+preparation, sessions, feedback, follow-ups; then what may happen at any time. Each step is a
+domain event (events/pair.py) appended through the `append_events` activity; each notice goes
+through the `send_notification` activity and is recorded as `NotificationSent`.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+from temporalio import workflow
+from temporalio.common import RawValue
+from temporalio.exceptions import ActivityError, ApplicationError
+
+with workflow.unsafe.imports_passed_through():
+    # Pure models, checks and helpers: imported once per worker instead of in every run's
+    # sandbox. And `workflows.timezones` (used by the rules) must run outside the sandbox, where
+    # zoneinfo may read the tz database. Import submodules by their full name: `from workflows
+    # import rules` would load a sandboxed copy, the sandbox holding this module's package.
+    import events.pair as ev
+    import workflows.rules as rules
+    from events.base import DomainEvent
+    from events.messages import STREAM_CONFLICT, PrivateNoteRequest, RegisterPeopleRequest
+    from workflows.errors import PairAlreadyNominated
+    from workflows.inputs import (
+        AgreeCurriculum,
+        CancelSession,
+        CompleteTrainingModule,
+        ConfirmMotivation,
+        ConfirmSession,
+        DeclineMentoring,
+        ExtendPair,
+        FollowUpAnswer,
+        GiveFeedback,
+        GiveFinalEvaluation,
+        InvitationAnswer,
+        OnboardMentee,
+        PairInput,
+        PausePair,
+        ProposeSession,
+        RecordNoShow,
+        RecordSessionHeld,
+        ReplaceMentor,
+        RescheduleSession,
+        ResumePair,
+        SignOffMentor,
+        WithdrawPair,
+        _Action,
+    )
+    from workflows.pair_effects import BOTH, PairEffects, contact, decode_input
+    from workflows.pair_state import (
+        ActionResult,
+        PairOutcome,
+        PairState,
+        Stage,
+        Timer,
+        next_stage,
+        next_timer,
+        waiting_for,
+    )
+
+TASK_QUEUE = "mentoring"
+
+
+@workflow.defn(name="MentoringPair")
+class MentoringPair(PairEffects):
+    """One reverse-mentoring pair, from HR's nomination to the last follow-up.
+
+    Start input: one JSON object, `workflows.inputs.PairInput` (schemas/pair-input.schema.json).
+    Result: `PairOutcome`. Every update takes one object with `recorded_by` (who enters it) and
+    returns an `ActionResult`; its validator rejects a wrong stage or payload with nothing recorded.
+
+    Updates, in lifecycle order:
+      confirm_motivation, decline_mentoring            2. the mentor's motivation
+      accept_invitation, decline_invitation            3. the senior's consent
+      agree_curriculum, complete_training_module,
+      onboard_mentee, sign_off_mentor                  4. preparation
+      propose_session, confirm_session, reschedule_session, cancel_session,
+      record_session_held, record_no_show              5. sessions
+      give_feedback, give_final_evaluation             6. feedback
+      pause, resume, withdraw, replace_mentor, extend  at any time
+    Signal:  answer_follow_up                          7. follow-up answers (from an e-mail integration)
+    Query:   state                                     the pair's `PairState` (pseudonymous ids only)
+    """
+
+    # --- 1. nomination -------------------------------------------------------------------------
+
+    @workflow.run
+    async def run(self, raw: RawValue = None) -> PairOutcome:  # type: ignore[assignment]
+        # Raw, not PairInput: a payload that fails to decode into a typed argument fails the
+        # workflow *task*, which Temporal retries forever. We validate ourselves and fail the
+        # workflow at once with a message for HR.
+        if workflow.info().continued_run_id:  # a continued run gets the carried state, not HR's input
+            self.pair = workflow.payload_converter().from_payload(raw.payload, PairState)
+        else:
+            nomination = decode_input(raw)
+            self.pair = PairState.nominated(nomination, workflow.now())
+            await self._nominate(nomination)
+        self._publish()
+        while not self.pair.closed:
+            async with self._log:
+                await self._advance()
+            if not self.pair.closed:
+                await self._wait_for_next_deadline()
+                await self._continue_as_new_if_history_is_long()
+        # Handlers still running would be cut off by the return: let them finish first.
+        await workflow.wait_condition(workflow.all_handlers_finished)
+        return PairOutcome(pair_id=self.pair.pair_id, stage=self.pair.stage.value,
+                           sessions_held=self.pair.sessions_held, stream_version=self.pair.version)
+
+    async def _nominate(self, nomination: PairInput) -> None:
+        """Contact details go to the erasable `people` table; the log gets ids only."""
+        people = [contact(nomination.mentor), contact(nomination.mentee), contact(nomination.nominated_by)]
+        await self._activity("register_people", RegisterPeopleRequest(people=people))
+        async with self._log:
+            try:
+                await self._record(ev.PairNominated(
+                    pair_id=nomination.pair_id, programme_id=nomination.programme_id,
+                    mentor_id=nomination.mentor.employee_id, mentee_id=nomination.mentee.employee_id,
+                    topics=list(nomination.topics), sessions_planned=nomination.sessions_planned,
+                    nominated_by=nomination.nominated_by.employee_id,
+                    policy=nomination.policy.in_force(),
+                ), by=nomination.nominated_by.employee_id)
+            except ActivityError as err:
+                if isinstance(err.cause, ApplicationError) and err.cause.type == STREAM_CONFLICT:
+                    raise PairAlreadyNominated(
+                        f"pair {nomination.pair_id} was already nominated in programme "
+                        f"{nomination.programme_id}: its history is in the event log. A pair is "
+                        "nominated once per programme (a senior who declined is not asked again)."
+                    ) from None
+                raise
+
+    # --- the stage machine ----------------------------------------------------------------------
+
+    async def _advance(self) -> None:
+        """Enter the stage the facts now call for (caller holds the log lock)."""
+        while not self.pair.closed and (stage := next_stage(self.pair)) is not self.pair.stage:
+            await self._enter(stage)
+
+    async def _enter(self, stage: Stage) -> None:
+        workflow.logger.info("pair enters stage %s", stage.value)
+        if stage is not Stage.FOLLOW_UP:  # follow-ups count from the last session, not from here
+            # Entered while paused (an extension, say): the clock starts when the pause ends.
+            paused = self.pair.paused
+            self.pair.clock_start = paused.since if paused is not None else workflow.now()
+        self.pair.stage, self.pair.timers_fired = stage, []
+        self._changed()
+        match stage:
+            case Stage.AWAITING_MOTIVATION:
+                await self._notify("motivation_request", ["mentor"], deadline=self._due("motivation_expires_after"))
+            case Stage.MENTEE_INVITED:
+                await self._invite_mentee()
+            case Stage.PREPARATION:
+                await self._open_preparation()
+            case Stage.SESSIONS:
+                await self._open_sessions()
+            case Stage.FINAL_EVALUATION:
+                await self._notify("final_evaluation_request", BOTH, deadline=self._due("final_evaluation_within"))
+            case Stage.COMPLETED:
+                await self._record(ev.PairCompleted(sessions_held=self.pair.sessions_held), by="system")
+
+    async def _wait_for_next_deadline(self) -> None:
+        seen = self._revision
+        timer = next_timer(self.pair, workflow.now())
+        self._publish(timer)
+        if timer is None:  # paused: no timer of the stage counts until resume
+            await workflow.wait_condition(lambda: self._revision != seen)
+            return
+        delay = timer.due - workflow.now()
+        if delay > timedelta(0):
+            try:
+                # A durable timer: survives worker restarts; any action wakes us to decide again.
+                await workflow.wait_condition(lambda: self._revision != seen, timeout=delay,
+                                              timeout_summary=timer.kind)
+                return
+            except TimeoutError:
+                pass
+        async with self._log:
+            # An action may have landed between the deadline and the lock: re-read the timer.
+            due = next_timer(self.pair, workflow.now())
+            if due is not None and (due.kind, due.session_no) == (timer.kind, timer.session_no) \
+                    and due.due <= workflow.now():
+                await self._on_deadline(due)
+
+    async def _on_deadline(self, timer: Timer) -> None:
+        """Every durable wait has a deadline and a consequence (ARCHITECTURE.md)."""
+        if timer.kind == "session_reminder":
+            self.pair.session(timer.session_no).reminder_sent = True
+        else:
+            self.pair.timers_fired.append(timer.kind)
+        self._changed()
+        match timer.kind:
+            case "motivation_reminder":
+                await self._notify("motivation_reminder", ["mentor"], deadline=self._due("motivation_expires_after"))
+            case "motivation_expiry":
+                await self._close(ev.MentorMotivationExpired(mentor_id=self.pair.mentor_id))
+            case "invitation_reminder":
+                await self._notify("invitation_reminder", ["mentee"], deadline=self.pair.invitation_expires_at)
+            case "invitation_expiry":
+                await self._close(ev.InvitationExpired(mentee_id=self.pair.mentee_id))
+            case "preparation_reminder":
+                await self._remind_preparation()
+            case "stall_nudge":
+                await self._record(ev.PairNudged(stage=self.pair.stage.value, idle_since=self.pair.clock_start), by="system")
+                await self._notify("nudge", BOTH)
+            case "preparation_escalation" | "stall_escalation":
+                await self._escalate()
+            case "lapse":
+                await self._close(ev.PairLapsed(stage=self.pair.stage.value, idle_since=self.pair.clock_start))
+            case "session_reminder":
+                await self._notify_session("session_reminder", timer.session_no)
+            case "evaluation_window_closed":
+                self.pair.evaluation_closed = True  # the evaluations are welcome, never forced
+            case "first_follow_up" | "second_follow_up":
+                await self._follow_up(timer.kind)
+            case "follow_up_window_closed":
+                self.pair.follow_ups_closed = True
+
+    # --- 2. the mentor confirms their motivation (or declines) ----------------------------------
+
+    @workflow.update(description="The mentor confirms their own motivation. Rule: HR picks motivated "
+                     "juniors, and the junior says yes themself (recorded_by = the mentor).")
+    async def confirm_motivation(self, request: ConfirmMotivation) -> ActionResult:
+        async with self._log:
+            rules.confirm_motivation(self.pair, request)  # again: another action may have come first
+            await self._record(ev.MentorMotivationConfirmed(mentor_id=self.pair.mentor_id), by=request)
+            return await self._done()
+
+    @confirm_motivation.validator
+    def _check_confirm_motivation(self, request: ConfirmMotivation) -> None:
+        # In the validator, a rejection writes nothing to the history nor to the event log.
+        rules.confirm_motivation(self._state(), request)
+
+    @workflow.update(description="The mentor declines the nomination with a reason code; the pair ends politely.")
+    async def decline_mentoring(self, request: DeclineMentoring) -> ActionResult:
+        async with self._log:
+            rules.decline_mentoring(self.pair, request.recorded_by)
+            await self._close(ev.MentorDeclined(mentor_id=self.pair.mentor_id, reason=request.reason), by=request)
+            return await self._done()
+
+    @decline_mentoring.validator
+    def _check_decline_mentoring(self, request: DeclineMentoring) -> None:
+        rules.decline_mentoring(self._state(), request.recorded_by)
+
+    # --- 3. the senior is invited and consents (or declines; the invitation may expire) ----------
+
+    async def _invite_mentee(self) -> None:
+        expires_at = self._due("invitation_expires_after")
+        await self._record(ev.MenteeInvited(mentee_id=self.pair.mentee_id, channel="email",
+                                            expires_at=expires_at), by="system")
+        await self._notify("invitation", ["mentee"], deadline=expires_at)
+
+    @workflow.update(description="The mentee accepts the invitation: their explicit, recorded consent. "
+                     "Rule: never force the seniors.")
+    async def accept_invitation(self, request: InvitationAnswer) -> ActionResult:
+        async with self._log:
+            rules.answer_invitation(self.pair, "accept_invitation")
+            await self._record(ev.MenteeConsentGiven(mentee_id=self.pair.mentee_id, channel=request.channel,
+                                                     recorded_by=request.recorded_by), by=request)
+            return await self._done()
+
+    @accept_invitation.validator
+    def _check_accept_invitation(self, request: InvitationAnswer) -> None:
+        rules.answer_invitation(self._state(), "accept_invitation")
+
+    @workflow.update(description="The mentee declines the invitation: recorded, and the pair closes politely.")
+    async def decline_invitation(self, request: InvitationAnswer) -> ActionResult:
+        async with self._log:
+            rules.answer_invitation(self.pair, "decline_invitation")
+            await self._close(ev.MenteeDeclined(mentee_id=self.pair.mentee_id, channel=request.channel,
+                                                recorded_by=request.recorded_by), by=request)
+            return await self._done()
+
+    @decline_invitation.validator
+    def _check_decline_invitation(self, request: InvitationAnswer) -> None:
+        rules.answer_invitation(self._state(), "decline_invitation")
+
+    # --- 4. preparation: curriculum, training, sign-off; the senior's onboarding ----------------
+
+    async def _open_preparation(self) -> None:
+        """Both sides are prepared: programmes preparing only the mentors get half the benefit."""
+        if not self.pair.signed_off:
+            await self._notify("preparation_started", ["mentor"])
+        if not self.pair.mentee_onboarded:
+            await self._notify("mentee_onboarding", ["mentee"])
+
+    async def _remind_preparation(self) -> None:
+        roles = []
+        if not self.pair.signed_off:
+            roles.append("mentor")
+        if not self.pair.mentee_onboarded:
+            roles.append("mentee")
+        await self._notify("preparation_reminder", roles)
+
+    @workflow.update(description="Record the curriculum: the topics and objectives the mentor will "
+                     "transmit. Rule: define what the mentor transmits, so the mentor is credible.")
+    async def agree_curriculum(self, request: AgreeCurriculum) -> ActionResult:
+        async with self._log:
+            rules.agree_curriculum(self.pair, request)
+            await self._record(ev.CurriculumAgreed(topics=list(request.topics),
+                                                   objectives=list(request.objectives)), by=request)
+            return await self._done()
+
+    @agree_curriculum.validator
+    def _check_agree_curriculum(self, request: AgreeCurriculum) -> None:
+        rules.agree_curriculum(self._state(), request)
+
+    @workflow.update(description="The mentor completed one of the programme's training modules. "
+                     "Rule: HR prepares the mentors well.")
+    async def complete_training_module(self, request: CompleteTrainingModule) -> ActionResult:
+        async with self._log:
+            rules.complete_training_module(self.pair, request)
+            await self._record(ev.TrainingModuleCompleted(mentor_id=self.pair.mentor_id,
+                                                          module=request.module), by=request)
+            return await self._done()
+
+    @complete_training_module.validator
+    def _check_complete_training_module(self, request: CompleteTrainingModule) -> None:
+        rules.complete_training_module(self._state(), request)
+
+    @workflow.update(description="The mentee received the onboarding (what to expect, ground rules, "
+                     "confidentiality). Rule: prepare the senior too.")
+    async def onboard_mentee(self, request: OnboardMentee) -> ActionResult:
+        async with self._log:
+            rules.onboard_mentee(self.pair)
+            await self._record(ev.MenteeOnboarded(mentee_id=self.pair.mentee_id), by=request)
+            return await self._done()
+
+    @onboard_mentee.validator
+    def _check_onboard_mentee(self, request: OnboardMentee) -> None:
+        rules.onboard_mentee(self._state())
+
+    @workflow.update(description="HR signs the mentor off as ready (needs the curriculum and every "
+                     "training module). Rule: HR sign-off before any session.")
+    async def sign_off_mentor(self, request: SignOffMentor) -> ActionResult:
+        async with self._log:
+            rules.sign_off_mentor(self.pair, request.recorded_by)
+            await self._record(ev.MentorSignedOff(mentor_id=self.pair.mentor_id,
+                                                  signed_off_by=request.recorded_by), by=request)
+            return await self._done()
+
+    @sign_off_mentor.validator
+    def _check_sign_off_mentor(self, request: SignOffMentor) -> None:
+        rules.sign_off_mentor(self._state(), request.recorded_by)
+
+    # --- 5. sessions: proposed, confirmed, then held, cancelled, rescheduled or missed ----------
+
+    async def _open_sessions(self) -> None:
+        """Tell both people they can now schedule sessions (added after the first pairs ran).
+
+        Guarded by a patch: a pair that entered this stage before the change did not send these
+        notices, and its history must replay exactly as it ran (tests/workflow/test_replay.py).
+        """
+        if workflow.patched("sessions-open-notice"):
+            await self._notify("sessions_open", BOTH)
+
+    @workflow.update(description="Propose a session inside the mentee's availability windows (a time "
+                     "without offset is read in the mentee's time zone). Rule: fit the seniors' agendas.")
+    async def propose_session(self, request: ProposeSession) -> ActionResult:
+        async with self._log:
+            starts_at = rules.session_start(self.pair, request.starts_at)
+            rules.propose_session(self.pair, starts_at, request.duration_minutes, workflow.now())
+            number = len(self.pair.sessions) + 1
+            await self._record(ev.SessionProposed(
+                session_no=number, starts_at=starts_at, duration_minutes=request.duration_minutes,
+                format=request.format, topics=list(request.topics)), by=request)
+            await self._notify_session("session_invitation", number)
+            return await self._done(session_no=number)
+
+    @propose_session.validator
+    def _check_propose_session(self, request: ProposeSession) -> None:
+        state = self._state()
+        rules.propose_session(state, rules.session_start(state, request.starts_at),
+                              request.duration_minutes, workflow.now())
+
+    @workflow.update(description="Both people confirmed a proposed session.")
+    async def confirm_session(self, request: ConfirmSession) -> ActionResult:
+        async with self._log:
+            rules.confirm_session(self.pair, request)
+            await self._record(ev.SessionConfirmed(session_no=request.session_no), by=request)
+            return await self._done(session_no=request.session_no)
+
+    @confirm_session.validator
+    def _check_confirm_session(self, request: ConfirmSession) -> None:
+        rules.confirm_session(self._state(), request)
+
+    @workflow.update(description="Move a session to another time inside the mentee's availability; "
+                     "both get an updated calendar invitation. Rule: easy rescheduling.")
+    async def reschedule_session(self, request: RescheduleSession) -> ActionResult:
+        async with self._log:
+            session = rules.reschedule_session(self.pair, request, workflow.now())
+            await self._record(ev.SessionRescheduled(
+                session_no=session.session_no, starts_at=rules.session_start(self.pair, request.starts_at),
+                previous_starts_at=session.starts_at), by=request)
+            await self._notify_session("session_invitation", session.session_no)
+            return await self._done(session_no=session.session_no)
+
+    @reschedule_session.validator
+    def _check_reschedule_session(self, request: RescheduleSession) -> None:
+        rules.reschedule_session(self._state(), request, workflow.now())
+
+    @workflow.update(description="Cancel a proposed or confirmed session (who cancels, reason code); "
+                     "both get a calendar cancellation.")
+    async def cancel_session(self, request: CancelSession) -> ActionResult:
+        async with self._log:
+            rules.cancel_session(self.pair, request)
+            await self._record(ev.SessionCancelled(session_no=request.session_no, cancelled_by=request.cancelled_by,
+                                                   reason=request.reason), by=request)
+            await self._notify_session("session_cancelled", request.session_no)
+            return await self._done(session_no=request.session_no)
+
+    @cancel_session.validator
+    def _check_cancel_session(self, request: CancelSession) -> None:
+        rules.cancel_session(self._state(), request)
+
+    @workflow.update(description="A confirmed session took place, with the topics it covered; both are "
+                     "asked for feedback. Rule: sessions are centred on uses.")
+    async def record_session_held(self, request: RecordSessionHeld) -> ActionResult:
+        async with self._log:
+            rules.record_session_held(self.pair, request, workflow.now())
+            await self._record(ev.SessionHeld(session_no=request.session_no,
+                                              topics_covered=list(request.topics_covered)), by=request)
+            await self._notify("feedback_request", BOTH)
+            return await self._done(session_no=request.session_no)
+
+    @record_session_held.validator
+    def _check_record_session_held(self, request: RecordSessionHeld) -> None:
+        rules.record_session_held(self._state(), request, workflow.now())
+
+    @workflow.update(description="A confirmed session did not happen: who was absent (no-show).")
+    async def record_no_show(self, request: RecordNoShow) -> ActionResult:
+        async with self._log:
+            rules.record_no_show(self.pair, request, workflow.now())
+            await self._record(ev.SessionMissed(session_no=request.session_no, absent=request.absent), by=request)
+            return await self._done(session_no=request.session_no)
+
+    @record_no_show.validator
+    def _check_record_no_show(self, request: RecordNoShow) -> None:
+        rules.record_no_show(self._state(), request, workflow.now())
+
+    async def _escalate(self) -> None:
+        """Health monitoring: a stalled pair is flagged at risk and HR is told."""
+        reason = "preparation_stalled" if self.pair.stage is Stage.PREPARATION else "no_session_activity"
+        await self._record(ev.PairFlaggedAtRisk(stage=self.pair.stage.value, idle_since=self.pair.clock_start),
+                           ev.EscalatedToHr(stage=self.pair.stage.value, reason=reason), by="system")
+        await self._notify("escalation", ["hr"])
+
+    # --- 6. feedback after each session, and the final evaluation -------------------------------
+
+    @workflow.update(description="Feedback on a held session from the mentor or the mentee: rating 1-5, "
+                     "engaging or not, topics. The comment stays private to the pair (not in the log).")
+    async def give_feedback(self, request: GiveFeedback) -> ActionResult:
+        async with self._log:
+            rules.give_feedback(self.pair, request)
+            event_id = await self._keep_private(request.comment, request.by_role, request.share_comment)
+            await self._record(ev.FeedbackGiven(
+                session_no=request.session_no, by_role=request.by_role, rating=request.rating,
+                engaging=request.engaging, topics_covered=list(request.topics_covered),
+                has_private_comment=request.comment is not None), by=request, ids=[event_id])
+            return await self._done(session_no=request.session_no)
+
+    @give_feedback.validator
+    def _check_give_feedback(self, request: GiveFeedback) -> None:
+        rules.give_feedback(self._state(), request)
+
+    @workflow.update(description="The final evaluation of the programme by the mentor or the mentee "
+                     "(rating, would recommend, private comment).")
+    async def give_final_evaluation(self, request: GiveFinalEvaluation) -> ActionResult:
+        async with self._log:
+            rules.give_final_evaluation(self.pair, request)
+            event_id = await self._keep_private(request.comment, request.by_role, request.share_comment)
+            await self._record(ev.FinalEvaluationGiven(
+                by_role=request.by_role, rating=request.rating, would_recommend=request.would_recommend,
+                has_private_comment=request.comment is not None), by=request, ids=[event_id])
+            return await self._done()
+
+    @give_final_evaluation.validator
+    def _check_give_final_evaluation(self, request: GiveFinalEvaluation) -> None:
+        rules.give_final_evaluation(self._state(), request)
+
+    async def _keep_private(self, comment: str | None, role: str, shared: bool) -> Any:
+        """Rule: what is said stays with the pair. The comment goes to `private_notes`, keyed by
+        the id of the event that mentions it; the event itself only says there is one."""
+        event_id = workflow.uuid4()
+        if comment is not None:
+            await self._activity("record_private_note", PrivateNoteRequest(
+                event_id=str(event_id), pair_id=self.pair.pair_id,
+                author_id=self.pair.person_of(role), body=comment, shared=shared))
+        return event_id
+
+    # --- 7. follow-ups long after the end, then completion --------------------------------------
+
+    async def _follow_up(self, kind: str) -> None:
+        field = "first_follow_up_after" if kind == "first_follow_up" else "second_follow_up_after"
+        await self._record(ev.FollowUpSent(days_after_end=self.pair.policy.duration(field).days), by="system")
+        await self._notify("follow_up", BOTH)
+
+    @workflow.signal(description="An answer to a follow-up (days_after_end of the follow-up, by_role, "
+                     "still_using). A signal, so e-mail integrations can send it without waiting; "
+                     "an answer that does not fit is logged and ignored.")
+    async def answer_follow_up(self, answer: FollowUpAnswer) -> None:
+        async with self._log:
+            problem = ("the pair is still starting" if self.pair is None else
+                       rules.follow_up_answer_problem(self.pair, answer.days_after_end, answer.by_role))
+            if problem:  # a signal cannot be rejected: log why (no personal data) and ignore it
+                workflow.logger.warning("follow-up answer ignored: %s", problem)
+                return
+            await self._record(ev.FollowUpAnswered(days_after_end=answer.days_after_end,
+                                                   still_using=answer.still_using, by_role=answer.by_role), by=answer)
+            await self._advance()
+
+    # --- at any time: pause and resume, withdraw, replace the mentor, extend -------------------
+
+    @workflow.update(description="Pause the pair (reason code): the current stage's reminders and "
+                     "deadlines stop counting until it resumes. Rule: fit the seniors' agendas.")
+    async def pause(self, request: PausePair) -> ActionResult:
+        async with self._log:
+            rules.pause(self.pair)
+            await self._record(ev.PairPaused(paused_by=request.recorded_by, stage=self.pair.stage.value,
+                                             reason=request.reason), by=request)
+            return await self._done()
+
+    @pause.validator
+    def _check_pause(self, request: PausePair) -> None:
+        rules.pause(self._state())
+
+    @workflow.update(description="Resume a paused pair: its deadlines move on by the time it was paused.")
+    async def resume(self, request: ResumePair) -> ActionResult:
+        async with self._log:
+            rules.resume(self.pair)
+            paused = workflow.now() - self.pair.paused.since
+            await self._record(ev.PairResumed(resumed_by=request.recorded_by,
+                                              paused_days=round(paused / timedelta(days=1), 3)), by=request)
+            return await self._done()
+
+    @resume.validator
+    def _check_resume(self, request: ResumePair) -> None:
+        rules.resume(self._state())
+
+    @workflow.update(description="Withdraw from the pair at any time, without penalty: the mentor, the "
+                     "mentee or HR, with a reason code. The pair closes.")
+    async def withdraw(self, request: WithdrawPair) -> ActionResult:
+        async with self._log:
+            rules.withdraw(self.pair, request)
+            await self._close(ev.PairWithdrawn(withdrawn_by=request.recorded_by, role=request.role,
+                                               stage=self.pair.stage.value, reason=request.reason),
+                              by=request, role=request.role)
+            return await self._done()
+
+    @withdraw.validator
+    def _check_withdraw(self, request: WithdrawPair) -> None:
+        rules.withdraw(self._state(), request)
+
+    @workflow.update(description="Replace the mentor (new mentor's contact, reason code). The newcomer "
+                     "confirms their own motivation and is prepared and signed off like the first.")
+    async def replace_mentor(self, request: ReplaceMentor) -> ActionResult:
+        async with self._log:
+            rules.replace_mentor(self.pair, request)
+            await self._activity("register_people", RegisterPeopleRequest(people=[contact(request.new_mentor)]))
+            await self._record(ev.MentorReplaced(
+                previous_mentor_id=self.pair.mentor_id, new_mentor_id=request.new_mentor.employee_id,
+                replaced_by=request.recorded_by, reason=request.reason), by=request)
+            await self._enter(next_stage(self.pair))  # enter it anew even if it is the same stage
+            return await self._done()
+
+    @replace_mentor.validator
+    def _check_replace_mentor(self, request: ReplaceMentor) -> None:
+        rules.replace_mentor(self._state(), request)
+
+    @workflow.update(description="Extend the programme by a number of sessions (until the follow-ups start).")
+    async def extend(self, request: ExtendPair) -> ActionResult:
+        async with self._log:
+            rules.extend(self.pair, request)
+            await self._record(ev.PairExtended(additional_sessions=request.additional_sessions,
+                                               extended_by=request.recorded_by), by=request)
+            return await self._done()
+
+    @extend.validator
+    def _check_extend(self, request: ExtendPair) -> None:
+        rules.extend(self._state(), request)
+
+    @workflow.query(description="The pair's current state: stage, facts so far, sessions and "
+                    "deadlines. Pseudonymous ids only.")
+    def state(self) -> PairState:
+        return self._state()
+
+    # --- after each fact ----------------------------------------------------------------------
+
+    async def _done(self, session_no: int | None = None) -> ActionResult:
+        """After a human fact: move the pair on, and tell the caller where it stands."""
+        await self._advance()
+        return ActionResult(stage=self.pair.stage.value, paused=self.pair.paused is not None,
+                            waiting_for=waiting_for(self.pair), stream_version=self.pair.version,
+                            session_no=session_no)
+
+    async def _close(self, event: DomainEvent, by: _Action | str = "system", role: str = "hr") -> None:
+        """End the pair politely: the closing fact, calendar cancellations for the sessions still
+        ahead, then a word to whoever was contacted."""
+        await self._record(event, by=by)
+        ahead = [s for s in self.pair.open_sessions if s.starts_at > workflow.now()]
+        if ahead:
+            await self._record(*(ev.SessionCancelled(session_no=s.session_no, cancelled_by=role,
+                                                     reason="pair_closed") for s in ahead), by=by)
+            for session in ahead:
+                await self._notify_session("session_cancelled", session.session_no)
+        await self._notify("pair_closed", ["mentor", "mentee"] if self.pair.mentee_invited else ["mentor"])
+

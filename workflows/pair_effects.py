@@ -1,0 +1,199 @@
+"""What the pair workflow does besides deciding: record facts, send notices, show HR where the
+pair stands, and start a fresh run before its history grows large.
+
+`MentoringPair` (workflows/pair.py) inherits these, so that its own file reads as the lifecycle.
+Deterministic like the rest of `workflows/`: every effect goes through an activity, ids come from
+`workflow.uuid4()`, time from `workflow.now()`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+from typing import Any
+
+from pydantic import ValidationError
+from temporalio import workflow
+from temporalio.common import RawValue, RetryPolicy
+
+import events.pair as ev
+import workflows.search_attributes as attrs
+from events.base import DomainEvent, EventMetadata, NewEvent
+from events.messages import (
+    AppendRequest,
+    AppendResponse,
+    NotificationReceipt,
+    NotificationRequest,
+    PersonContact,
+    SessionDetails,
+)
+from workflows.errors import InvalidPairInput, WrongStage, bullet_list, describe_validation_error
+from workflows.inputs import HrManager, PairInput, Person, _Action
+from workflows.pair_state import (
+    PairState,
+    Stage,
+    Timer,
+    apply,
+    current_details,
+    is_activity,
+    next_timer,
+)
+
+HISTORY_LIMIT_MEMO = "continue_as_new_after_events"
+"""Memo key (an int) that lowers the history length at which a run continues as new (tests, ops)."""
+DEFAULT_HISTORY_LIMIT = 10_000
+
+_APPEND = {
+    "start_to_close_timeout": timedelta(seconds=30),
+    "retry_policy": RetryPolicy(maximum_interval=timedelta(minutes=1)),
+}
+_SIDE_EFFECT = {
+    "start_to_close_timeout": timedelta(minutes=2),
+    "retry_policy": RetryPolicy(maximum_interval=timedelta(minutes=10)),
+}
+BOTH = ("mentor", "mentee")
+_UNSET = object()
+
+
+class PairEffects:
+    """Recording, notifying and publishing for one pair; state in `self.pair`."""
+
+    def __init__(self) -> None:
+        self.pair: PairState | None = None
+        # One writer at a time: updates run concurrently with the main loop, and each append
+        # must expect the version the previous one produced.
+        self._log = asyncio.Lock()
+        self._revision = 0  # bumped on every change, so waits wake up and decide again
+        self._published: tuple[Any, ...] | None = None
+
+    def _state(self) -> PairState:
+        """The state, for validators and queries, which may run before `run` has decoded the input."""
+        if self.pair is None:
+            raise WrongStage("the pair is still being nominated: try again in a moment.")
+        return self.pair
+
+    async def _record(self, *events: DomainEvent, by: _Action | str, ids: list[Any] | None = None) -> None:
+        """Append events to the pair's stream, then fold them into the state.
+
+        The event ids and the expected version are decided here, in the workflow, and so are
+        part of its history: a retried or re-run activity sends the same ids, and the store's
+        append, idempotent by event id, writes nothing twice.
+        """
+        events = list(events)
+        if self.pair.at_risk and any(is_activity(self.pair, e) for e in events):
+            events.append(ev.PairBackOnTrack(stage=self.pair.stage.value))
+        ids = (ids or []) + [workflow.uuid4() for _ in events[len(ids or []):]]
+        now, info = workflow.now(), workflow.info()
+        update = workflow.current_update_info()
+        request = AppendRequest(
+            stream_id=self.pair.stream_id, expected_version=self.pair.version,
+            events=[NewEvent.of(e, i) for e, i in zip(events, ids, strict=True)],
+            metadata=EventMetadata(
+                actor=by if isinstance(by, str) else by.recorded_by,
+                workflow_id=info.workflow_id, run_id=info.run_id, correlation_id=self.pair.pair_id,
+                causation_id=update.id if update else None, occurred_at=now),
+        )
+        appended = await workflow.execute_activity(
+            "append_events", request, result_type=AppendResponse, **_APPEND)
+        self.pair.version = appended.version
+        for event in events:
+            apply(self.pair, event, now)
+        self._changed()
+
+    async def _notify(self, kind: str, roles: list[str] | tuple[str, ...], *, deadline: Any = None,
+                      session: SessionDetails | None = None) -> None:
+        """Send one notice per person (in parallel), then record each as `NotificationSent`."""
+        if not roles:
+            return
+        requests = [NotificationRequest(
+            notification_id=str(workflow.uuid4()),  # decided here: a retried send sends nothing twice
+            pair_id=self.pair.pair_id, programme_id=self.pair.programme_id, kind=kind,
+            recipient_id=self.pair.person_of(role), recipient_role=role,
+            counterpart_id={"mentor": self.pair.mentee_id, "mentee": self.pair.mentor_id}.get(role),
+            deadline=deadline, session=session) for role in roles]
+        receipts = await asyncio.gather(*(
+            workflow.execute_activity("send_notification", r, result_type=NotificationReceipt, **_SIDE_EFFECT)
+            for r in requests))
+        await self._record(*(ev.NotificationSent(
+            kind=kind, recipient_id=r.recipient_id, recipient_role=r.recipient_role, channel=receipt.channel,
+            message_id=receipt.message_id, session_no=session.session_no if session else None)
+            for r, receipt in zip(requests, receipts, strict=True)), by="system")
+
+    async def _notify_session(self, kind: str, number: int) -> None:
+        session = self.pair.session(number)
+        await self._notify(kind, BOTH, session=SessionDetails(
+            session_no=number, starts_at=session.starts_at, duration_minutes=session.duration_minutes,
+            format=session.format, topics=session.topics, sequence=session.sequence,
+            cancelled=session.status == "cancelled"))
+
+    async def _activity(self, name: str, request: Any) -> None:
+        # Activities are called by name: workflows never import activity code (nor asyncpg).
+        await workflow.execute_activity(name, request, **_SIDE_EFFECT)
+
+    def _due(self, policy_field: str) -> Any:
+        return workflow.now() + self.pair.policy.duration(policy_field)
+
+    def _changed(self) -> None:
+        self._revision += 1
+        self._publish()
+
+    def _publish(self, timer: Timer | None = None) -> None:
+        """Search attributes and current details: what HR sees at a glance in the UI (no names)."""
+        if self.pair is None or (self.pair.stage is Stage.NOMINATED and self.pair.version == 0):
+            return  # nothing to show before the nomination is recorded
+        timer = timer or next_timer(self.pair, workflow.now())
+        stage = "paused" if self.pair.paused is not None else self.pair.stage.value
+        values = (self.pair.programme_id, stage, self.pair.at_risk, timer.due if timer else None)
+        if values != self._published:
+            # Upsert only what changed: each upsert is an event in the workflow's history.
+            before = self._published or (_UNSET,) * len(values)
+            keys = (attrs.PROGRAMME, attrs.STAGE, attrs.AT_RISK, attrs.NEXT_DEADLINE)
+            workflow.upsert_search_attributes([
+                key.value_set(value) if value is not None else key.value_unset()
+                for key, value, old in zip(keys, values, before, strict=True) if value != old
+            ])
+            self._published = values
+        workflow.set_current_details(current_details(self.pair, timer))
+
+    async def _continue_as_new_if_history_is_long(self) -> None:
+        """A pair lives for months: start a fresh run before the history nears Temporal's limits
+        (replaying a long history is slow, and 50k events is a hard stop)."""
+        info = workflow.info()
+        limit = workflow.memo_value(HISTORY_LIMIT_MEMO, DEFAULT_HISTORY_LIMIT, type_hint=int)
+        if info.is_continue_as_new_suggested() or info.get_current_history_length() >= limit:
+            # Let running updates and signals finish first: their events belong in the carried state.
+            await workflow.wait_condition(workflow.all_handlers_finished)
+            workflow.logger.info("continuing as new at stream version %s", self.pair.version)
+            workflow.continue_as_new(self.pair)  # the state, with its stream version, and no personal data
+
+
+def contact(person: Person | HrManager) -> PersonContact:
+    return PersonContact(employee_id=person.employee_id, display_name=person.display_name,
+                         email=person.email, time_zone=person.time_zone)
+
+
+def decode_input(raw: RawValue | None) -> PairInput:
+    """HR's start input, or `InvalidPairInput` naming each bad field: the workflow fails at once."""
+    how = "Start the pair again with one JSON object as described in schemas/pair-input.schema.json."
+    if raw is None:
+        raise InvalidPairInput(f"This pair cannot start: it was started without an input. {how}")
+    try:
+        data = workflow.payload_converter().from_payload(raw.payload)
+    except ValidationError as exc:
+        problem = describe_validation_error(exc)[0].split(": ", 1)[-1]
+        raise InvalidPairInput(f"This pair cannot start: its input is not valid JSON ({problem}). {how}") from None
+    except Exception:
+        raise InvalidPairInput(f"This pair cannot start: its input could not be read as JSON. {how}") from None
+    if not isinstance(data, dict):
+        kind = {list: "a list", str: "a text", int: "a number", float: "a number", bool: "true/false"}.get(
+            type(data), "empty")
+        raise InvalidPairInput(f"This pair cannot start: its input must be one JSON object "
+                               f"(fields between {{ and }}), not {kind}. {how}")
+    try:
+        return PairInput.model_validate(data)
+    except ValidationError as exc:
+        lines = describe_validation_error(exc)
+        raise InvalidPairInput(
+            f"This pair cannot start: {len(lines)} problem(s) in its input:\n{bullet_list(lines)}\n"
+            "Correct these fields and start the pair again; nothing was recorded."
+        ) from None

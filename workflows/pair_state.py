@@ -1,0 +1,408 @@
+"""The state of one pair and the pure decisions over it: no Temporal calls, no I/O, no clock.
+
+The state is the fold of the pair's domain events (`apply`), plus the workflow's bookkeeping of
+its own timers. It holds pseudonymous ids only, so it can be queried, shown in the UI and carried
+across continue-as-new without personal data. `next_stage` and `next_timer` read the lifecycle
+off the facts: the workflow enters the stage the facts call for and waits for the next deadline.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from enum import StrEnum
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from events import pair as ev
+from events.base import DomainEvent
+from workflows.inputs import AvailabilityWindow, PairInput
+from workflows.policy import Policy
+
+
+class Stage(StrEnum):
+    """The lifecycle of DOMAIN.md; the last five are the ways a pair ends."""
+
+    NOMINATED = "nominated"
+    AWAITING_MOTIVATION = "awaiting_motivation"
+    MENTEE_INVITED = "mentee_invited"
+    PREPARATION = "preparation"
+    SESSIONS = "sessions"
+    FINAL_EVALUATION = "final_evaluation"
+    FOLLOW_UP = "follow_up"
+    COMPLETED = "completed"
+    DECLINED = "declined"
+    EXPIRED = "expired"
+    WITHDRAWN = "withdrawn"
+    LAPSED = "lapsed"
+
+
+CLOSED = {Stage.COMPLETED, Stage.DECLINED, Stage.EXPIRED, Stage.WITHDRAWN, Stage.LAPSED}
+SessionStatus = Literal["proposed", "confirmed", "held", "cancelled", "missed"]
+OPEN: set[str] = {"proposed", "confirmed"}
+
+
+class _State(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=False)
+
+
+class SessionState(_State):
+    session_no: int
+    starts_at: datetime
+    duration_minutes: int
+    format: str
+    topics: list[str]
+    status: SessionStatus = "proposed"
+    sequence: int = Field(0, description="iCalendar SEQUENCE, bumped on each reschedule or cancel")
+    reminder_sent: bool = False
+    feedback_from: list[str] = Field(default_factory=list)
+
+    @property
+    def ends_at(self) -> datetime:
+        return self.starts_at + timedelta(minutes=self.duration_minutes)
+
+
+class Pause(_State):
+    since: datetime
+    by: str
+    reason: str
+
+
+class PairState(_State):
+    """Everything the workflow knows about the pair; returned by the `state` query."""
+
+    pair_id: str
+    stream_id: str
+    programme_id: str
+    mentor_id: str
+    mentee_id: str
+    hr_id: str
+    mentee_time_zone: str
+    availability: list[AvailabilityWindow]
+    topics: list[str]
+    training_modules: list[str]
+    sessions_planned: int
+    policy: Policy
+
+    stage: Stage = Stage.NOMINATED
+    clock_start: datetime = Field(description="the current stage's timers count from here; moved on by pauses and, while preparing or holding sessions, by activity")
+    timers_fired: list[str] = Field(default_factory=list, description="timers of the current stage already acted on")
+    paused: Pause | None = None
+    at_risk: bool = False
+    version: int = Field(0, description="the event stream's version: the next append expects it")
+
+    mentor_motivated: bool = False
+    mentee_invited: bool = False
+    invitation_expires_at: datetime | None = None
+    consent_given: bool = False
+    curriculum_topics: list[str] = Field(default_factory=list)
+    curriculum_objectives: list[str] = Field(default_factory=list)
+    modules_done: list[str] = Field(default_factory=list)
+    mentee_onboarded: bool = False
+    signed_off: bool = False
+    sessions: list[SessionState] = Field(default_factory=list)
+    last_session_at: datetime | None = None
+    final_evaluations: list[str] = Field(default_factory=list)
+    evaluation_closed: bool = False
+    follow_ups_sent: list[int] = Field(default_factory=list)
+    follow_up_answers: list[str] = Field(default_factory=list, description="'<days>:<role>'")
+    follow_ups_closed: bool = False
+    ended_at: datetime | None = None
+
+    @classmethod
+    def nominated(cls, pair: PairInput, now: datetime) -> PairState:
+        return cls(
+            pair_id=pair.pair_id, stream_id=ev.pair_stream(pair.pair_id),
+            programme_id=pair.programme_id, mentor_id=pair.mentor.employee_id,
+            mentee_id=pair.mentee.employee_id, hr_id=pair.nominated_by.employee_id,
+            mentee_time_zone=pair.mentee.time_zone, availability=list(pair.mentee.availability),
+            topics=list(pair.topics), training_modules=list(pair.training_modules),
+            sessions_planned=pair.sessions_planned, policy=pair.policy, clock_start=now,
+        )
+
+    # --- derived facts ---------------------------------------------------------------------------
+
+    @property
+    def closed(self) -> bool:
+        return self.stage in CLOSED
+
+    @property
+    def sessions_held(self) -> int:
+        return sum(1 for s in self.sessions if s.status == "held")
+
+    @property
+    def open_sessions(self) -> list[SessionState]:
+        return [s for s in self.sessions if s.status in OPEN]
+
+    @property
+    def sessions_to_schedule(self) -> int:
+        return self.sessions_planned - self.sessions_held - len(self.open_sessions)
+
+    @property
+    def modules_missing(self) -> list[str]:
+        return [m for m in self.training_modules if m not in self.modules_done]
+
+    @property
+    def prepared(self) -> bool:
+        return self.signed_off and self.mentee_onboarded
+
+    def session(self, number: int) -> SessionState | None:
+        return next((s for s in self.sessions if s.session_no == number), None)
+
+    def person_of(self, role: str) -> str:
+        return {"mentor": self.mentor_id, "mentee": self.mentee_id, "hr": self.hr_id}[role]
+
+
+# --- folding events into the state ---------------------------------------------------------------
+
+_PREPARATION_ACTIVITY = (ev.CurriculumAgreed, ev.TrainingModuleCompleted, ev.MenteeOnboarded,
+                         ev.MentorSignedOff)
+_SESSION_ACTIVITY = (ev.SessionProposed, ev.SessionConfirmed, ev.SessionRescheduled,
+                     ev.SessionCancelled, ev.SessionHeld, ev.SessionMissed, ev.FeedbackGiven)
+
+
+def is_activity(state: PairState, event: DomainEvent) -> bool:
+    """Progress that restarts the idle clock of preparation and of the sessions.
+
+    Not while paused (feedback on a past session may come then): the clock is stopped, and
+    resuming moves it on by the whole pause.
+    """
+    if state.paused is not None:
+        return False
+    return (state.stage is Stage.PREPARATION and isinstance(event, _PREPARATION_ACTIVITY)) or (
+        state.stage is Stage.SESSIONS and isinstance(event, _SESSION_ACTIVITY))
+
+
+def apply(state: PairState, event: DomainEvent, at: datetime) -> None:
+    """Fold one recorded event into the state (in place)."""
+    if is_activity(state, event):
+        state.clock_start, state.timers_fired = at, []
+    match event:
+        case ev.MentorMotivationConfirmed():
+            state.mentor_motivated = True
+        case ev.MenteeInvited(expires_at=expires_at):
+            state.mentee_invited, state.invitation_expires_at = True, expires_at
+        case ev.MenteeConsentGiven():
+            state.consent_given = True
+        case ev.CurriculumAgreed(topics=topics, objectives=objectives):
+            state.curriculum_topics, state.curriculum_objectives = list(topics), list(objectives)
+        case ev.TrainingModuleCompleted(module=module):
+            state.modules_done.append(module)
+        case ev.MenteeOnboarded():
+            state.mentee_onboarded = True
+        case ev.MentorSignedOff():
+            state.signed_off = True
+        case ev.SessionProposed():
+            state.sessions.append(SessionState(
+                session_no=event.session_no, starts_at=event.starts_at,
+                duration_minutes=event.duration_minutes, format=event.format, topics=list(event.topics)))
+        case ev.SessionConfirmed(session_no=n):
+            _session(state, n).status = "confirmed"
+        case ev.SessionRescheduled(session_no=n, starts_at=starts_at):
+            session = _session(state, n)
+            session.starts_at, session.reminder_sent = starts_at, False
+            session.sequence += 1
+        case ev.SessionCancelled(session_no=n):
+            session = _session(state, n)
+            session.status = "cancelled"
+            session.sequence += 1
+        case ev.SessionHeld(session_no=n):
+            _session(state, n).status = "held"
+            state.last_session_at = at
+        case ev.SessionMissed(session_no=n):
+            _session(state, n).status = "missed"
+        case ev.FeedbackGiven(session_no=n, by_role=role):
+            _session(state, n).feedback_from.append(role)
+        case ev.FinalEvaluationGiven(by_role=role):
+            state.final_evaluations.append(role)
+            if {"mentor", "mentee"} <= set(state.final_evaluations):
+                state.evaluation_closed = True
+        case ev.PairFlaggedAtRisk():
+            state.at_risk = True
+        case ev.PairBackOnTrack():
+            state.at_risk = False
+        case ev.PairPaused(paused_by=by, reason=reason):
+            state.paused = Pause(since=at, by=by, reason=reason)
+        case ev.PairResumed():
+            if state.paused is not None:
+                state.clock_start += at - state.paused.since  # the paused stage's timers stopped
+            state.paused = None
+        case ev.MentorReplaced(new_mentor_id=new_mentor):
+            # The newcomer is asked for their own motivation and prepared like the first mentor.
+            state.mentor_id = new_mentor
+            state.mentor_motivated = state.signed_off = False
+            state.modules_done = []
+        case ev.PairExtended(additional_sessions=more):
+            state.sessions_planned += more
+        case ev.FollowUpSent(days_after_end=days):
+            state.follow_ups_sent.append(days)
+        case ev.FollowUpAnswered(days_after_end=days, by_role=role):
+            state.follow_up_answers.append(f"{days}:{role}")
+            last = state.follow_ups_sent[-1] if len(state.follow_ups_sent) == 2 else None
+            if last is not None and {f"{last}:mentor", f"{last}:mentee"} <= set(state.follow_up_answers):
+                state.follow_ups_closed = True
+        case ev.MentorDeclined() | ev.MenteeDeclined():
+            _close(state, Stage.DECLINED, at)
+        case ev.MentorMotivationExpired() | ev.InvitationExpired():
+            _close(state, Stage.EXPIRED, at)
+        case ev.PairWithdrawn():
+            _close(state, Stage.WITHDRAWN, at)
+        case ev.PairLapsed():
+            _close(state, Stage.LAPSED, at)
+        case ev.PairCompleted():
+            _close(state, Stage.COMPLETED, at)
+
+
+def _session(state: PairState, number: int) -> SessionState:
+    session = state.session(number)
+    if session is None:
+        raise KeyError(f"session {number} is not in the state")
+    return session
+
+
+def _close(state: PairState, stage: Stage, at: datetime) -> None:
+    state.stage, state.ended_at, state.paused = stage, at, None
+
+
+# --- what comes next ------------------------------------------------------------------------------
+
+def next_stage(state: PairState) -> Stage:
+    """The stage the facts call for (the workflow enters it, doing the stage's opening step)."""
+    if state.closed:
+        return state.stage
+    if not state.mentor_motivated:
+        return Stage.AWAITING_MOTIVATION
+    if not state.consent_given:
+        return Stage.MENTEE_INVITED
+    if not state.prepared:
+        return Stage.PREPARATION
+    if state.sessions_to_schedule > 0 or state.open_sessions:
+        return Stage.SESSIONS
+    if not state.evaluation_closed:
+        return Stage.FINAL_EVALUATION
+    if not state.follow_ups_closed:
+        return Stage.FOLLOW_UP
+    return Stage.COMPLETED
+
+
+class Timer(BaseModel):
+    """A deadline of the current stage and what happens when it passes."""
+
+    kind: str
+    due: datetime
+    session_no: int | None = None
+
+
+# Per stage: (timer kind, policy field giving its delay after the stage's clock start).
+STAGE_TIMERS: dict[Stage, list[tuple[str, str]]] = {
+    Stage.AWAITING_MOTIVATION: [("motivation_reminder", "motivation_reminder_after"),
+                                ("motivation_expiry", "motivation_expires_after")],
+    Stage.MENTEE_INVITED: [("invitation_reminder", "invitation_reminder_after"),
+                           ("invitation_expiry", "invitation_expires_after")],
+    Stage.PREPARATION: [("preparation_reminder", "preparation_reminder_after"),
+                        ("preparation_escalation", "preparation_escalation_after"),
+                        ("lapse", "lapse_after")],
+    Stage.SESSIONS: [("stall_nudge", "stall_nudge_after"), ("stall_escalation", "at_risk_after"),
+                     ("lapse", "lapse_after")],
+    Stage.FINAL_EVALUATION: [("evaluation_window_closed", "final_evaluation_within")],
+    Stage.FOLLOW_UP: [("first_follow_up", "first_follow_up_after"),
+                      ("second_follow_up", "second_follow_up_after")],
+}
+
+TIMER_LABELS = {
+    "motivation_reminder": "reminder to the mentor", "motivation_expiry": "nomination lapses",
+    "invitation_reminder": "reminder to the mentee", "invitation_expiry": "invitation expires",
+    "preparation_reminder": "preparation reminder", "preparation_escalation": "escalation to HR",
+    "lapse": "pair closes as lapsed", "stall_nudge": "nudge", "stall_escalation": "escalation to HR",
+    "session_reminder": "session reminder", "evaluation_window_closed": "final evaluations close",
+    "first_follow_up": "first follow-up", "second_follow_up": "second follow-up",
+    "follow_up_window_closed": "pair completes",
+}
+
+
+def next_timer(state: PairState, now: datetime) -> Timer | None:
+    """The earliest deadline not yet acted on; None when paused or closed (no timer counts)."""
+    if state.closed or state.paused is not None:
+        return None
+    policy = state.policy
+    timers = [
+        Timer(kind=kind, due=state.clock_start + policy.duration(field))
+        for kind, field in STAGE_TIMERS.get(state.stage, [])
+        if kind not in state.timers_fired
+    ]
+    if state.stage is Stage.FOLLOW_UP and "second_follow_up" in state.timers_fired:
+        timers.append(Timer(kind="follow_up_window_closed", due=state.clock_start
+                            + policy.duration("second_follow_up_after")
+                            + policy.duration("follow_up_answer_within")))
+    if state.stage is Stage.SESSIONS:
+        before = policy.duration("session_reminder_before")
+        timers += [
+            Timer(kind="session_reminder", due=s.starts_at - before, session_no=s.session_no)
+            for s in state.sessions
+            if s.status == "confirmed" and not s.reminder_sent and s.starts_at > now
+        ]
+    return min(timers, key=lambda t: t.due, default=None)
+
+
+def waiting_for(state: PairState) -> str:
+    """What the pair waits for, in HR's words (shown in the UI's current details)."""
+    if state.paused is not None:
+        return "resume (the pair is paused; its timers are stopped)"
+    match state.stage:
+        case Stage.AWAITING_MOTIVATION:
+            return "the mentor's confirmation of motivation"
+        case Stage.MENTEE_INVITED:
+            return "the mentee's answer to the invitation (consent)"
+        case Stage.PREPARATION:
+            pending = []
+            if not state.curriculum_topics:
+                pending.append("curriculum agreed")
+            if state.modules_missing:
+                pending.append("training modules: " + ", ".join(state.modules_missing))
+            if not state.signed_off:
+                pending.append("HR sign-off of the mentor")
+            if not state.mentee_onboarded:
+                pending.append("mentee onboarding")
+            return "; ".join(pending)
+        case Stage.SESSIONS:
+            open_ = ", ".join(f"session {s.session_no} {s.status} for {s.starts_at:%Y-%m-%d %H:%M} UTC"
+                              for s in state.open_sessions)
+            todo = f"{state.sessions_to_schedule} session(s) to propose" if state.sessions_to_schedule else ""
+            return "; ".join(x for x in (open_, todo) if x) or "session outcomes"
+        case Stage.FINAL_EVALUATION:
+            missing = [r for r in ("mentor", "mentee") if r not in state.final_evaluations]
+            return "final evaluation from " + " and ".join(missing)
+        case Stage.FOLLOW_UP:
+            return "the follow-ups and their answers"
+    return "nothing (the pair has ended)"
+
+
+def current_details(state: PairState, timer: Timer | None) -> str:
+    """The UI's current-details text: stage, what the pair waits for, until when. No names."""
+    stage = state.stage.value + (" (paused)" if state.paused is not None else "")
+    lines = [f"**Stage:** {stage}", f"**Waiting for:** {waiting_for(state)}"]
+    if timer is not None:
+        lines.append(f"**Next deadline:** {timer.due:%Y-%m-%d %H:%M} UTC ({TIMER_LABELS[timer.kind]})")
+    lines.append(f"**Sessions held:** {state.sessions_held} of {state.sessions_planned}")
+    if state.at_risk:
+        lines.append("**At risk:** escalated to HR")
+    return "\n".join(lines)
+
+
+class ActionResult(BaseModel):
+    """What an update returns: where the pair stands after the action."""
+
+    stage: str
+    paused: bool
+    waiting_for: str
+    stream_version: int
+    session_no: int | None = None
+
+
+class PairOutcome(BaseModel):
+    """The workflow's result when the pair ends."""
+
+    pair_id: str
+    stage: str
+    sessions_held: int
+    stream_version: int
