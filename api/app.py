@@ -1,0 +1,226 @@
+"""The audit HTTP API: the answers of `mentoring audit`, over HTTP, behind bearer tokens.
+
+Every request carries `Authorization: Bearer <token>`; each token maps to a role:
+
+| role      | may read                                                                   |
+| --------- | -------------------------------------------------------------------------- |
+| `hr`      | everything: the audit queries and `/projections/status`                    |
+| `auditor` | the audit queries (`/audit/...`): facts, consent register, tamper check    |
+
+Operating the read models (their status, who runs them, failures) is HR's and the operators'
+business, not the auditors': an auditor's token gets 403 there. No token or an unknown one gets
+401. A bad parameter gets 422 with a `message` naming it. An unknown pair gets 404.
+"""
+
+# No `from __future__ import annotations` here: FastAPI reads the endpoints' annotations, which
+# name dependencies local to create_app, so they must be evaluated where they are written.
+import asyncio
+import secrets
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime
+from typing import Annotated
+
+import asyncpg
+from fastapi import APIRouter, Depends, FastAPI, HTTPException, Path, Query, Request, status
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from events.store import PostgresEventStore, create_pool
+from projections import all_projections, queries
+from projections.runner import ProjectionStatus, projection_status
+
+# What each role may do; "audit" covers /audit/..., "operations" covers /projections/...
+ROLES: dict[str, frozenset[str]] = {
+    "hr": frozenset({"audit", "operations"}),
+    "auditor": frozenset({"audit"}),
+}
+
+# Ids are free text to us (HR chooses them), bound as SQL parameters; only control characters,
+# which no id contains and PostgreSQL text cannot hold (NUL), are refused up front.
+_PRINTABLE = r"^[^\x00-\x1f\x7f]+$"
+PairId = Annotated[str, Path(min_length=1, max_length=200, pattern=_PRINTABLE,
+                             description="the pair's id")]
+ActorId = Annotated[str, Path(min_length=1, max_length=200, pattern=_PRINTABLE,
+                              description="an employee id, or 'system'")]
+Programme = Annotated[str, Query(min_length=1, max_length=200, pattern=_PRINTABLE,
+                                 description="the programme's id")]
+
+
+class _Database:
+    """The pool the app reads from: given, or opened on first use from a DSN (and closed by us)."""
+
+    def __init__(self, pool_or_dsn: asyncpg.Pool | str) -> None:
+        self._dsn = pool_or_dsn if isinstance(pool_or_dsn, str) else None
+        self._pool = None if isinstance(pool_or_dsn, str) else pool_or_dsn
+        self._lock = asyncio.Lock()
+
+    async def pool(self) -> asyncpg.Pool:
+        if self._pool is None:
+            async with self._lock:
+                if self._pool is None:
+                    self._pool = await create_pool(self._dsn, min_size=1, max_size=5)
+        return self._pool
+
+    async def close(self) -> None:
+        if self._dsn is not None and self._pool is not None:
+            await self._pool.close()
+            self._pool = None
+
+
+def create_app(pool_or_dsn: asyncpg.Pool | str, tokens: Mapping[str, str]) -> FastAPI:
+    """The API over a pool (shared with the worker) or a DSN; `tokens` maps bearer token -> role."""
+    unknown = sorted({role for role in tokens.values() if role not in ROLES})
+    if unknown:
+        raise ValueError(f"unknown role(s) {', '.join(unknown)}: use {' or '.join(ROLES)}")
+    known = [(token.encode(), role) for token, role in tokens.items()]
+    database = _Database(pool_or_dsn)
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        yield
+        await database.close()
+
+    app = FastAPI(title="Reverse mentoring: audit API", version="1.0", lifespan=lifespan,
+                  description=__doc__)
+    bearer = HTTPBearer(auto_error=False, description="a token given by HR; its role decides "
+                        "what it may read")
+
+    def role_of(token: str) -> str | None:
+        # Compare with every known token, in constant time, so timing reveals nothing.
+        found = None
+        for candidate, role in known:
+            if secrets.compare_digest(candidate, token.encode()):
+                found = role
+        return found
+
+    def allowed(permission: str):
+        async def check(credentials: Annotated[HTTPAuthorizationCredentials | None,
+                                               Depends(bearer)]) -> str:
+            if credentials is None:
+                raise HTTPException(status.HTTP_401_UNAUTHORIZED, "a bearer token is required",
+                                    headers={"WWW-Authenticate": "Bearer"})
+            role = role_of(credentials.credentials)
+            if role is None:
+                raise HTTPException(status.HTTP_401_UNAUTHORIZED, "unknown token",
+                                    headers={"WWW-Authenticate": "Bearer"})
+            if permission not in ROLES[role]:
+                raise HTTPException(status.HTTP_403_FORBIDDEN,
+                                    f"the {role} role may not read this")
+            return role
+        return check
+
+    async def pool() -> asyncpg.Pool:
+        return await database.pool()
+
+    Pool = Annotated[asyncpg.Pool, Depends(pool)]
+    audit = APIRouter(prefix="/audit", tags=["audit"], dependencies=[Depends(allowed("audit"))])
+    operations = APIRouter(prefix="/projections", tags=["projections"],
+                           dependencies=[Depends(allowed("operations"))])
+
+    @audit.get("/pairs/{pair_id}", response_model=queries.PairReport,
+               responses={404: {"description": "no such pair"}})
+    async def pair(pair_id: PairId, db: Pool) -> queries.PairReport:
+        """A pair's overview, sessions, consent entries and full audit trail."""
+        report = await queries.pair_report(db, pair_id)
+        if report is None:
+            raise HTTPException(status.HTTP_404_NOT_FOUND, f"no pair with id {pair_id!r}")
+        return report
+
+    @audit.get("/pairs/{pair_id}/as-of", response_model=queries.PairAsOf,
+               responses={404: {"description": "no such pair"}})
+    async def pair_as_of(pair_id: PairId, db: Pool, time: Annotated[datetime, Query(
+            description="the moment, ISO 8601 (UTC if no zone)")]) -> queries.PairAsOf:
+        """The pair as it stood at `time`, folded from the raw event log."""
+        state = await queries.pair_as_of(PostgresEventStore(db), pair_id, _utc(time))
+        if state is None:
+            raise HTTPException(status.HTTP_404_NOT_FOUND, f"no pair with id {pair_id!r}")
+        return state
+
+    @audit.get("/actors/{actor_id}", response_model=queries.ActorReport)
+    async def actor(
+        actor_id: ActorId,
+        db: Pool,
+        since: Annotated[datetime | None, Query(description="from (ISO 8601)")] = None,
+        until: Annotated[datetime | None, Query(description="before (ISO 8601)")] = None,
+    ) -> queries.ActorReport:
+        """Everything one person did, by business time, within [since, until)."""
+        since, until = _utc(since), _utc(until)
+        if since and until and since >= until:
+            raise _unprocessable(["query", "since"], "since must be earlier than until")
+        return await queries.actor_report(db, actor_id, since, until)
+
+    @audit.get("/consent", response_model=queries.ConsentReport)
+    async def consent(programme: Programme, db: Pool) -> queries.ConsentReport:
+        """The consent register of a programme: every invitation and every answer."""
+        return await queries.consent_report(db, programme)
+
+    @audit.get("/funnel", response_model=queries.FunnelReport)
+    async def funnel(programme: Programme, db: Pool) -> queries.FunnelReport:
+        """A programme's funnel: pairs per stage, outcome rates, median days per stage."""
+        return await queries.funnel_report(db, programme)
+
+    @audit.get("/verify", response_model=queries.VerifyResult)
+    async def verify(db: Pool) -> queries.VerifyResult:
+        """The log's hash chain recomputed; `ok` false names the first bad event."""
+        return await queries.verify_log(PostgresEventStore(db))
+
+    @operations.get("/status", response_model=list[ProjectionStatus])
+    async def projections(db: Pool) -> list[ProjectionStatus]:
+        """Where each read model stands: checkpoint, events behind, runner, failure."""
+        return await projection_status(db, [p.name for p in all_projections()])
+
+    app.include_router(audit)
+    app.include_router(operations)
+
+    @app.exception_handler(RequestValidationError)
+    async def bad_parameters(_request: Request, exc: RequestValidationError) -> JSONResponse:
+        return _unprocessable_response(exc.errors())
+
+    @app.exception_handler(_Unprocessable)
+    async def bad_combination(_request: Request, exc: _Unprocessable) -> JSONResponse:
+        return _unprocessable_response(exc.errors)
+
+    @app.exception_handler(asyncpg.PostgresError)
+    @app.exception_handler(OSError)
+    async def database_down(_request: Request, exc: Exception) -> JSONResponse:
+        if isinstance(exc, asyncpg.UndefinedTableError):
+            detail = "the read models are not set up in this database: apply the migrations"
+        else:
+            detail = "the audit database is unavailable; try again later"
+        return JSONResponse({"detail": detail}, status.HTTP_503_SERVICE_UNAVAILABLE)
+
+    return app
+
+
+class _Unprocessable(Exception):
+    def __init__(self, errors: list[dict]) -> None:
+        self.errors = errors
+
+
+def _unprocessable(loc: list[str], message: str) -> _Unprocessable:
+    return _Unprocessable([{"loc": loc, "msg": message, "type": "value_error"}])
+
+
+def _unprocessable_response(errors) -> JSONResponse:
+    """422 with FastAPI's usual `detail` list, plus one `message` line naming each parameter."""
+    lines = []
+    for error in errors:
+        where = [str(part) for part in error.get("loc", ())]
+        place = f"{where[0]} parameter '{'.'.join(where[1:])}'" if len(where) > 1 else ".".join(where)
+        line = f"{place}: {error.get('msg')}"
+        if error.get("type", "").startswith(("datetime", "date")):
+            line += " (write ISO 8601, for example 2025-03-01T09:00:00Z)"
+        lines.append(line)
+    return JSONResponse(
+        {"message": "; ".join(lines), "detail": jsonable_encoder(errors)},
+        status_code=422,
+    )
+
+
+def _utc(value: datetime | None) -> datetime | None:
+    if value is None or value.tzinfo is not None:
+        return value
+    return value.replace(tzinfo=UTC)

@@ -1,0 +1,380 @@
+"""The `mentoring` command: audit queries and read-model operations, as tables or as JSON.
+
+    mentoring audit pair ID                       a pair's overview, sessions, consent and trail
+    mentoring audit actor ID --since --until      everything one person did
+    mentoring audit consent --programme P         the consent register of a programme
+    mentoring audit funnel --programme P          stages, rates and median time per stage
+    mentoring audit verify                        the hash chain; exit code 1 if tampered
+    mentoring audit as-of TIME pair ID            a pair as it stood then, from the raw log
+    mentoring projections status|rebuild|resume   operate the read models
+
+The answers are those of the HTTP API (both call `projections.queries`). The database comes from
+the settings (DATABASE_URL) unless `--database-url` is given.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json as jsonlib
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Annotated, TypeVar
+
+import asyncpg
+import typer
+from pydantic import BaseModel
+from rich.console import Console
+from rich.table import Table
+
+from events.store import PostgresEventStore
+from projections import all_projections, queries
+from projections.rebuild import RebuildError, rebuild, rich_progress
+from projections.runner import NothingToResume, ProjectionStatus, UnknownProjection, resume
+from projections.runner import projection_status as read_status
+
+app = typer.Typer(name="mentoring", no_args_is_help=True, add_completion=False,
+                  help="Audit the reverse-mentoring programmes and operate their read models.")
+audit_app = typer.Typer(no_args_is_help=True, help="Audit queries: who did what, when, with whose "
+                        "consent, and proof that nothing was altered.")
+projections_app = typer.Typer(no_args_is_help=True, help="Operate the read models built from the "
+                              "event log: status, rebuild, resume.")
+app.add_typer(audit_app, name="audit")
+app.add_typer(projections_app, name="projections")
+
+DatabaseUrl = Annotated[str | None, typer.Option(
+    "--database-url", show_default=False, help="postgresql://user:pass@host:5432/db "
+    "(default: DATABASE_URL from the settings)")]
+Json = Annotated[bool, typer.Option("--json", help="Print JSON (for machines) instead of tables.")]
+T = TypeVar("T")
+
+
+class Subject(StrEnum):
+    pair = "pair"
+
+
+# --- plumbing: database, errors, output ----------------------------------------------------------
+
+def _fail(message: str, code: int = 1) -> typer.Exit:
+    typer.echo(f"mentoring: {message}", err=True)
+    return typer.Exit(code)
+
+
+def _database_url(option: str | None) -> str:
+    if option:
+        return option
+    from settings import SettingsError, get_settings
+
+    try:
+        url = get_settings().database_url
+    except SettingsError as exc:
+        raise _fail(str(exc), 2) from None
+    if not url:
+        raise _fail("no database configured: set DATABASE_URL (postgresql://user:pass@host:5432/db), "
+                    "pass --database-url, or start the stack with `make run`, which exports it", 2)
+    return url
+
+
+def _run(database_url: str | None, work: Callable[[asyncpg.Pool, str], Awaitable[T]]) -> T:
+    """Open a pool on the configured database, run `work(pool, url)`, close the pool."""
+    url = _database_url(database_url)
+
+    async def main() -> T:
+        from runtime import StartupError, open_database
+
+        try:
+            pool = await open_database(url, max_size=4, apply_migrations=False)
+        except StartupError as exc:
+            raise _fail(str(exc), 2) from None
+        try:
+            return await work(pool, url)
+        finally:
+            await pool.close()
+
+    try:
+        return asyncio.run(main())
+    except asyncpg.UndefinedTableError:
+        raise _fail("this database has no read models yet: start the stack once (`make run` or "
+                    "`python worker.py`) so that its migrations are applied", 2) from None
+
+
+def _parse_time(text: str, option: str) -> datetime:
+    try:
+        value = datetime.fromisoformat(text)
+    except ValueError:
+        raise _fail(f"{option}: {text!r} is not a date or time; write for example 2025-03-01 or "
+                    "2025-03-01T09:00:00Z", 2) from None
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+def _json(model: BaseModel | list[BaseModel]) -> None:
+    if isinstance(model, list):
+        typer.echo("[" + ",\n".join(m.model_dump_json(indent=2) for m in model) + "]")
+    else:
+        typer.echo(model.model_dump_json(indent=2))
+
+
+def _when(value: datetime | None) -> str:
+    return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M") if value else ""
+
+
+def _table(title: str, *columns: str) -> Table:
+    table = Table(title=title, title_justify="left", show_lines=False)
+    for column in columns:
+        table.add_column(column)
+    return table
+
+
+def _facts(console: Console, title: str, rows: list[tuple[str, str]]) -> None:
+    """A heading, then label: value lines (a table without a header)."""
+    console.print(f"[bold]{title}[/]")
+    table = Table(show_header=False)
+    for label, value in rows:
+        table.add_row(label, value)
+    console.print(table)
+
+
+def _console() -> Console:
+    return Console(width=140)
+
+
+# --- audit ---------------------------------------------------------------------------------------
+
+@audit_app.command("pair")
+def audit_pair(pair_id: Annotated[str, typer.Argument(help="The pair's id.")],
+               json: Json = False, database_url: DatabaseUrl = None) -> None:
+    """A pair's overview, sessions, consent entries and full audit trail."""
+    report = _run(database_url, lambda pool, _url: queries.pair_report(pool, pair_id))
+    if report is None:
+        raise _fail(f"no pair with id {pair_id!r}")
+    if json:
+        return _json(report)
+    o, console = report.overview, _console()
+    _facts(console, f"Pair {o.pair_id}", [
+        ("programme", o.programme_id), ("stage", f"{o.stage} since {_when(o.stage_since)}"),
+        ("mentor", f"{o.mentor.display_name or '(no name)'} ({o.mentor.employee_id})"),
+        ("mentee", f"{o.mentee.display_name or '(no name)'} ({o.mentee.employee_id})"),
+        ("nominated", f"{_when(o.nominated_at)} by {o.nominated_by}"),
+        ("sessions held", f"{o.sessions_held} of {o.sessions_planned}"),
+        ("average rating", f"{o.average_rating} ({o.ratings} ratings)" if o.ratings else "none yet"),
+        ("at risk", "yes" if o.at_risk else "no"), ("paused", "yes" if o.paused else "no"),
+        ("next deadline", f"{_when(o.next_deadline)} {o.next_deadline_kind}"
+         if o.next_deadline else "none known"),
+        ("last activity", _when(o.last_activity_at)), ("ended", _when(o.ended_at) or "no"),
+    ])
+    sessions = _table("Sessions", "no", "starts (UTC)", "format", "status", "topics covered")
+    for s in report.sessions:
+        sessions.add_row(str(s.session_no), _when(s.starts_at), s.format, s.status,
+                         ", ".join(s.topics_covered or []))
+    console.print(sessions)
+    _print_consent(console, "Consent", report.consent)
+    _print_trail(console, "Audit trail", report.trail)
+
+
+@audit_app.command("actor")
+def audit_actor(
+    actor_id: Annotated[str, typer.Argument(help="An employee id, or 'system' for timers.")],
+    since: Annotated[str | None, typer.Option(help="From this time (ISO 8601, UTC if no zone).")] = None,
+    until: Annotated[str | None, typer.Option(help="Before this time (ISO 8601).")] = None,
+    json: Json = False, database_url: DatabaseUrl = None,
+) -> None:
+    """Everything one person did, by business time."""
+    start = _parse_time(since, "--since") if since else None
+    end = _parse_time(until, "--until") if until else None
+    if start and end and start >= end:
+        raise _fail("--since must be earlier than --until", 2)
+    report = _run(database_url, lambda pool, _url: queries.actor_report(pool, actor_id, start, end))
+    if json:
+        return _json(report)
+    name = report.actor.display_name or "(no name)"
+    _print_trail(_console(), f"Actions of {name} ({actor_id}): {len(report.entries)}",
+                 report.entries, with_subject=True)
+
+
+@audit_app.command("consent")
+def audit_consent(
+    programme: Annotated[str, typer.Option("--programme", help="The programme's id.")],
+    json: Json = False, database_url: DatabaseUrl = None,
+) -> None:
+    """The consent register of a programme: every invitation and every answer."""
+    report = _run(database_url, lambda pool, _url: queries.consent_report(pool, programme))
+    if json:
+        return _json(report)
+    s, console = report.summary, _console()
+    console.print(f"[bold]Consent register of {programme}[/]: {s.invited} invited, {s.consented} "
+                  f"consented, {s.declined} declined, {s.expired} expired, {s.withdrawn} withdrawn")
+    forced = s.pairs_with_sessions_before_consent
+    console.print("sessions before consent: " + (", ".join(forced) if forced else "none"))
+    _print_consent(console, "Entries", report.entries, with_pair=True)
+
+
+@audit_app.command("funnel")
+def audit_funnel(
+    programme: Annotated[str, typer.Option("--programme", help="The programme's id.")],
+    json: Json = False, database_url: DatabaseUrl = None,
+) -> None:
+    """A programme's funnel: pairs per stage, outcome rates, median days in each stage."""
+    report = _run(database_url, lambda pool, _url: queries.funnel_report(pool, programme))
+    if json:
+        return _json(report)
+    console = _console()
+    rows = [("invited", str(report.invited)), ("consented", str(report.consented))]
+    rows += [(outcome.replace("_", " "), str(count)) for outcome, count in report.outcomes.items()]
+    for label in ("consent_rate", "decline_rate", "expiry_rate", "withdrawal_rate",
+                  "completion_rate", "abandonment_rate"):
+        value = getattr(report, label)
+        rows.append((label.replace("_", " "), f"{value:.0%}" if value is not None else "n/a"))
+    _facts(console, f"Funnel of {programme}: {report.pairs} pairs, {report.active} active", rows)
+    stages = _table("Stages", "stage", "now", "reached", "finished stays", "median days")
+    for st in report.stages:
+        stages.add_row(st.stage, str(st.pairs_now), str(st.pairs_reached), str(st.finished_stays),
+                       "" if st.median_days is None else f"{st.median_days:g}")
+    console.print(stages)
+
+
+@audit_app.command("verify")
+def audit_verify(json: Json = False, database_url: DatabaseUrl = None) -> None:
+    """Recompute the log's hash chain; name the first bad event. Exit code 1 if tampered."""
+    result = _run(database_url, lambda pool, _url: queries.verify_log(PostgresEventStore(pool)))
+    if json:
+        _json(result)
+    elif result.ok:
+        typer.echo(f"ok: {result.events_checked} events in {result.streams_checked} streams, "
+                   "hash chain intact")
+    else:
+        typer.echo(f"TAMPERED: first bad event at {result.first_bad.description}")
+    if not result.ok:
+        raise typer.Exit(1)
+
+
+@audit_app.command("as-of")
+def audit_as_of(
+    time: Annotated[str, typer.Argument(help="The moment (ISO 8601, UTC if no zone).")],
+    subject: Annotated[Subject, typer.Argument(help="What to show: pair.")],
+    pair_id: Annotated[str, typer.Argument(help="The pair's id.")],
+    json: Json = False, database_url: DatabaseUrl = None,
+) -> None:
+    """A pair as it stood at TIME, folded from the raw log (not from the read models)."""
+    moment = _parse_time(time, "TIME")
+    state = _run(database_url,
+                 lambda pool, _url: queries.pair_as_of(PostgresEventStore(pool), pair_id, moment))
+    if state is None:
+        raise _fail(f"no pair with id {pair_id!r}")
+    if json:
+        return _json(state)
+    console = _console()
+    if not state.existed:
+        console.print(f"pair {pair_id} was not nominated yet at {_when(moment)} UTC")
+        return
+    _facts(console, f"Pair {pair_id} as of {_when(moment)} UTC ({state.events_applied} events)", [
+        ("programme", state.programme_id or ""), ("stage", state.stage or ""),
+        ("mentor", state.mentor_id or ""), ("mentee", state.mentee_id or ""),
+        ("consent given", "yes" if state.consent_given else "no"),
+        ("sessions held", f"{state.sessions_held} of {state.sessions_planned}"),
+        ("average rating", str(state.average_rating or "none yet")),
+        ("at risk", "yes" if state.at_risk else "no"), ("paused", "yes" if state.paused else "no"),
+        ("next deadline", f"{_when(state.next_deadline)} {state.next_deadline_kind}"
+         if state.next_deadline else "none known"),
+        ("outcome", state.outcome or "still running"),
+    ])
+
+
+def _print_trail(console: Console, title: str, entries: list[queries.TrailEntry], *,
+                 with_subject: bool = False) -> None:
+    columns = ["pos", "at (UTC)", "actor", "action"] + (["subject"] if with_subject else []) + ["what"]
+    table = _table(title, *columns)
+    for e in entries:
+        table.add_row(str(e.position), _when(e.at), e.actor, e.action,
+                      *([e.subject] if with_subject else []), e.summary)
+    console.print(table)
+
+
+def _print_consent(console: Console, title: str, entries: list[queries.ConsentEntry], *,
+                   with_pair: bool = False) -> None:
+    columns = (["pair"] if with_pair else []) + ["at (UTC)", "person", "role", "answer", "channel",
+                                                  "entered by"]
+    table = _table(title, *columns)
+    for e in entries:
+        table.add_row(*([e.pair_id] if with_pair else []), _when(e.at), e.person_id, e.role,
+                      e.answer, e.channel or "", e.recorded_by or "")
+    console.print(table)
+
+
+# --- projections ---------------------------------------------------------------------------------
+
+@projections_app.command("status")
+def projections_status(json: Json = False, database_url: DatabaseUrl = None) -> None:
+    """Where each read model stands: checkpoint, events behind, who runs it, any failure."""
+    names = [p.name for p in all_projections()]
+    statuses: list[ProjectionStatus] = _run(database_url, lambda pool, _url: read_status(pool, names))
+    if json:
+        return _json(statuses)
+    table = _table("Projections", "name", "status", "position", "behind", "waiting since",
+                   "run by pid", "failure")
+    for s in statuses:
+        failure = (f"{s.failure.event_type} at {s.failure.position}: {s.failure.error}"
+                   if s.failure else "")
+        table.add_row(s.name, s.status, str(s.position), str(s.behind),
+                      _when(s.oldest_waiting_since), str(s.held_by_pid or ""), failure)
+    _console().print(table)
+
+
+@projections_app.command("rebuild")
+def projections_rebuild(
+    names: Annotated[list[str] | None, typer.Argument(
+        help="Projections to rebuild (default: all).", show_default=False)] = None,
+    batch_size: Annotated[int, typer.Option(min=1, max=100_000)] = 5000,
+    json: Json = False, database_url: DatabaseUrl = None,
+) -> None:
+    """Rebuild read models from the whole log into shadow tables, then swap them in at once.
+
+    The live read models keep serving and following the log until the swap.
+    """
+    known = {p.name: p for p in all_projections()}
+    unknown = sorted(set(names or []) - set(known))
+    if unknown:
+        raise _fail(f"unknown projection(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}", 2)
+    chosen = [known[n] for n in names] if names else list(known.values())
+
+    async def work(pool: asyncpg.Pool, url: str):
+        store = PostgresEventStore(pool)
+        if json:
+            return await rebuild(store, chosen, dsn=url, batch_size=batch_size)
+        with rich_progress(f"rebuilding {len(chosen)} read model(s)") as progress:
+            return await rebuild(store, chosen, dsn=url, batch_size=batch_size,
+                                 on_progress=progress)
+
+    try:
+        report = _run(database_url, work)
+    except RebuildError as exc:
+        raise _fail(f"rebuild failed, the live read models are unchanged: {exc}") from None
+    if json:
+        typer.echo(jsonlib.dumps({"projections": report.projections, "events": report.events,
+                                  "seconds": round(report.seconds, 3),
+                                  "events_per_second": round(report.events_per_second)}))
+    else:
+        typer.echo(f"rebuilt {', '.join(report.projections)}: {report.events} events in "
+                   f"{report.seconds:.1f}s ({report.events_per_second:,.0f} events/s)")
+
+
+@projections_app.command("resume")
+def projections_resume(
+    name: Annotated[str, typer.Argument(help="The failed projection.")],
+    skip: Annotated[bool, typer.Option("--skip", help="Skip the event it failed on (recorded).")] = False,
+    by: Annotated[str, typer.Option("--by", help="Who decides (recorded with the failure).")] = "operator",
+    json: Json = False, database_url: DatabaseUrl = None,
+) -> None:
+    """Restart a failed projection: retry its failed event after a fix, or skip it."""
+    try:
+        result = _run(database_url, lambda pool, _url: resume(pool, name, skip=skip, by=by))
+    except (UnknownProjection, NothingToResume) as exc:
+        raise _fail(str(exc)) from None
+    if json:
+        return _json(result)
+    action = "skips" if result.skipped else "retries"
+    typer.echo(f"{name} resumed: it {action} the {result.event_type} event at position "
+               f"{result.event_position}; the runner picks it up within its poll interval")
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,336 @@
+"""The facts of one pair folded from its events: stage, consent, sessions, ratings, deadlines.
+
+Pure (no I/O, no clock). The pair overview and the programme funnel keep these facts in their
+rows; the as-of audit query folds a pair's raw stream up to a moment. The stage is the one the
+recorded facts call for, read the way the pair's workflow reads them (DOMAIN.md's lifecycle).
+Events carry payloads as plain dicts here (already upcast by the store): folding a million events
+through pydantic models would cost more than the rest of the projection.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+# The stages of a live pair, in lifecycle order, then the ways a pair ends.
+AWAITING_MOTIVATION = "awaiting_motivation"
+MENTEE_INVITED = "mentee_invited"
+PREPARATION = "preparation"
+SESSIONS = "sessions"
+FINAL_EVALUATION = "final_evaluation"
+FOLLOW_UP = "follow_up"
+LIVE_STAGES = (AWAITING_MOTIVATION, MENTEE_INVITED, PREPARATION, SESSIONS, FINAL_EVALUATION,
+               FOLLOW_UP)
+CLOSED_STAGES = ("completed", "declined", "expired", "withdrawn", "lapsed")
+STAGES = LIVE_STAGES + CLOSED_STAGES
+
+# Event type -> (closed stage, outcome): the outcome keeps apart what the stage merges.
+ENDINGS: dict[str, tuple[str, str]] = {
+    "MentorDeclined": ("declined", "mentor_declined"),
+    "MenteeDeclined": ("declined", "mentee_declined"),
+    "MentorMotivationExpired": ("expired", "motivation_expired"),
+    "InvitationExpired": ("expired", "invitation_expired"),
+    "PairWithdrawn": ("withdrawn", "withdrawn"),
+    "PairLapsed": ("lapsed", "lapsed"),
+    "PairCompleted": ("completed", "completed"),
+}
+OPEN_SESSION = ("proposed", "confirmed")
+SYSTEM_ACTOR = "system"
+
+
+class PairFoldError(ValueError):
+    """The pair's events contradict each other (an event the projection cannot apply)."""
+
+
+@dataclass(slots=True)
+class SessionFacts:
+    status: str
+    starts_at: datetime
+
+
+@dataclass(slots=True)
+class PairFacts:
+    pair_id: str
+    programme_id: str
+    mentor_id: str
+    mentee_id: str
+    nominated_by: str
+    nominated_at: datetime
+    sessions_planned: int
+    policy: dict[str, str]
+    stage: str = AWAITING_MOTIVATION
+    stage_since: datetime | None = None
+    clock_start: datetime | None = None  # the stage's timers count from here; pauses push it on
+    mentor_motivated: bool = False
+    mentee_invited: bool = False
+    invitation_expires_at: datetime | None = None
+    consent_given: bool = False
+    curriculum_agreed: bool = False
+    signed_off: bool = False
+    mentee_onboarded: bool = False
+    sessions: dict[int, SessionFacts] = field(default_factory=dict)
+    rating_sum: int = 0
+    rating_count: int = 0
+    final_evaluations: list[str] = field(default_factory=list)
+    follow_ups_sent: list[int] = field(default_factory=list)
+    at_risk: bool = False
+    paused_since: datetime | None = None
+    outcome: str | None = None
+    ended_at: datetime | None = None
+    last_activity_at: datetime | None = None
+
+    # --- derived ------------------------------------------------------------------------------
+
+    @property
+    def sessions_held(self) -> int:
+        return sum(1 for s in self.sessions.values() if s.status == "held")
+
+    @property
+    def open_sessions(self) -> list[tuple[int, SessionFacts]]:
+        return sorted(((n, s) for n, s in self.sessions.items() if s.status in OPEN_SESSION),
+                      key=lambda item: item[1].starts_at)
+
+    @property
+    def average_rating(self) -> float | None:
+        return round(self.rating_sum / self.rating_count, 2) if self.rating_count else None
+
+    # --- storage: the facts as JSON, kept in the read models' `facts` column --------------------
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "pair_id": self.pair_id, "programme_id": self.programme_id,
+            "mentor_id": self.mentor_id, "mentee_id": self.mentee_id,
+            "nominated_by": self.nominated_by, "nominated_at": _iso(self.nominated_at),
+            "sessions_planned": self.sessions_planned, "policy": self.policy,
+            "stage": self.stage, "stage_since": _iso(self.stage_since),
+            "clock_start": _iso(self.clock_start),
+            "mentor_motivated": self.mentor_motivated, "mentee_invited": self.mentee_invited,
+            "invitation_expires_at": _iso(self.invitation_expires_at),
+            "consent_given": self.consent_given, "curriculum_agreed": self.curriculum_agreed,
+            "signed_off": self.signed_off, "mentee_onboarded": self.mentee_onboarded,
+            "sessions": {str(n): {"status": s.status, "starts_at": _iso(s.starts_at)}
+                         for n, s in self.sessions.items()},
+            "rating_sum": self.rating_sum, "rating_count": self.rating_count,
+            "final_evaluations": self.final_evaluations, "follow_ups_sent": self.follow_ups_sent,
+            "at_risk": self.at_risk, "paused_since": _iso(self.paused_since),
+            "outcome": self.outcome, "ended_at": _iso(self.ended_at),
+            "last_activity_at": _iso(self.last_activity_at),
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> PairFacts:
+        values = dict(data)
+        for key in ("nominated_at", "stage_since", "clock_start", "invitation_expires_at",
+                    "paused_since", "ended_at", "last_activity_at"):
+            values[key] = _time(values.get(key))
+        values["sessions"] = {int(n): SessionFacts(s["status"], _time(s["starts_at"]))
+                              for n, s in data.get("sessions", {}).items()}
+        values["final_evaluations"] = list(data.get("final_evaluations", []))
+        values["follow_ups_sent"] = list(data.get("follow_ups_sent", []))
+        return cls(**values)
+
+
+def fold(facts: PairFacts | None, pair_id: str, event_type: str, payload: dict[str, Any],
+         at: datetime, actor: str) -> PairFacts | None:
+    """The pair's facts after one more event; None while the pair is unknown and stays so.
+
+    Unknown event types change nothing (a newer writer may know more types than this reader).
+    """
+    if event_type == "PairNominated":
+        if facts is not None:
+            raise PairFoldError(f"pair {pair_id} is nominated twice")
+        facts = PairFacts(
+            pair_id=payload["pair_id"], programme_id=payload["programme_id"],
+            mentor_id=payload["mentor_id"], mentee_id=payload["mentee_id"],
+            nominated_by=payload["nominated_by"], nominated_at=at,
+            sessions_planned=int(payload["sessions_planned"]), policy=dict(payload.get("policy", {})),
+            stage_since=at, clock_start=at, last_activity_at=at,
+        )
+        facts.stage = derive_stage(facts)
+        return facts
+    if facts is None:
+        if event_type in _HANDLERS or event_type in ENDINGS:
+            raise PairFoldError(f"{event_type} for pair {pair_id} before its nomination")
+        return None
+
+    handler = _HANDLERS.get(event_type)
+    if handler is not None:
+        handler(facts, payload, at)
+    ending = ENDINGS.get(event_type)
+    if ending is not None and facts.outcome is None:
+        facts.stage, facts.outcome = ending
+        facts.ended_at, facts.stage_since = at, at
+        facts.at_risk, facts.paused_since = False, None
+    if actor != SYSTEM_ACTOR and (handler is not None or ending is not None):
+        facts.last_activity_at = at
+    if facts.outcome is None:
+        stage = derive_stage(facts)
+        if stage != facts.stage:
+            facts.stage, facts.stage_since, facts.clock_start = stage, at, at
+    return facts
+
+
+def derive_stage(facts: PairFacts) -> str:
+    """The stage the recorded facts call for."""
+    if facts.outcome is not None:
+        return facts.stage
+    if not facts.mentor_motivated:
+        return AWAITING_MOTIVATION
+    if not facts.consent_given:
+        return MENTEE_INVITED
+    if not (facts.signed_off and facts.mentee_onboarded):
+        return PREPARATION
+    held = open_count = 0
+    for session in facts.sessions.values():  # one pass: this runs for every event of a rebuild
+        if session.status == "held":
+            held += 1
+        elif session.status in OPEN_SESSION:
+            open_count += 1
+    if facts.sessions_planned - held - open_count > 0 or open_count:
+        return SESSIONS
+    if facts.follow_ups_sent:
+        return FOLLOW_UP  # the evaluation window may close without both evaluations
+    if not {"mentor", "mentee"} <= set(facts.final_evaluations):
+        return FINAL_EVALUATION
+    return FOLLOW_UP
+
+
+def next_deadline(facts: PairFacts) -> tuple[datetime, str] | None:
+    """The next deadline the facts let us name, with what happens then; None if none is known.
+
+    Only what the log states or the recorded policy fixes: the workflow owns the other timers.
+    """
+    if facts.outcome is not None or facts.paused_since is not None:
+        return None
+    if facts.stage == AWAITING_MOTIVATION and facts.clock_start is not None:
+        expiry = facts.policy.get("motivation_expires_after")
+        delay = parse_duration(expiry) if expiry else None
+        return (facts.clock_start + delay, "nomination lapses") if delay else None
+    if facts.stage == MENTEE_INVITED and facts.invitation_expires_at is not None:
+        return facts.invitation_expires_at, "invitation expires"
+    if facts.stage == SESSIONS and facts.open_sessions:
+        number, session = facts.open_sessions[0]
+        return session.starts_at, f"session {number} ({session.status})"
+    return None
+
+
+# --- one handler per event type that changes the facts ---------------------------------------------
+
+def _session(facts: PairFacts, payload: dict[str, Any]) -> SessionFacts:
+    number = int(payload["session_no"])
+    session = facts.sessions.get(number)
+    if session is None:
+        raise PairFoldError(f"session {number} of pair {facts.pair_id} was never proposed")
+    return session
+
+
+def _set(attribute: str, value: object):
+    def handler(facts: PairFacts, _payload: dict[str, Any], _at: datetime) -> None:
+        setattr(facts, attribute, value)
+    return handler
+
+
+def _status(status: str):
+    def handler(facts: PairFacts, payload: dict[str, Any], _at: datetime) -> None:
+        _session(facts, payload).status = status
+    return handler
+
+
+def _invited(facts: PairFacts, payload: dict[str, Any], _at: datetime) -> None:
+    facts.mentee_invited = True
+    facts.invitation_expires_at = _time(payload.get("expires_at"))
+
+
+def _proposed(facts: PairFacts, payload: dict[str, Any], _at: datetime) -> None:
+    facts.sessions[int(payload["session_no"])] = SessionFacts("proposed", _time(payload["starts_at"]))
+
+
+def _rescheduled(facts: PairFacts, payload: dict[str, Any], _at: datetime) -> None:
+    _session(facts, payload).starts_at = _time(payload["starts_at"])
+
+
+def _feedback(facts: PairFacts, payload: dict[str, Any], _at: datetime) -> None:
+    _session(facts, payload)
+    facts.rating_sum += int(payload["rating"])
+    facts.rating_count += 1
+
+
+def _final_evaluation(facts: PairFacts, payload: dict[str, Any], _at: datetime) -> None:
+    facts.final_evaluations.append(payload["by_role"])
+
+
+def _paused(facts: PairFacts, _payload: dict[str, Any], at: datetime) -> None:
+    facts.paused_since = at
+
+
+def _resumed(facts: PairFacts, _payload: dict[str, Any], at: datetime) -> None:
+    if facts.paused_since is not None and facts.clock_start is not None:
+        facts.clock_start += at - facts.paused_since  # the stage's timers stood still meanwhile
+    facts.paused_since = None
+
+
+def _mentor_replaced(facts: PairFacts, payload: dict[str, Any], _at: datetime) -> None:
+    # The newcomer confirms their own motivation and is prepared like the first mentor.
+    facts.mentor_id = payload["new_mentor_id"]
+    facts.mentor_motivated = facts.signed_off = False
+
+
+def _extended(facts: PairFacts, payload: dict[str, Any], _at: datetime) -> None:
+    facts.sessions_planned += int(payload["additional_sessions"])
+
+
+def _follow_up(facts: PairFacts, payload: dict[str, Any], _at: datetime) -> None:
+    facts.follow_ups_sent.append(int(payload["days_after_end"]))
+
+
+_HANDLERS = {
+    "MentorMotivationConfirmed": _set("mentor_motivated", True),
+    "MenteeInvited": _invited,
+    "MenteeConsentGiven": _set("consent_given", True),
+    "CurriculumAgreed": _set("curriculum_agreed", True),
+    "TrainingModuleCompleted": lambda *_: None,  # progress, no change of stage
+    "MenteeOnboarded": _set("mentee_onboarded", True),
+    "MentorSignedOff": _set("signed_off", True),
+    "SessionProposed": _proposed,
+    "SessionConfirmed": _status("confirmed"),
+    "SessionRescheduled": _rescheduled,
+    "SessionCancelled": _status("cancelled"),
+    "SessionHeld": _status("held"),
+    "SessionMissed": _status("missed"),
+    "FeedbackGiven": _feedback,
+    "FinalEvaluationGiven": _final_evaluation,
+    "PairFlaggedAtRisk": _set("at_risk", True),
+    "PairBackOnTrack": _set("at_risk", False),
+    "PairPaused": _paused,
+    "PairResumed": _resumed,
+    "MentorReplaced": _mentor_replaced,
+    "PairExtended": _extended,
+    "FollowUpSent": _follow_up,
+    "FollowUpAnswered": lambda *_: None,
+}
+
+
+# --- small helpers --------------------------------------------------------------------------------
+
+_DURATION = re.compile(r"P(?:(\d+)W)?(?:(\d+)D)?(?:T(?:(\d+)H)?(?:(\d+)M)?(?:(\d+)S)?)?")
+
+
+def parse_duration(text: str) -> timedelta | None:
+    """An ISO 8601 duration of weeks to seconds (what the nomination's policy records)."""
+    match = _DURATION.fullmatch(text.strip().upper())
+    if not match or not any(match.groups()):
+        return None
+    weeks, days, hours, minutes, seconds = (int(g or 0) for g in match.groups())
+    return timedelta(weeks=weeks, days=days, hours=hours, minutes=minutes, seconds=seconds)
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat() if value is not None else None
+
+
+def _time(value: str | datetime | None) -> datetime | None:
+    if value is None or isinstance(value, datetime):
+        return value
+    return datetime.fromisoformat(value)

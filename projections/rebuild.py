@@ -1,0 +1,271 @@
+"""Rebuild read models without downtime: fill fresh shadow tables from position zero, swap them in.
+
+1. Each projection gets a shadow schema `rebuild_<name>_<n>` holding empty copies of its tables
+   (`LIKE ... INCLUDING ALL`: same columns, defaults, constraints and indexes).
+2. The whole log is read once, batch by batch, and each batch applied to every shadow. Events
+   skipped earlier with `resume --skip` are skipped again, so the result matches the live model.
+   Meanwhile the live read models keep serving and following the log.
+3. The swap is one transaction: lock the projections' checkpoint rows (a live runner waits at
+   most one batch), apply to the shadows what was appended meanwhile, rename each live schema to
+   `retired_<name>_<n>` and its shadow to the live name, set the checkpoint to where the shadow
+   stands and the status to running. Queries see the old tables until the commit, then the new.
+4. The retired schemas are dropped after the commit.
+
+A failed rebuild drops its shadows and leaves the live read models untouched. Privileges granted
+table by table are not copied by LIKE: grant read access through the schema's default
+privileges (ALTER DEFAULT PRIVILEGES ... ON TABLES and ON SCHEMAS), which new ones receive.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import asyncpg
+
+from events.store import Checkpoint, PostgresEventStore
+from projections.base import Projection, quoted
+from projections.connections import connect, disconnect
+from projections.runner import REBUILD_LOCK_CLASS, Batch, apply_batch, lock_key, register
+
+Progress = Callable[[int, int], None]  # (events done, events in the log when we started)
+
+
+class RebuildError(Exception):
+    """The rebuild could not finish; the live read models are unchanged."""
+
+
+@dataclass(frozen=True)
+class RebuildReport:
+    projections: list[str]
+    events: int
+    seconds: float
+
+    @property
+    def events_per_second(self) -> float:
+        return self.events / self.seconds if self.seconds else 0.0
+
+
+async def rebuild(
+    store: PostgresEventStore, projections: Sequence[Projection], *, dsn: str | None = None,
+    batch_size: int = 5000, on_progress: Progress | None = None,
+) -> RebuildReport:
+    """Rebuild `projections` from the whole log into shadows, then swap them in atomically."""
+    if not projections:
+        raise RebuildError("no projection to rebuild")
+    names = sorted(p.name for p in projections)
+    started = time.perf_counter()
+    conn = await connect(store, dsn)
+    shadows: dict[str, str] = {}
+    try:
+        for name in names:
+            if not await conn.fetchval("SELECT pg_try_advisory_lock($1, $2)",
+                                       REBUILD_LOCK_CLASS, lock_key(name)):
+                raise RebuildError(f"a rebuild of {name} is already running elsewhere")
+        await register(conn, names)
+        suffix = str(time.time_ns() // 1_000_000)
+        for projection in projections:
+            await _drop_leftovers(conn, projection.name)
+            shadows[projection.name] = await _create_shadow(conn, projection, suffix)
+        skipped = await _skipped_events(conn, names)
+        total = await conn.fetchval("SELECT count(*) FROM events")
+
+        if on_progress:
+            on_progress(0, total)
+        done, checkpoint = await _fill_shadows(
+            store, dsn, conn, projections, shadows, skipped, batch_size,
+            (lambda n: on_progress(n, max(total, n))) if on_progress else None)
+        for projection in projections:  # fresh statistics before queries meet the new tables
+            for table in projection.tables:
+                await conn.execute(f"ANALYZE {quoted(shadows[projection.name])}.{quoted(table)}")
+
+        retired, late = await _swap(conn, store, projections, shadows, skipped, checkpoint,
+                                    batch_size, suffix)
+        shadows.clear()  # they are live now
+        for schema in retired:
+            await conn.execute(f"DROP SCHEMA IF EXISTS {quoted(schema)} CASCADE")
+        done += late
+        if on_progress:
+            on_progress(done, done)
+        return RebuildReport(names, done, time.perf_counter() - started)
+    finally:
+        try:
+            for schema in shadows.values():
+                await conn.execute(f"DROP SCHEMA IF EXISTS {quoted(schema)} CASCADE")
+        finally:
+            await disconnect(store, dsn, conn)
+
+
+async def _fill_shadows(
+    store: PostgresEventStore, dsn: str | None, reader: asyncpg.Connection,
+    projections: Sequence[Projection], shadows: dict[str, str], skipped: dict[str, frozenset],
+    batch_size: int, on_progress: Callable[[int], None] | None,
+) -> tuple[int, Checkpoint]:
+    """Apply the whole log to the shadows; the events applied and where the shadows stand.
+
+    The log is read once, a batch ahead, and decoded once; each projection applies it on its own
+    connection, so PostgreSQL writes one shadow while Python folds the next. Their commits need
+    not wait for the disk: the swap's own commit, made durable, carries them all.
+    """
+    workers = {p.name: await connect(store, dsn) for p in projections}
+    try:
+        for worker in workers.values():
+            await worker.execute("SET synchronous_commit TO off")
+        done, checkpoint = 0, Checkpoint()
+        ahead = asyncio.create_task(store.read_all_raw(reader, checkpoint, batch_size))
+        while rows := await ahead:
+            checkpoint = Checkpoint(rows[-1]["transaction_id"], rows[-1]["position"])
+            # A short batch is the head of the log: stop there, or a steady flow of appends
+            # would keep us reading for ever. The swap applies what came since.
+            at_head = len(rows) < batch_size
+            if not at_head:
+                ahead = asyncio.create_task(store.read_all_raw(reader, checkpoint, batch_size))
+            batch = Batch(store, rows)
+            outcomes = await asyncio.gather(*(
+                _apply_to_shadow(workers[p.name], p, shadows[p.name], batch,
+                                 skipped.get(p.name, frozenset()))
+                for p in projections), return_exceptions=True)
+            failed = next((o for o in outcomes if isinstance(o, BaseException)), None)
+            if failed is not None:
+                if not at_head:
+                    await asyncio.gather(ahead, return_exceptions=True)
+                raise failed
+            done += len(rows)
+            if on_progress:
+                on_progress(done)
+            if at_head:
+                break
+        return done, checkpoint
+    finally:
+        for worker in workers.values():
+            await disconnect(store, dsn, worker)
+
+
+async def _apply_to_shadow(conn: asyncpg.Connection, projection: Projection, shadow: str,
+                           batch: Batch, skip: frozenset) -> None:
+    async with conn.transaction():
+        await conn.execute(f"SET LOCAL search_path TO {quoted(shadow)}, public")
+        _last, failure = await apply_batch(conn, projection, batch, skip)
+        if failure is not None:
+            raise RebuildError(
+                f"projection {projection.name} cannot apply the {failure.event_type} event at "
+                f"position {failure.position} ({failure.error}); fix the projection, or skip the "
+                "event on the live projection first (`mentoring projections resume --skip`)")
+
+
+async def _apply_next_batch(
+    conn: asyncpg.Connection, store: PostgresEventStore, projections: Sequence[Projection],
+    shadows: dict[str, str], skipped: dict[str, frozenset], after: Checkpoint, batch_size: int,
+) -> tuple[int, Checkpoint]:
+    """Apply the batch after `after` to every shadow on one connection (inside the swap)."""
+    rows = await store.read_all_raw(conn, after, batch_size)
+    if not rows:
+        return 0, after
+    batch = Batch(store, rows)
+    for projection in projections:
+        async with conn.transaction():  # a savepoint per projection: a failure undoes only its own
+            await conn.execute(
+                f"SET LOCAL search_path TO {quoted(shadows[projection.name])}, public")
+            _last, failure = await apply_batch(conn, projection, batch,
+                                               skipped.get(projection.name, frozenset()))
+            if failure is not None:
+                raise RebuildError(
+                    f"projection {projection.name} cannot apply the {failure.event_type} event "
+                    f"at position {failure.position} ({failure.error})")
+    return len(rows), Checkpoint(rows[-1]["transaction_id"], rows[-1]["position"])
+
+
+async def _swap(
+    conn: asyncpg.Connection, store: PostgresEventStore, projections: Sequence[Projection],
+    shadows: dict[str, str], skipped: dict[str, frozenset], checkpoint: Checkpoint,
+    batch_size: int, suffix: str,
+) -> tuple[list[str], int]:
+    """Swap the shadows in; the retired schemas and how many late events were applied."""
+    retired, late = [], 0
+    async with conn.transaction():
+        # In name order, like every other taker of these rows, so two swaps cannot deadlock.
+        await conn.execute(
+            """SELECT name FROM projection_checkpoints WHERE name = ANY($1::text[])
+               ORDER BY name FOR UPDATE""", [p.name for p in projections])
+        while True:  # what was appended while we filled the shadows, up to the head
+            applied, checkpoint = await _apply_next_batch(
+                conn, store, projections, shadows, skipped, checkpoint, batch_size)
+            late += applied
+            if applied < batch_size:
+                break  # what comes later, the live runner applies after the swap
+        for projection in projections:
+            live, old = projection.name, f"retired_{projection.name}_{suffix}"
+            await conn.execute(f"ALTER SCHEMA {quoted(live)} RENAME TO {quoted(old)}")
+            await conn.execute(
+                f"ALTER SCHEMA {quoted(shadows[projection.name])} RENAME TO {quoted(live)}")
+            retired.append(old)
+        await conn.execute(
+            """UPDATE projection_checkpoints SET transaction_id = $2, position = $3,
+                      status = 'running', updated_at = now()
+               WHERE name = ANY($1::text[])""",
+            [p.name for p in projections], checkpoint.transaction_id, checkpoint.position)
+        # A failure the rebuilt code got past is settled by the rebuild.
+        await conn.execute(
+            """UPDATE projection_failures SET resolved_at = now(), resolution = 'rebuilt',
+                      resolved_by = 'rebuild'
+               WHERE projection = ANY($1::text[]) AND resolved_at IS NULL""",
+            [p.name for p in projections])
+    return retired, late
+
+
+async def _create_shadow(conn: asyncpg.Connection, projection: Projection, suffix: str) -> str:
+    shadow = f"rebuild_{projection.name}_{suffix}"
+    await conn.execute(f"CREATE SCHEMA {quoted(shadow)}")
+    for table in projection.tables:
+        await conn.execute(
+            f"CREATE TABLE {quoted(shadow)}.{quoted(table)} "
+            f"(LIKE {quoted(projection.name)}.{quoted(table)} INCLUDING ALL)")
+    return shadow
+
+
+async def _drop_leftovers(conn: asyncpg.Connection, name: str) -> None:
+    """Schemas left by a rebuild that crashed (we hold the rebuild lock: nobody else uses them)."""
+    leftovers = await conn.fetch(
+        "SELECT nspname FROM pg_namespace WHERE nspname ~ ('^(rebuild|retired)_' || $1 || '_[0-9]+$')",
+        name)
+    for row in leftovers:
+        await conn.execute(f"DROP SCHEMA IF EXISTS {quoted(row['nspname'])} CASCADE")
+
+
+async def _skipped_events(conn: asyncpg.Connection, names: list[str]) -> dict[str, frozenset]:
+    rows = await conn.fetch(
+        """SELECT projection, array_agg(event_id) AS ids FROM projection_failures
+           WHERE projection = ANY($1::text[]) AND resolution = 'skipped' GROUP BY projection""",
+        names)
+    return {r["projection"]: frozenset(r["ids"]) for r in rows}
+
+
+@contextmanager
+def rich_progress(description: str = "rebuilding") -> Iterator[Progress]:
+    """A progress bar with events/s and the time left, as an `on_progress` callback."""
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    with Progress(
+        TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+        TextColumn("events"), TextColumn("{task.fields[rate]}"), TimeElapsedColumn(),
+        TextColumn("left"), TimeRemainingColumn(),
+    ) as bar:
+        task = bar.add_task(description, total=None, rate="")
+        started = time.perf_counter()
+
+        def update(done: int, total: int) -> None:
+            elapsed = time.perf_counter() - started
+            rate = f"{done / elapsed:,.0f}/s" if elapsed > 0 and done else ""
+            bar.update(task, completed=done, total=total, rate=rate)
+
+        yield update

@@ -1,0 +1,558 @@
+"""The projection runner: catches each projection up from its checkpoint, then follows the log live.
+
+- One transaction per batch, on the projection's own connection: read the events after the
+  checkpoint, apply them, move the checkpoint. A crash anywhere rolls back all three, so an event
+  is never applied twice nor lost.
+- One process runs a projection at a time: a session advisory lock per projection, held by the
+  very connection that does the work. If it dies, the lock goes with it (and so does any half
+  applied batch); the other runners retry the lock every few seconds and the first to get it
+  carries on from the committed checkpoint.
+- An event a projection cannot apply stops that projection only: it is recorded in
+  `projection_failures`, the projection is marked `failed` with its checkpoint just before the
+  event, and it waits for `resume` (after a fix, or skipping the event, which is recorded).
+- Live, LISTEN/NOTIFY wakes the runner; a poll interval covers notifications lost or early
+  (a notified event is readable only once every older transaction has ended).
+
+Start it with `ProjectionRunner(store, all_projections(), dsn=database_url).run_forever()`.
+The lock is a session lock: connect to PostgreSQL directly or through a session-mode pooler,
+never a transaction-mode one (PgBouncer's `pool_mode = transaction` would drop it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import zlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+import asyncpg
+from pydantic import BaseModel
+
+from events.base import RecordedEvent
+from events.store import Checkpoint, PostgresEventStore
+from projections.base import Projection, quoted
+from projections.connections import connect, disconnect
+
+log = logging.getLogger("mentoring.projections")
+
+# Advisory locks in the two-key space (never overlaps the one-key space the migrations use).
+RUNNER_LOCK_CLASS = 0x70726F6A  # 'proj'
+REBUILD_LOCK_CLASS = 0x72626C64  # 'rbld'
+
+
+def lock_key(name: str) -> int:
+    """A stable 31-bit key per projection name (stable across processes and versions)."""
+    return zlib.crc32(name.encode()) & 0x7FFFFFFF
+
+
+class UnknownProjection(LookupError):
+    pass
+
+
+class NothingToResume(Exception):
+    """Resume was asked for a projection that is not stopped on a failure."""
+
+
+# --- what a batch did ----------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Failure:
+    """An event a projection could not apply."""
+
+    position: int
+    transaction_id: int
+    event_id: object
+    event_type: str
+    error: str
+
+
+@dataclass(frozen=True)
+class Step:
+    read: int = 0
+    applied: int = 0
+    full: bool = False  # a whole batch was read: more is probably waiting
+    stopped: bool = False  # the projection is failed: nothing was read
+    checkpoint: Checkpoint | None = None
+    failure: Failure | None = None
+
+
+def is_connection_problem(exc: BaseException) -> bool:
+    """Trouble with the connection or the server, not with the event: retry, never record."""
+    if isinstance(exc, asyncpg.InterfaceError | asyncpg.PostgresConnectionError | OSError
+                  | TimeoutError):
+        return True
+    # 08 connection, 40 serialisation/deadlock, 53 resources, 57 operator (terminated, cancelled),
+    # 58 system error: all about the moment, not about the event.
+    sqlstate = getattr(exc, "sqlstate", None) or ""
+    return isinstance(exc, asyncpg.PostgresError) and sqlstate[:2] in {"08", "40", "53", "57", "58"}
+
+
+class Batch:
+    """Raw rows read from the log, decoded (upcast) once for all the projections applying them.
+
+    A row that cannot be decoded (no upcaster, say) is kept with its error: each projection
+    then fails on that very event, like on any event it cannot apply.
+    """
+
+    def __init__(self, store: PostgresEventStore, rows: Sequence[asyncpg.Record]) -> None:
+        self.rows = rows
+        self.errors: dict[int, Exception] = {}
+        try:
+            self.events: list[RecordedEvent | None] = [store.to_recorded(r) for r in rows]
+        except Exception:
+            self.events = []
+            for i, row in enumerate(rows):
+                try:
+                    self.events.append(store.to_recorded(row))
+                except Exception as exc:
+                    self.events.append(None)
+                    self.errors[i] = exc
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def checkpoint_at(self, index: int) -> Checkpoint:
+        row = self.rows[index]
+        return Checkpoint(row["transaction_id"], row["position"])
+
+
+async def apply_batch(conn: asyncpg.Connection, projection: Projection, batch: Batch,
+                      skip: frozenset = frozenset()) -> tuple[int | None, Failure | None]:
+    """Apply a batch; return the index of the last event applied and the failure that stopped us.
+
+    The batch goes in whole first (fast). If it fails, its writes are rolled back to a savepoint
+    and the events go in one by one, each in its own savepoint, to find the one that fails: the
+    events before it stay applied. Connection problems are raised, never recorded.
+    """
+    rows = batch.rows
+    if skip:
+        events = [e for e, row in zip(batch.events, rows, strict=True) if row["event_id"] not in skip]
+    else:
+        events = batch.events
+    if not batch.errors:
+        try:
+            async with conn.transaction():
+                await projection.apply_batch(conn, events)
+            return (len(rows) - 1 if rows else None), None
+        except Exception as exc:
+            if is_connection_problem(exc):
+                raise
+            log.debug("projection %s: batch failed (%s), isolating the event", projection.name, exc)
+    last = None
+    for i, row in enumerate(rows):
+        if row["event_id"] not in skip:
+            try:
+                if i in batch.errors:
+                    raise batch.errors[i]
+                async with conn.transaction():
+                    await projection.apply_batch(conn, [batch.events[i]])
+            except Exception as exc:
+                if is_connection_problem(exc):
+                    raise
+                log.error("projection %s cannot apply event at position %s (%s)",
+                          projection.name, row["position"], row["event_type"], exc_info=exc)
+                return last, Failure(row["position"], row["transaction_id"], row["event_id"],
+                                     row["event_type"], f"{type(exc).__name__}: {exc}"[:2000])
+        last = i
+    return last, None
+
+
+# --- status --------------------------------------------------------------------------------------
+
+class FailureInfo(BaseModel):
+    position: int
+    event_id: str
+    event_type: str
+    error: str
+    failed_at: datetime
+
+
+class ProjectionStatus(BaseModel):
+    """Where one projection stands, for operators (`mentoring projections status`)."""
+
+    name: str
+    status: str  # running, failed, or unregistered (no runner has started it yet)
+    position: int
+    transaction_id: int
+    updated_at: datetime | None
+    behind: int  # events committed after its checkpoint
+    oldest_waiting_since: datetime | None  # recorded time of the first of those
+    held_by_pid: int | None  # server pid of the connection running it, if any
+    failure: FailureInfo | None
+
+
+_STATUS = """
+WITH wanted AS (SELECT * FROM unnest($1::text[], $2::int[]) AS w(name, lock_key))
+SELECT w.name, c.status, c.updated_at,
+       coalesce(c.transaction_id, 0) AS transaction_id, coalesce(c.position, 0) AS position,
+       (SELECT l.pid FROM pg_locks l
+         WHERE l.locktype = 'advisory' AND l.classid = $3::int::oid
+           AND l.objid = w.lock_key::oid AND l.objsubid = 2 AND l.granted LIMIT 1) AS held_by_pid,
+       (SELECT count(*) FROM events e
+         WHERE (e.transaction_id, e.position)
+               > (coalesce(c.transaction_id, 0)::text::xid8, coalesce(c.position, 0))) AS behind,
+       (SELECT e.recorded_at FROM events e
+         WHERE (e.transaction_id, e.position)
+               > (coalesce(c.transaction_id, 0)::text::xid8, coalesce(c.position, 0))
+         ORDER BY e.transaction_id, e.position LIMIT 1) AS oldest_waiting_since,
+       f.position AS failed_position, f.event_id, f.event_type, f.error, f.failed_at
+FROM wanted w
+LEFT JOIN projection_checkpoints c ON c.name = w.name
+LEFT JOIN LATERAL (SELECT * FROM projection_failures pf
+                    WHERE pf.projection = w.name AND pf.resolved_at IS NULL
+                    ORDER BY pf.id DESC LIMIT 1) f ON true
+ORDER BY w.name
+"""
+
+
+async def projection_status(db: asyncpg.Pool | asyncpg.Connection,
+                            names: Sequence[str]) -> list[ProjectionStatus]:
+    rows = await db.fetch(_STATUS, list(names), [lock_key(n) for n in names], RUNNER_LOCK_CLASS)
+    return [
+        ProjectionStatus(
+            name=r["name"], status=r["status"] or "unregistered", position=r["position"],
+            transaction_id=r["transaction_id"], updated_at=r["updated_at"], behind=r["behind"],
+            oldest_waiting_since=r["oldest_waiting_since"], held_by_pid=r["held_by_pid"],
+            failure=FailureInfo(position=r["failed_position"], event_id=str(r["event_id"]),
+                                event_type=r["event_type"], error=r["error"],
+                                failed_at=r["failed_at"]) if r["failed_position"] else None,
+        )
+        for r in rows
+    ]
+
+
+async def register(db: asyncpg.Pool | asyncpg.Connection, names: Sequence[str]) -> None:
+    """Give each projection a checkpoint row (at the start of the log) if it has none."""
+    await db.execute(
+        "INSERT INTO projection_checkpoints (name) SELECT unnest($1::text[]) ON CONFLICT DO NOTHING",
+        list(names),
+    )
+
+
+class ResumeResult(BaseModel):
+    name: str
+    skipped: bool
+    event_position: int
+    event_type: str
+
+
+async def resume(db: asyncpg.Pool, name: str, *, skip: bool = False,
+                 by: str = "operator") -> ResumeResult:
+    """Restart a failed projection: retry the failed event (after a fix), or skip it (recorded).
+
+    A runner that holds the projection picks the change up at its next poll.
+    """
+    async with db.acquire() as conn, conn.transaction():
+        row = await conn.fetchrow(
+            "SELECT status FROM projection_checkpoints WHERE name = $1 FOR UPDATE", name)
+        if row is None:
+            raise UnknownProjection(f"no projection named {name!r} has run in this database")
+        if row["status"] != "failed":
+            raise NothingToResume(f"projection {name} is {row['status']}: nothing to resume")
+        failure = await conn.fetchrow(
+            """SELECT id, position, transaction_id, event_type FROM projection_failures
+               WHERE projection = $1 AND resolved_at IS NULL ORDER BY id DESC LIMIT 1""", name)
+        if failure is None:
+            raise NothingToResume(f"projection {name} is failed but no open failure is recorded")
+        if skip:
+            # The checkpoint stands just before the bad event: move it onto the event itself.
+            await conn.execute(
+                """UPDATE projection_checkpoints SET transaction_id = $2, position = $3,
+                          status = 'running', updated_at = now() WHERE name = $1""",
+                name, failure["transaction_id"], failure["position"])
+        else:
+            await conn.execute(
+                """UPDATE projection_checkpoints SET status = 'running', updated_at = now()
+                   WHERE name = $1""", name)
+        await conn.execute(
+            """UPDATE projection_failures SET resolved_at = now(), resolution = $2, resolved_by = $3
+               WHERE projection = $1 AND resolved_at IS NULL""",
+            name, "skipped" if skip else "retried", by)
+    return ResumeResult(name=name, skipped=skip, event_position=failure["position"],
+                        event_type=failure["event_type"])
+
+
+# --- the runner ----------------------------------------------------------------------------------
+
+class ProjectionRunner:
+    """Runs projections: `run_forever()` in the worker, `run_until_caught_up()` in tests and CLI.
+
+    `dsn`: open one dedicated connection per projection (recommended, keeps the pool free for
+    others); without it, those connections are taken from the store's pool for as long as the
+    projection runs here, so size the pool for them.
+    """
+
+    def __init__(
+        self, store: PostgresEventStore, projections: Sequence[Projection], *,
+        dsn: str | None = None, batch_size: int = 500, poll_interval: float = 1.0,
+        lock_retry_interval: float = 2.0, reconnect_delay: float = 1.0,
+    ) -> None:
+        names = [p.name for p in projections]
+        if len(set(names)) != len(names):
+            raise ValueError(f"projection names must be unique: {names}")
+        self.store = store
+        self.projections = list(projections)
+        self.batch_size = batch_size
+        self.poll_interval = poll_interval
+        self.lock_retry_interval = lock_retry_interval
+        self.reconnect_delay = reconnect_delay
+        self._dsn = dsn
+        self._wake = {name: asyncio.Event() for name in names}
+        self._notified: set[str] = set()
+        self._working: dict[str, asyncpg.Connection] = {}
+
+    @property
+    def names(self) -> list[str]:
+        return [p.name for p in self.projections]
+
+    async def status(self) -> list[ProjectionStatus]:
+        return await projection_status(self.store.pool, self.names)
+
+    def backend_pid(self, name: str) -> int | None:
+        """The server pid of the connection running `name` here (None if not running here)."""
+        conn = self._working.get(name)
+        return conn.get_server_pid() if conn is not None else None
+
+    # --- forever -----------------------------------------------------------------------------
+
+    async def run_forever(self) -> None:
+        await register(self.store.pool, self.names)
+        tasks = [asyncio.create_task(self._fan_out_wakeups(), name="projection-wakeups")]
+        tasks += [asyncio.create_task(self._keep_running(p), name=f"projection-{p.name}")
+                  for p in self.projections]
+        try:
+            await asyncio.gather(*tasks)
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def _fan_out_wakeups(self) -> None:
+        # One listener for all projections, each with its own flag, so no wake-up is lost to a
+        # projection that was busy when the notification came.
+        while True:
+            try:
+                if await self.store.wait_for_events(self.poll_interval):
+                    self._notified.update(self._wake)
+                    for flag in self._wake.values():
+                        flag.set()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # the poll interval keeps projections moving meanwhile
+                log.warning("projection wake-ups unavailable (%s); polling", exc)
+                await asyncio.sleep(self.reconnect_delay)
+
+    async def _keep_running(self, projection: Projection) -> None:
+        name = projection.name
+        holding = False
+        while True:
+            conn = None
+            try:
+                conn = await self._connect()
+                if not await self._try_lock(conn, name):
+                    if holding:
+                        log.info("projection %s: now run by another process", name)
+                    holding = False
+                    await self._disconnect(conn)
+                    conn = None
+                    await asyncio.sleep(self.lock_retry_interval)
+                    continue
+                holding = True
+                log.info("projection %s: running in this process", name)
+                self._working[name] = conn
+                await self._follow(conn, projection)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                holding = False
+                if asyncio.current_task().cancelling():
+                    # A rollback on a dead connection can replace our cancellation: keep it.
+                    raise asyncio.CancelledError from exc
+                if is_connection_problem(exc):
+                    log.warning("projection %s: connection lost (%s); reconnecting", name, exc)
+                else:
+                    log.exception("projection %s: runner error; restarting it", name)
+                await asyncio.sleep(self.reconnect_delay)
+            finally:
+                self._working.pop(name, None)
+                if conn is not None:
+                    await self._disconnect(conn)
+
+    async def _follow(self, conn: asyncpg.Connection, projection: Projection) -> None:
+        name = projection.name
+        wake = self._wake[name]
+        recheck: float | None = None
+        while True:
+            wake.clear()
+            notified = name in self._notified  # woken by an append, not by a sibling
+            self._notified.discard(name)
+            step = await self._step(conn, projection)
+            if step.applied:
+                # Our open transaction may have hidden others' events from the siblings' reads
+                # (readers stop below the oldest open transaction): let them look again.
+                for other, flag in self._wake.items():
+                    if other != name:
+                        flag.set()
+            if step.full:
+                continue
+            if not step.read and not step.stopped and (notified or recheck is not None):
+                # An append was announced but is not readable yet: an older transaction is
+                # still open. Look again soon (10, 20, 40, 80, 160 ms), not at the next poll.
+                recheck = 0.01 if recheck is None else recheck * 2
+                if recheck > 0.2:
+                    recheck = None
+            else:
+                recheck = None
+            timeout = min(recheck, self.poll_interval) if recheck else self.poll_interval
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(wake.wait(), timeout)
+
+    # --- until caught up ---------------------------------------------------------------------
+
+    async def run_until_caught_up(self, timeout: float = 60.0) -> list[ProjectionStatus]:
+        """Bring every projection up to the last event committed now, then return their status.
+
+        A projection run by another process is not taken over: we wait for it to get there.
+        A projection that fails stops where it failed (see the status).
+        """
+        await register(self.store.pool, self.names)
+        head_row = await self.store.pool.fetchrow(
+            """SELECT transaction_id::text::bigint AS transaction_id, position FROM events
+               ORDER BY transaction_id DESC, position DESC LIMIT 1""")
+        head = Checkpoint(head_row["transaction_id"], head_row["position"]) if head_row else None
+        deadline = asyncio.get_running_loop().time() + timeout
+        for projection in self.projections:
+            conn = await self._connect()
+            try:
+                if await self._try_lock(conn, projection.name):
+                    try:
+                        await self._catch_up(conn, projection, head, deadline)
+                    finally:
+                        await conn.execute("SELECT pg_advisory_unlock($1, $2)",
+                                           RUNNER_LOCK_CLASS, lock_key(projection.name))
+                else:
+                    await self._wait_for_other_runner(projection.name, head, deadline)
+            finally:
+                await self._disconnect(conn)
+        return await self.status()
+
+    async def _catch_up(self, conn: asyncpg.Connection, projection: Projection,
+                        head: Checkpoint | None, deadline: float) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            step = await self._step(conn, projection)
+            if step.full:
+                continue
+            if step.stopped or step.failure or head is None or step.checkpoint >= head:
+                return
+            if loop.time() > deadline:
+                raise TimeoutError(f"projection {projection.name} did not reach the log head in time")
+            await asyncio.sleep(0.01)  # an older transaction still hides the rest: it will end
+
+    async def _wait_for_other_runner(self, name: str, head: Checkpoint | None,
+                                     deadline: float) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            row = await self.store.pool.fetchrow(
+                "SELECT transaction_id, position, status FROM projection_checkpoints WHERE name = $1",
+                name)
+            if row["status"] != "running" or head is None or \
+                    Checkpoint(row["transaction_id"], row["position"]) >= head:
+                return
+            if loop.time() > deadline:
+                raise TimeoutError(f"projection {name}, run by another process, is still behind")
+            await asyncio.sleep(0.05)
+
+    # --- one batch -----------------------------------------------------------------------------
+
+    async def _step(self, conn: asyncpg.Connection, projection: Projection) -> Step:
+        """Read the next batch after the checkpoint, apply it, move the checkpoint: one transaction.
+
+        The batch goes in whole, with no savepoint (the live runner makes many small batches).
+        If it fails, that transaction is rolled back and a second one looks for the bad event.
+        """
+        try:
+            async with conn.transaction():
+                checkpoint, running = await self._lock_checkpoint(conn, projection.name)
+                if not running:
+                    return Step(stopped=True, checkpoint=checkpoint)
+                rows = await self.store.read_all_raw(conn, checkpoint, self.batch_size)
+                if not rows:
+                    return Step(checkpoint=checkpoint)
+                batch = Batch(self.store, rows)
+                if not batch.errors:
+                    await projection.apply_batch(conn, batch.events)
+                    checkpoint = batch.checkpoint_at(len(batch) - 1)
+                    await self._move_checkpoint(conn, projection.name, checkpoint, failed=False)
+                    return Step(read=len(rows), applied=len(rows),
+                                full=len(rows) == self.batch_size, checkpoint=checkpoint)
+        except Exception as exc:
+            if is_connection_problem(exc):
+                raise
+        return await self._step_finding_the_bad_event(conn, projection)
+
+    async def _step_finding_the_bad_event(self, conn: asyncpg.Connection,
+                                          projection: Projection) -> Step:
+        name = projection.name
+        async with conn.transaction():
+            checkpoint, running = await self._lock_checkpoint(conn, name)
+            if not running:
+                return Step(stopped=True, checkpoint=checkpoint)
+            rows = await self.store.read_all_raw(conn, checkpoint, self.batch_size)
+            if not rows:
+                return Step(checkpoint=checkpoint)
+            batch = Batch(self.store, rows)
+            last, failure = await apply_batch(conn, projection, batch)
+            applied = 0
+            if last is not None:
+                applied, checkpoint = last + 1, batch.checkpoint_at(last)
+            if failure is not None:
+                await conn.execute(
+                    """INSERT INTO projection_failures
+                           (projection, position, transaction_id, event_id, event_type, error)
+                       VALUES ($1, $2, $3, $4, $5, $6)""",
+                    name, failure.position, failure.transaction_id, failure.event_id,
+                    failure.event_type, failure.error)
+            await self._move_checkpoint(conn, name, checkpoint, failed=failure is not None)
+        return Step(read=len(rows), applied=applied,
+                    full=len(rows) == self.batch_size and failure is None,
+                    checkpoint=checkpoint, failure=failure)
+
+    @staticmethod
+    async def _lock_checkpoint(conn: asyncpg.Connection, name: str) -> tuple[Checkpoint, bool]:
+        """The checkpoint, locked for this transaction; points search_path at the read model.
+
+        FOR UPDATE: a rebuild's swap or a resume waits for this batch, and we for them.
+        """
+        row = await conn.fetchrow(
+            """SELECT transaction_id, position, status, set_config('search_path', $2, true)
+               FROM projection_checkpoints WHERE name = $1 FOR UPDATE""",
+            name, f"{quoted(name)}, public")
+        if row is None:
+            raise UnknownProjection(f"projection {name} has no checkpoint row")
+        return Checkpoint(row["transaction_id"], row["position"]), row["status"] == "running"
+
+    @staticmethod
+    async def _move_checkpoint(conn: asyncpg.Connection, name: str, checkpoint: Checkpoint, *,
+                               failed: bool) -> None:
+        await conn.execute(
+            """UPDATE projection_checkpoints
+               SET transaction_id = $2, position = $3, status = $4, updated_at = now()
+               WHERE name = $1""",
+            name, checkpoint.transaction_id, checkpoint.position, "failed" if failed else "running")
+
+    # --- connections and locks ---------------------------------------------------------------
+
+    async def _connect(self) -> asyncpg.Connection:
+        return await connect(self.store, self._dsn)
+
+    async def _disconnect(self, conn: asyncpg.Connection) -> None:
+        await disconnect(self.store, self._dsn, conn)
+
+    @staticmethod
+    async def _try_lock(conn: asyncpg.Connection, name: str) -> bool:
+        return await conn.fetchval("SELECT pg_try_advisory_lock($1, $2)",
+                                   RUNNER_LOCK_CLASS, lock_key(name))

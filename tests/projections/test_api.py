@@ -1,0 +1,164 @@
+"""The audit HTTP API against the real database: roles, errors, injection, same answers as the CLI."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from urllib.parse import quote
+
+import httpx
+import pytest
+from typer.testing import CliRunner
+
+from api.app import create_app
+from cli.main import app as cli_app
+from events.store import PostgresEventStore
+
+TOKENS = {"hr-token": "hr", "auditor-token": "auditor"}
+HR = {"Authorization": "Bearer hr-token"}
+AUDITOR = {"Authorization": "Bearer auditor-token"}
+
+
+@pytest.fixture
+async def client(store: PostgresEventStore):
+    transport = httpx.ASGITransport(app=create_app(store.pool, TOKENS))
+    async with httpx.AsyncClient(transport=transport, base_url="http://audit") as client:
+        yield client
+
+
+@pytest.mark.parametrize("path", ["/audit/pairs/p-full", "/audit/verify", "/projections/status"])
+async def test_no_token_or_unknown_token_is_401(seeded, client, path):
+    missing = await client.get(path)
+    wrong = await client.get(path, headers={"Authorization": "Bearer guess"})
+    assert (missing.status_code, wrong.status_code) == (401, 401)
+    assert missing.headers["www-authenticate"] == "Bearer"
+
+
+async def test_auditor_reads_audit_queries_but_not_operations(seeded, client):
+    assert (await client.get("/audit/pairs/p-full", headers=AUDITOR)).status_code == 200
+    assert (await client.get("/audit/verify", headers=AUDITOR)).status_code == 200
+    refused = await client.get("/projections/status", headers=AUDITOR)
+    assert refused.status_code == 403 and "auditor role may not" in refused.json()["detail"]
+    status = await client.get("/projections/status", headers=HR)
+    assert status.status_code == 200
+    assert {(s["status"], s["behind"]) for s in status.json()} == {("running", 0)}
+
+
+async def test_every_audit_endpoint_answers(seeded, client):
+    pair = (await client.get("/audit/pairs/p-full", headers=HR)).json()
+    assert pair["overview"]["stage"] == "completed"
+    assert pair["overview"]["mentee"]["display_name"] == "Paul Senior"
+    actor = (await client.get("/audit/actors/hr-007", headers=HR,
+                              params={"since": "2025-01-01", "until": "2026-12-31"})).json()
+    assert actor["actor"]["display_name"] == "Hana Ressources" and actor["entries"]
+    consent = (await client.get("/audit/consent", headers=HR, params={"programme": "prog-B"})).json()
+    assert consent["summary"]["consented"] == 1
+    funnel = (await client.get("/audit/funnel", headers=HR, params={"programme": "prog-A"})).json()
+    assert funnel["pairs"] == 5
+    verify = (await client.get("/audit/verify", headers=HR)).json()
+    assert verify["ok"] is True and verify["first_bad"] is None
+    as_of = (await client.get("/audit/pairs/p-full/as-of", headers=HR,
+                              params={"time": "2025-03-03T09:00:00Z"})).json()
+    assert as_of["stage"] == "awaiting_motivation" and as_of["events_applied"] == 1
+
+
+async def test_unknown_pair_is_404(seeded, client):
+    assert (await client.get("/audit/pairs/nobody", headers=HR)).status_code == 404
+    assert (await client.get("/audit/pairs/nobody/as-of", headers=HR,
+                             params={"time": "2025-01-01"})).status_code == 404
+
+
+@pytest.mark.parametrize(("path", "params", "names"), [
+    ("/audit/actors/E900", {"since": "last tuesday"}, "query parameter 'since'"),
+    ("/audit/actors/E900", {"since": "2025-06-01", "until": "2025-01-01"},
+     "since must be earlier than until"),
+    ("/audit/funnel", {}, "query parameter 'programme': Field required"),
+    ("/audit/consent", {"programme": ""}, "query parameter 'programme'"),
+    ("/audit/pairs/p-full/as-of", {"time": "soon"}, "query parameter 'time'"),
+])
+async def test_bad_parameters_are_422_with_a_clear_message(seeded, client, path, params, names):
+    response = await client.get(path, headers=HR, params=params)
+    assert response.status_code == 422
+    assert names in response.json()["message"]
+    assert isinstance(response.json()["detail"], list)
+
+
+INJECTIONS = [
+    "' OR '1'='1",
+    "p-full' --",
+    "p-full'; DROP TABLE events; --",
+    "x'); DELETE FROM pair_overview.pairs; --",
+    "%",
+    "p-full\" OR \"\"=\"",
+    "1; TRUNCATE audit_trail.entries",
+]
+
+
+@pytest.mark.parametrize("attack", INJECTIONS)
+async def test_sql_injection_finds_nothing_and_changes_nothing(seeded, client, attack,
+                                                               store: PostgresEventStore):
+    before = await _counts(store)
+    pair = await client.get(f"/audit/pairs/{quote(attack, safe='')}", headers=HR)
+    assert pair.status_code == 404
+    actor = await client.get(f"/audit/actors/{quote(attack, safe='')}", headers=HR)
+    assert actor.status_code == 200 and actor.json()["entries"] == []
+    for path in ("/audit/consent", "/audit/funnel"):
+        answer = await client.get(path, headers=HR, params={"programme": attack})
+        assert answer.status_code == 200
+    assert (await client.get("/audit/consent", headers=HR,
+                             params={"programme": attack})).json()["entries"] == []
+    assert (await client.get("/audit/funnel", headers=HR,
+                             params={"programme": attack})).json()["pairs"] == 0
+    as_of = await client.get(f"/audit/pairs/{quote(attack, safe='')}/as-of", headers=HR,
+                             params={"time": "2030-01-01"})
+    assert as_of.status_code == 404
+    assert await _counts(store) == before
+
+
+async def test_control_characters_in_ids_are_refused(seeded, client):
+    response = await client.get("/audit/pairs/p-full%00", headers=HR)
+    assert response.status_code == 422
+
+
+async def test_the_cli_and_the_api_give_the_same_answers(seeded, client, database_url):
+    cli = CliRunner()
+    pairs = [
+        (["audit", "pair", "p-withdrawn"], "/audit/pairs/p-withdrawn", {}),
+        (["audit", "consent", "--programme", "prog-A"], "/audit/consent", {"programme": "prog-A"}),
+        (["audit", "funnel", "--programme", "prog-A"], "/audit/funnel", {"programme": "prog-A"}),
+        (["audit", "actor", "E900", "--since", "2025-03-05T00:00:00Z"], "/audit/actors/E900",
+         {"since": "2025-03-05T00:00:00Z"}),
+        (["audit", "as-of", "2025-04-01T00:00:00Z", "pair", "p-full"], "/audit/pairs/p-full/as-of",
+         {"time": "2025-04-01T00:00:00Z"}),
+        (["audit", "verify"], "/audit/verify", {}),
+    ]
+    for args, path, params in pairs:
+        result = await asyncio.to_thread(cli.invoke, cli_app,
+                                         [*args, "--json", "--database-url", database_url])
+        assert result.exit_code == 0, result.output
+        over_http = await client.get(path, headers=AUDITOR, params=params)
+        assert json.loads(result.output) == over_http.json(), path
+
+
+async def test_openapi_page_documents_the_endpoints(client):
+    spec = (await client.get("/openapi.json")).json()
+    assert {"/audit/pairs/{pair_id}", "/audit/actors/{actor_id}", "/audit/consent",
+            "/audit/funnel", "/audit/verify", "/audit/pairs/{pair_id}/as-of",
+            "/projections/status"} <= set(spec["paths"])
+    assert "HTTPBearer" in spec["components"]["securitySchemes"]
+    assert (await client.get("/docs")).status_code == 200
+
+
+async def test_app_can_open_its_own_pool_from_a_dsn(seeded, database_url):
+    app = create_app(database_url, TOKENS)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
+                                 base_url="http://audit") as client:
+        assert (await client.get("/audit/pairs/p-full", headers=HR)).status_code == 200
+    with pytest.raises(ValueError, match="unknown role"):
+        create_app(database_url, {"t": "admin"})
+
+
+async def _counts(store: PostgresEventStore) -> tuple:
+    return tuple([await store.pool.fetchval(f"SELECT count(*) FROM {table}") for table in (
+        "events", "pair_overview.pairs", "audit_trail.entries", "consent_register.entries",
+        "programme_funnel.pairs", "people")])

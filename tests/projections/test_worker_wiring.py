@@ -1,0 +1,64 @@
+"""What worker.py calls: the projection runner and the audit API, started as tasks, stopped cleanly."""
+
+from __future__ import annotations
+
+import asyncio
+
+import httpx
+
+from devstack.postgres import free_port
+from events.store import create_pool
+from projections import start_projections_and_api
+from settings import Settings
+from tests.projections import lifecycles as story
+
+
+async def test_worker_starts_runner_and_api_and_stops_them(database_url: str, store):
+    settings = Settings(database_url=database_url, api_port=free_port(),
+                        mentoring_api_tokens={"hr-token": "hr"})
+    pool = await create_pool(database_url, max_size=4)
+    tasks = await start_projections_and_api(pool, settings)
+    try:
+        await story.write(store, story.declined_by_mentor("p-w"))
+        url = f"http://{settings.api_host}:{settings.api_port}"
+        async with httpx.AsyncClient(base_url=url) as client:
+            for _ in range(300):
+                try:
+                    response = await client.get("/audit/pairs/p-w",
+                                                headers={"Authorization": "Bearer hr-token"})
+                    if response.status_code == 200 and \
+                            response.json()["overview"]["stage"] == "declined":
+                        break
+                except httpx.TransportError:
+                    pass  # the server is still starting
+                await asyncio.sleep(0.05)
+            assert response.json()["overview"]["stage"] == "declined"
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await asyncio.wait_for(pool.close(), 5)  # nothing left holding a pool connection
+
+
+async def test_api_port_taken_is_a_one_line_error(database_url: str):
+    import socket
+
+    from projections import ApiUnavailable
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        settings = Settings(database_url=database_url, api_port=port,
+                            mentoring_api_tokens={"hr-token": "hr"})
+        pool = await create_pool(database_url, max_size=4)
+        tasks = await start_projections_and_api(pool, settings)
+        try:
+            done, _ = await asyncio.wait(tasks, timeout=10, return_when=asyncio.FIRST_COMPLETED)
+            error = next(iter(done)).exception()
+            assert isinstance(error, ApiUnavailable) and f"127.0.0.1:{port}" in str(error)
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            await asyncio.wait_for(pool.close(), 5)
