@@ -1,0 +1,77 @@
+"""`make run` in a test: `worker.py --dev` brings the whole stack up, Ctrl-C stops all of it,
+and the next start finds the same workflows and events."""
+
+from __future__ import annotations
+
+import json
+import socket
+import urllib.request
+from pathlib import Path
+
+import asyncpg
+
+from devstack.postgres import free_port
+from devstack.temporal import TemporalDevServer
+from tests.e2e.conftest import ROOT, WorkerProcess, temporal_cli, worker_env
+
+EXAMPLE_INPUT = ROOT / "examples" / "pair-input.json"
+
+
+def _listening(port: int) -> bool:
+    with socket.socket() as s:
+        s.settimeout(0.5)
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+async def test_dev_stack_runs_stops_cleanly_and_keeps_its_data(tmp_path: Path):
+    ports = {name: free_port() for name in ("pg", "temporal", "ui", "api")}
+    env = worker_env(
+        STATE_DIR=str(tmp_path / "state"), EMBEDDED_POSTGRES_PORT=str(ports["pg"]),
+        TEMPORAL_ADDRESS=f"127.0.0.1:{ports['temporal']}", TEMPORAL_UI_PORT=str(ports["ui"]),
+        API_PORT=str(ports["api"]),
+    )
+    stack = WorkerProcess(env, ["--dev"])
+    server = TemporalDevServer(tmp_path / "unused.db", port=ports["temporal"])  # CLI address only
+    database_url = f"postgresql://postgres@127.0.0.1:{ports['pg']}/mentoring"
+
+    stack.start()
+    try:
+        assert any(f"http://127.0.0.1:{ports['ui']}" in line for line in stack.lines)
+        with urllib.request.urlopen(f"http://127.0.0.1:{ports['ui']}/", timeout=10) as page:
+            assert page.status == 200  # the Web UI answers
+        attributes = temporal_cli(server, "operator", "search-attribute", "list")
+        assert "MentoringStage" in attributes.stdout and "MentoringProgramme" in attributes.stdout
+
+        started = temporal_cli(server, "workflow", "start", "--type", "MentoringPair",
+                               "--task-queue", "mentoring", "--workflow-id", "pair-restart-check",
+                               "--input-file", str(EXAMPLE_INPUT))
+        assert started.returncode == 0, started.stderr
+        conn = await asyncpg.connect(database_url)
+        try:
+            for _ in range(100):
+                count = await conn.fetchval("SELECT count(*) FROM events")
+                if count:
+                    break
+                await __import__("asyncio").sleep(0.1)
+            assert count >= 1, "the nomination was not recorded"
+        finally:
+            await conn.close()
+        assert stack.interrupt() == 0, "\n".join(stack.lines[-20:])
+    finally:
+        stack.kill()
+    for name, port in ports.items():
+        assert not _listening(port), f"{name} still listening on {port} after Ctrl-C"
+
+    stack.start()
+    try:
+        described = temporal_cli(server, "workflow", "describe", "--workflow-id", "pair-restart-check")
+        assert described.returncode == 0, described.stderr
+        assert json.loads(described.stdout)["workflowExecutionInfo"]["type"]["name"] == "MentoringPair"
+        conn = await asyncpg.connect(database_url)
+        try:
+            assert await conn.fetchval("SELECT count(*) FROM events") >= count
+        finally:
+            await conn.close()
+        assert stack.interrupt() == 0
+    finally:
+        stack.kill()
