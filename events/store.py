@@ -14,6 +14,7 @@ alone is not enough: positions are taken in one order and committed in another.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
 from collections.abc import AsyncIterator, Sequence
@@ -254,9 +255,31 @@ class PostgresEventStore:
                 return  # readers poll anyway
 
     async def start_listening(self) -> None:
+        if self._listener is not None and not self.listening:
+            # The listening connection died (server restart, network): take a new one, and
+            # report a wake-up, since notifications sent meanwhile were lost.
+            with contextlib.suppress(asyncpg.InterfaceError):
+                await self._pool.release(self._listener)
+            self._listener = None
+            self._wakeup.set()
         if self._listener is None:
-            self._listener = await self._pool.acquire()
-            await self._listener.add_listener(NOTIFY_CHANNEL, self._on_notify)
+            listener = await self._pool.acquire()
+            try:
+                await listener.add_listener(NOTIFY_CHANNEL, self._on_notify)
+            except BaseException:
+                await self._pool.release(listener)
+                raise
+            self._listener = listener
+
+    @property
+    def listening(self) -> bool:
+        """Whether this store holds a live LISTEN connection."""
+        if self._listener is None:
+            return False
+        try:
+            return not self._listener.is_closed()
+        except asyncpg.InterfaceError:  # the pool took the broken connection back already
+            return False
 
     def _on_notify(self, *_args: object) -> None:
         self._wakeup.set()
@@ -280,11 +303,13 @@ class PostgresEventStore:
         if self._waker is not None:
             await asyncio.gather(self._waker, return_exceptions=True)
         if self._listener is not None:
+            listener, alive, self._listener = self._listener, self.listening, None
             try:
-                await self._listener.remove_listener(NOTIFY_CHANNEL, self._on_notify)
+                if alive:
+                    await listener.remove_listener(NOTIFY_CHANNEL, self._on_notify)
             finally:
-                await self._pool.release(self._listener)
-                self._listener = None
+                with contextlib.suppress(asyncpg.InterfaceError):  # already given back
+                    await self._pool.release(listener)
 
     # --- tamper evidence -----------------------------------------------------------------------
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
 
 import asyncpg
@@ -10,7 +11,13 @@ import pytest
 
 from events.base import EventMetadata, NewEvent
 from events.pair import MentorMotivationConfirmed, PairNominated
-from events.store import Checkpoint, ConcurrencyError, EventIdConflict, PostgresEventStore
+from events.store import (
+    Checkpoint,
+    ConcurrencyError,
+    EventIdConflict,
+    PostgresEventStore,
+    create_pool,
+)
 
 META = EventMetadata(actor="hr-007", workflow_id="wf-1", run_id="run-1", correlation_id="c-1",
                      causation_id="cause-1", trace_id="trace-1")
@@ -161,13 +168,43 @@ async def test_read_all_follows_commit_order_across_many_writers(store: Postgres
     assert len(positions) == len(set(positions)) == 8 * 15
 
 
-async def test_notify_wakes_a_waiting_reader(store: PostgresEventStore):
+async def test_notify_wakes_a_waiting_reader(store: PostgresEventStore, database_url: str):
     await store.start_listening()
     waiter = asyncio.create_task(store.wait_for_events(timeout=10))
     await asyncio.sleep(0.1)
-    await store.append("pair-p1", 0, [new(nomination())], META)
+    async with _other_process(database_url) as writer:  # as another worker would
+        await writer.append("pair-p1", 0, [new(nomination())], META)
     assert await waiter is True
     assert await store.wait_for_events(timeout=0.05) is False
+
+
+async def test_a_dead_listening_connection_is_replaced(store: PostgresEventStore, database_url: str):
+    await store.start_listening()
+    await store.pool.execute(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+        "WHERE query LIKE 'LISTEN%' AND datname = current_database() AND pid <> pg_backend_pid()")
+    for _ in range(50):  # the client notices the closed socket asynchronously
+        if not store.listening:
+            break
+        await asyncio.sleep(0.02)
+    # Notifications may have been lost while it was down: the reader is told to look.
+    assert await store.wait_for_events(timeout=0.05) is True
+    waiter = asyncio.create_task(store.wait_for_events(timeout=10))
+    await asyncio.sleep(0.1)
+    async with _other_process(database_url) as writer:
+        await writer.append("pair-p2", 0, [new(nomination())], META)
+    assert await waiter is True
+
+
+@contextlib.asynccontextmanager
+async def _other_process(database_url: str):
+    pool = await create_pool(database_url, min_size=1, max_size=2)
+    writer = PostgresEventStore(pool)
+    try:
+        yield writer
+    finally:
+        await writer.close()
+        await pool.close()
 
 
 @pytest.mark.parametrize("statement", [
