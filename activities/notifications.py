@@ -29,17 +29,15 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from activities.email_message import Recipient, build_message
-from events.messages import NotificationReceipt, NotificationRequest
+from events.messages import (
+    DELIVERY_FAILED,
+    DELIVERY_REFUSED,
+    RECIPIENT_UNAVAILABLE,
+    NotificationReceipt,
+    NotificationRequest,
+)
 
 DEFAULT_SENDER = "Reverse mentoring <mentoring@example.invalid>"
-
-# ApplicationError types, so a workflow can tell the final failures apart.
-RECIPIENT_UNAVAILABLE = "RecipientUnavailable"
-"""The person is unknown or erased: no address to write to, retrying cannot help."""
-DELIVERY_REFUSED = "DeliveryRefused"
-"""The mail server refused the recipient for good (a 5xx answer)."""
-DELIVERY_FAILED = "DeliveryFailed"
-"""The channel failed for now (server down, disk full): Temporal retries."""
 
 
 class NotificationChannel(Protocol):

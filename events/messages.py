@@ -93,3 +93,13 @@ STREAM_CONFLICT = "EventStreamConflict"
 """The stream is not at the expected version: another writer appended first."""
 EVENT_ID_CONFLICT = "EventIdConflict"
 """An event id is already recorded with a different content."""
+
+# Error types of the notification activity.
+RECIPIENT_UNAVAILABLE = "RecipientUnavailable"
+"""The person is unknown or erased: no address to write to, retrying cannot help."""
+DELIVERY_REFUSED = "DeliveryRefused"
+"""The mail server refused the recipient for good (a 5xx answer)."""
+DELIVERY_FAILED = "DeliveryFailed"
+"""The channel failed for now (server down, disk full): Temporal retries."""
+UNDELIVERABLE = (RECIPIENT_UNAVAILABLE, DELIVERY_REFUSED)
+"""The final ones: the workflow records them and carries on."""

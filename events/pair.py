@@ -282,6 +282,19 @@ class NotificationSent(DomainEvent):
     session_no: int | None = Field(default=None, description="the session a session notice is about")
 
 
+@event
+class NotificationFailed(DomainEvent):
+    """A notice that cannot be delivered, ever (the person was erased, the server refused the
+    address): recorded so HR can see who was not told, while the pair goes on."""
+
+    event_type = "NotificationFailed"
+    kind: str
+    recipient_id: str
+    recipient_role: str | None = None
+    reason: str = Field(description="RecipientUnavailable or DeliveryRefused")
+    session_no: int | None = None
+
+
 # --- 7. follow-ups and the end --------------------------------------------------------------------
 
 @event

@@ -114,6 +114,8 @@ _SUMMARIES: dict[str, Callable[[dict[str, Any]], str]] = {
     "PairExtended": lambda p: (
         f"extended by {p['additional_sessions']} session(s) by {p['extended_by']}"),
     "NotificationSent": lambda p: f"{p['kind']} sent to {p['recipient_id']} by {p['channel']}",
+    "NotificationFailed": lambda p: (
+        f"{p['kind']} could not be delivered to {p['recipient_id']} ({p['reason']})"),
     "FollowUpSent": lambda p: f"follow-up sent {p['days_after_end']} days after the end",
     "FollowUpAnswered": lambda p: (
         f"{p['by_role']} answered the {p['days_after_end']}-day follow-up, still using what was "

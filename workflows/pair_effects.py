@@ -15,11 +15,13 @@ from typing import Any
 from pydantic import ValidationError
 from temporalio import workflow
 from temporalio.common import RawValue, RetryPolicy
+from temporalio.exceptions import ActivityError, ApplicationError
 
 import events.pair as ev
 import workflows.search_attributes as attrs
 from events.base import DomainEvent, EventMetadata, NewEvent
 from events.messages import (
+    UNDELIVERABLE,
     AppendRequest,
     AppendResponse,
     NotificationReceipt,
@@ -111,13 +113,24 @@ class PairEffects:
             recipient_id=self.pair.person_of(role), recipient_role=role,
             counterpart_id={"mentor": self.pair.mentee_id, "mentee": self.pair.mentor_id}.get(role),
             deadline=deadline, session=session) for role in roles]
-        receipts = await asyncio.gather(*(
+        outcomes = await asyncio.gather(*(
             workflow.execute_activity("send_notification", r, result_type=NotificationReceipt, **_SIDE_EFFECT)
-            for r in requests))
-        await self._record(*(ev.NotificationSent(
-            kind=kind, recipient_id=r.recipient_id, recipient_role=r.recipient_role, channel=receipt.channel,
-            message_id=receipt.message_id, session_no=session.session_no if session else None)
-            for r, receipt in zip(requests, receipts, strict=True)), by="system")
+            for r in requests), return_exceptions=True)
+        session_no = session.session_no if session else None
+        recorded: list[DomainEvent] = []
+        for r, outcome in zip(requests, outcomes, strict=True):
+            if isinstance(outcome, NotificationReceipt):
+                recorded.append(ev.NotificationSent(
+                    kind=kind, recipient_id=r.recipient_id, recipient_role=r.recipient_role,
+                    channel=outcome.channel, message_id=outcome.message_id, session_no=session_no))
+            elif _undeliverable(outcome):
+                # One person who cannot be reached must not stop the pair: HR sees it in the log.
+                recorded.append(ev.NotificationFailed(
+                    kind=kind, recipient_id=r.recipient_id, recipient_role=r.recipient_role,
+                    reason=outcome.cause.type, session_no=session_no))
+            else:
+                raise outcome
+        await self._record(*recorded, by="system")
 
     async def _notify_session(self, kind: str, number: int) -> None:
         session = self.pair.session(number)
@@ -165,6 +178,11 @@ class PairEffects:
             await workflow.wait_condition(workflow.all_handlers_finished)
             workflow.logger.info("continuing as new at stream version %s", self.pair.version)
             workflow.continue_as_new(self.pair)  # the state, with its stream version, and no personal data
+
+
+def _undeliverable(outcome: BaseException) -> bool:
+    return (isinstance(outcome, ActivityError) and isinstance(outcome.cause, ApplicationError)
+            and outcome.cause.type in UNDELIVERABLE)
 
 
 def contact(person: Person | HrManager) -> PersonContact:

@@ -156,6 +156,26 @@ async def test_mentee_declines(harness: Harness):
     assert declined.payload == {"mentee_id": MENTEE, "channel": "email", "recorded_by": HR}
 
 
+async def test_an_undeliverable_notice_is_recorded_and_the_pair_goes_on(harness: Harness):
+    pair = await harness.start()
+    # The mentee's personal data was erased: there is no address to invite them at.
+    await harness.store.pool.execute(
+        "UPDATE people SET email = NULL, display_name = NULL, erased_at = now() "
+        "WHERE employee_id = $1", MENTEE)
+    await pair.act("confirm_motivation", recorded_by=MENTOR)
+    await pair.wait_for(lambda s: s.version >= 5)
+    await pair.act("decline_invitation", recorded_by=HR, channel="in_person")  # HR asked them instead
+    assert (await pair.handle.result()).stage == "declined"
+    assert await pair.timeline() == NOMINATION + [
+        "MentorMotivationConfirmed", "MenteeInvited", "NotificationFailed", "MenteeDeclined",
+        "NotificationSent:pair_closed>mentor", "NotificationFailed"]
+    failed = next(e for e in await harness.store.read_stream(pair.stream_id)
+                  if e.event_type == "NotificationFailed")
+    assert failed.payload == {"kind": "invitation", "recipient_id": MENTEE, "recipient_role": "mentee",
+                              "reason": "RecipientUnavailable", "session_no": None}
+    assert [r.kind for r in harness.sent if r.recipient_id == MENTEE] == []
+
+
 async def test_invitation_expires_after_a_reminder(harness: Harness):
     pair = await harness.start()
     await pair.act("confirm_motivation", recorded_by=MENTOR)
