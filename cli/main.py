@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import json as jsonlib
+import os
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -70,8 +71,10 @@ def _database_url(option: str | None) -> str:
     except SettingsError as exc:
         raise _fail(str(exc), 2) from None
     if not url:
-        raise _fail("no database configured: set DATABASE_URL (postgresql://user:pass@host:5432/db), "
-                    "pass --database-url, or start the stack with `make run`, which exports it", 2)
+        # No DATABASE_URL: the embedded server of `make run`, where `worker.py --dev` put it.
+        from devstack.postgres import DATABASE_NAME
+
+        url = f"postgresql://postgres@127.0.0.1:{get_settings().embedded_postgres_port}/{DATABASE_NAME}"
     return url
 
 
@@ -85,7 +88,9 @@ def _run(database_url: str | None, work: Callable[[asyncpg.Pool, str], Awaitable
         try:
             pool = await open_database(url, max_size=4, apply_migrations=False)
         except StartupError as exc:
-            raise _fail(str(exc), 2) from None
+            hint = "" if database_url or os.environ.get("DATABASE_URL") else (
+                " (is the stack up? `make run` starts it)")
+            raise _fail(f"{exc}{hint}", 2) from None
         try:
             return await work(pool, url)
         finally:
