@@ -10,6 +10,7 @@ import pytest
 from typer.testing import CliRunner
 
 from cli.main import app
+from devstack.postgres import free_port
 from events.store import PostgresEventStore
 
 cli = CliRunner()
@@ -155,10 +156,12 @@ async def test_projections_status_rebuild_and_resume(seeded, database_url):
 
 
 @pytest.mark.parametrize("settings_error", [False, True])
-async def test_missing_database_url_says_what_to_do(monkeypatch, settings_error):
+async def test_without_database_url_the_dev_stack_is_meant(monkeypatch, settings_error):
     import settings
 
     monkeypatch.setenv("DATABASE_URL", "mysql://nope" if settings_error else "")
+    port = free_port()  # nothing listens there: the stack of `make run` is not up
+    monkeypatch.setenv("EMBEDDED_POSTGRES_PORT", str(port))
     settings.get_settings.cache_clear()
     try:
         result = await mentoring("audit", "verify")
@@ -168,7 +171,9 @@ async def test_missing_database_url_says_what_to_do(monkeypatch, settings_error)
     if settings_error:
         assert "DATABASE_URL" in result.output and "must start with postgresql://" in result.output
     else:
-        assert "set DATABASE_URL" in result.output and "make run" in result.output
+        # Without DATABASE_URL, the database of `make run` is the one meant.
+        assert f"cannot reach PostgreSQL at 127.0.0.1:{port}/mentoring" in result.output
+        assert "make run" in result.output
 
 
 async def test_unreachable_database_is_one_line(database_url):
