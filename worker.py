@@ -139,7 +139,9 @@ def _banner(settings: Settings, dev: bool) -> None:
         lines += [
             f"Temporal Web UI: http://{host}:{settings.temporal_ui_port}",
             f"API tokens (role per token): {settings.state_dir / 'api-tokens.json'}",
-            "start a first pair: see README, 'Start a pair from the UI', or run: make demo",
+            "start a first pair: in the UI, Start Workflow, type MentoringPair, task queue "
+            f"'{settings.temporal_task_queue}', input examples/pair-input.json "
+            "(README, 'Your first pair'); or in another terminal: make demo",
         ]
     lines.append("Ctrl-C stops everything")
     for line in lines:
