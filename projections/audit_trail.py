@@ -113,7 +113,12 @@ _SUMMARIES: dict[str, Callable[[dict[str, Any]], str]] = {
         f"{p['replaced_by']} ({p['reason']})"),
     "PairExtended": lambda p: (
         f"extended by {p['additional_sessions']} session(s) by {p['extended_by']}"),
-    "NotificationSent": lambda p: f"{p['kind']} sent to {p['recipient_id']} by {p['channel']}",
+    "NotificationSent": lambda p: (
+        f"{p['kind']}"
+        + (f" for session {p['session_no']}" if p.get("session_no") is not None else "")
+        + f" sent to {p['recipient_id']}"
+        + (f" ({p['recipient_role']})" if p.get("recipient_role") else "")
+        + f" by {p['channel']}"),
     "NotificationFailed": lambda p: (
         f"{p['kind']} could not be delivered to {p['recipient_id']} ({p['reason']})"),
     "FollowUpSent": lambda p: f"follow-up sent {p['days_after_end']} days after the end",

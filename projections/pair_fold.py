@@ -209,7 +209,11 @@ def next_deadline(facts: PairFacts) -> tuple[datetime, str] | None:
         delay = parse_duration(expiry) if expiry else None
         return (facts.clock_start + delay, "nomination lapses") if delay else None
     if facts.stage == MENTEE_INVITED and facts.invitation_expires_at is not None:
-        return facts.invitation_expires_at, "invitation expires"
+        # The invitation records its expiry as sent; a pause since then moved it on by its length
+        # (the stage's clock started when the stage did, and each resume pushed it on).
+        moved = (facts.clock_start - facts.stage_since
+                 if facts.clock_start is not None and facts.stage_since is not None else timedelta(0))
+        return facts.invitation_expires_at + moved, "invitation expires"
     if facts.stage == SESSIONS and facts.open_sessions:
         number, session = facts.open_sessions[0]
         return session.starts_at, f"session {number} ({session.status})"

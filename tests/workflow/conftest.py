@@ -5,6 +5,7 @@ write to that test's fresh PostgreSQL database (`database_url` / `store` from te
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import uuid
 from collections.abc import AsyncIterator
@@ -52,14 +53,25 @@ async def temporal_env() -> AsyncIterator[WorkflowEnvironment]:
     await env.shutdown()
 
 
+@contextlib.asynccontextmanager
+async def worker_harness(env: WorkflowEnvironment, store: PostgresEventStore) -> AsyncIterator[Harness]:
+    """A worker on its own task queue, with the real activities writing to `store`; on the way
+    out, the workflows started through the harness are terminated, then the worker stops.
+    (Also used by tests/projections/test_from_workflow_runs.py, for a module-wide database.)"""
+    task_queue = f"mentoring-{uuid.uuid4()}"
+    harness = Harness(env, store, task_queue)
+    async with Worker(
+        env.client, task_queue=task_queue, workflows=[MentoringPair],
+        activities=harness.activities() + [notification_activity(store.pool, harness)],
+    ):
+        try:
+            yield harness
+        finally:
+            await harness.stop_all()
+
+
 @pytest.fixture
 async def harness(temporal_env: WorkflowEnvironment, store: PostgresEventStore) -> AsyncIterator[Harness]:
     """A worker with the real activities (and the real notification activity once it exists)."""
-    task_queue = f"mentoring-{uuid.uuid4()}"
-    harness = Harness(temporal_env, store, task_queue)
-    async with Worker(
-        temporal_env.client, task_queue=task_queue, workflows=[MentoringPair],
-        activities=harness.activities() + [notification_activity(store.pool, harness)],
-    ):
+    async with worker_harness(temporal_env, store) as harness:
         yield harness
-        await harness.stop_all()

@@ -136,6 +136,11 @@ class Pair:
     def __init__(self, harness: Harness, handle: WorkflowHandle, data: dict[str, Any]) -> None:
         self.harness, self.handle, self.data = harness, handle, data
         self.stream_id = handle.id
+        # The pair's own people: the helpers below act as them (update mentor_id on a replacement).
+        self.mentor_id = data["mentor"]["employee_id"]
+        self.mentee_id = data["mentee"]["employee_id"]
+        self.hr_id = data["nominated_by"]["employee_id"]
+        self.session_starts: dict[int, datetime] = {}  # as proposed by hold_session
 
     async def act(self, update: str, **payload: Any) -> ActionResult:
         """Send an update as a JSON object, as HR does from the UI."""
@@ -171,20 +176,20 @@ class Pair:
         """The pair's stream as event types; notices as `NotificationSent:<kind>><role>`."""
         return timeline_of(await self.harness.store.read_stream(self.stream_id))
 
-    async def prepare(self) -> None:
+    async def prepare(self, channel: str = "email") -> None:
         """Nomination through sign-off: the mentor, the mentee and HR each do their part."""
-        await self.act("confirm_motivation", recorded_by=MENTOR)
-        await self.act("accept_invitation", recorded_by=MENTEE, channel="email")
+        await self.act("confirm_motivation", recorded_by=self.mentor_id)
+        await self.act("accept_invitation", recorded_by=self.mentee_id, channel=channel)
         await self.prepare_rest()
 
     async def prepare_rest(self) -> None:
         """Curriculum, training modules, the mentee's onboarding and HR's sign-off."""
-        await self.act("agree_curriculum", recorded_by=MENTOR, topics=["social networks"],
+        await self.act("agree_curriculum", recorded_by=self.mentor_id, topics=["social networks"],
                        objectives=["publish a first post", "tune privacy settings"])
         for module in ("reverse-mentoring-basics", "confidentiality"):
-            await self.act("complete_training_module", recorded_by=MENTOR, module=module)
-        await self.act("onboard_mentee", recorded_by=HR)
-        await self.act("sign_off_mentor", recorded_by=HR)
+            await self.act("complete_training_module", recorded_by=self.mentor_id, module=module)
+        await self.act("onboard_mentee", recorded_by=self.hr_id)
+        await self.act("sign_off_mentor", recorded_by=self.hr_id)
 
     async def session_slot(self, days_ahead: float = 2, weekday: int = 1, at: time = time(10, 0)) -> datetime:
         """The first `weekday` (0 = Monday) at `at`, mentee's local time, at least `days_ahead` from now."""
@@ -194,23 +199,25 @@ class Pair:
             day += timedelta(days=1)
         return datetime.combine(day, at, tzinfo=ZoneInfo(MENTEE_TZ))
 
-    async def hold_session(self, *, feedback: bool = True) -> int:
+    async def hold_session(self, *, feedback: bool = True, topics: tuple[str, ...] = ("social networks",),
+                           mentor_rating: int = 4, mentee_rating: int = 5) -> int:
         """Propose, confirm, let the day come (the reminder goes out), record it held."""
         starts = await self.session_slot()
-        proposed = await self.act("propose_session", recorded_by=HR, starts_at=starts.isoformat(),
+        proposed = await self.act("propose_session", recorded_by=self.hr_id, starts_at=starts.isoformat(),
                                   duration_minutes=60, topics=["social networks"])
         number = proposed.session_no
-        await self.act("confirm_session", recorded_by=HR, session_no=number)
+        self.session_starts[number] = starts
+        await self.act("confirm_session", recorded_by=self.hr_id, session_no=number)
         await self.skip_past(starts + timedelta(minutes=5))
         await self.wait_for(lambda s: s.session(number).reminder_sent)
-        await self.act("record_session_held", recorded_by=HR, session_no=number,
-                       topics_covered=["social networks"])
+        await self.act("record_session_held", recorded_by=self.hr_id, session_no=number,
+                       topics_covered=list(topics))
         if feedback:
-            await self.act("give_feedback", recorded_by=MENTOR, session_no=number, by_role="mentor",
-                           rating=4, engaging=True, topics_covered=["social networks"])
-            await self.act("give_feedback", recorded_by=MENTEE, session_no=number, by_role="mentee",
-                           rating=5, engaging=True, comment="I finally understand my privacy settings",
-                           share_comment=False)
+            await self.act("give_feedback", recorded_by=self.mentor_id, session_no=number, by_role="mentor",
+                           rating=mentor_rating, engaging=True, topics_covered=list(topics))
+            await self.act("give_feedback", recorded_by=self.mentee_id, session_no=number, by_role="mentee",
+                           rating=mentee_rating, engaging=True,
+                           comment="I finally understand my privacy settings", share_comment=False)
         return number
 
     async def skip_past(self, moment: datetime) -> None:
