@@ -191,6 +191,15 @@ class FinalEvaluationGiven(DomainEvent):
     has_private_comment: bool
 
 
+@event
+class FinalEvaluationWindowClosed(DomainEvent):
+    """The time for final evaluations ran out before both were given: follow-ups come next."""
+
+    event_type = "FinalEvaluationWindowClosed"
+    evaluations_from: list[Literal["mentor", "mentee"]] = Field(
+        description="who gave theirs in time (the others were welcome, never forced)")
+
+
 # --- health monitoring ----------------------------------------------------------------------------
 
 @event

@@ -113,6 +113,8 @@ _SUMMARIES: dict[str, Callable[[dict[str, Any]], str]] = {
         f"{p['replaced_by']} ({p['reason']})"),
     "PairExtended": lambda p: (
         f"extended by {p['additional_sessions']} session(s) by {p['extended_by']}"),
+    "FinalEvaluationWindowClosed": lambda p: (
+        "final evaluation window closed; given by: " + (", ".join(p["evaluations_from"]) or "nobody")),
     "NotificationSent": lambda p: (
         f"{p['kind']}"
         + (f" for session {p['session_no']}" if p.get("session_no") is not None else "")

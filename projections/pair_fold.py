@@ -74,6 +74,7 @@ class PairFacts:
     rating_sum: int = 0
     rating_count: int = 0
     final_evaluations: list[str] = field(default_factory=list)
+    evaluation_window_closed: bool = False
     follow_ups_sent: list[int] = field(default_factory=list)
     at_risk: bool = False
     paused_since: datetime | None = None
@@ -113,7 +114,9 @@ class PairFacts:
             "sessions": {str(n): {"status": s.status, "starts_at": _iso(s.starts_at)}
                          for n, s in self.sessions.items()},
             "rating_sum": self.rating_sum, "rating_count": self.rating_count,
-            "final_evaluations": self.final_evaluations, "follow_ups_sent": self.follow_ups_sent,
+            "final_evaluations": self.final_evaluations,
+            "evaluation_window_closed": self.evaluation_window_closed,
+            "follow_ups_sent": self.follow_ups_sent,
             "at_risk": self.at_risk, "paused_since": _iso(self.paused_since),
             "outcome": self.outcome, "ended_at": _iso(self.ended_at),
             "last_activity_at": _iso(self.last_activity_at),
@@ -190,7 +193,7 @@ def derive_stage(facts: PairFacts) -> str:
             open_count += 1
     if facts.sessions_planned - held - open_count > 0 or open_count:
         return SESSIONS
-    if facts.follow_ups_sent:
+    if facts.follow_ups_sent or facts.evaluation_window_closed:
         return FOLLOW_UP  # the evaluation window may close without both evaluations
     if not {"mentor", "mentee"} <= set(facts.final_evaluations):
         return FINAL_EVALUATION
@@ -305,6 +308,7 @@ _HANDLERS = {
     "SessionMissed": _status("missed"),
     "FeedbackGiven": _feedback,
     "FinalEvaluationGiven": _final_evaluation,
+    "FinalEvaluationWindowClosed": _set("evaluation_window_closed", True),
     "PairFlaggedAtRisk": _set("at_risk", True),
     "PairBackOnTrack": _set("at_risk", False),
     "PairPaused": _paused,

@@ -213,6 +213,10 @@ class MentoringPair(PairEffects):
             case "session_reminder":
                 await self._notify_session("session_reminder", timer.session_no)
             case "evaluation_window_closed":
+                if workflow.patched("evaluation-window-closed-event"):
+                    # Recorded, so the log (and every read model) shows the stage moving on.
+                    await self._record(ev.FinalEvaluationWindowClosed(
+                        evaluations_from=sorted(set(self.pair.final_evaluations))), by="system")
                 self.pair.evaluation_closed = True  # the evaluations are welcome, never forced
             case "first_follow_up" | "second_follow_up":
                 await self._follow_up(timer.kind)

@@ -217,6 +217,8 @@ def apply(state: PairState, event: DomainEvent, at: datetime) -> None:
             state.final_evaluations.append(role)
             if {"mentor", "mentee"} <= set(state.final_evaluations):
                 state.evaluation_closed = True
+        case ev.FinalEvaluationWindowClosed():
+            state.evaluation_closed = True
         case ev.PairFlaggedAtRisk():
             state.at_risk = True
         case ev.PairBackOnTrack():

@@ -304,3 +304,18 @@ async def full_lifecycle(harness: Harness) -> Pair:
                                                           "by_role": role, "still_using": True})
     await pair.handle.result()
     return pair
+
+
+async def lifecycle_without_final_evaluations(harness: Harness) -> Pair:
+    """Two sessions, then only the mentor evaluates: the window closes, follow-ups go unanswered."""
+    pair = await harness.start()
+    await pair.prepare()
+    await pair.hold_session()
+    await pair.hold_session()
+    await pair.act("give_final_evaluation", recorded_by=MENTOR, by_role="mentor", rating=5,
+                   would_recommend=True)
+    await pair.handle.result()  # the test server skips to each deadline
+    return pair
+
+
+LIFECYCLES = {"full": full_lifecycle, "without_final_evaluations": lifecycle_without_final_evaluations}

@@ -1,6 +1,8 @@
 """Record the history of a full pair lifecycle for the replay tests.
 
-    python -m tests.workflow.record_history [file]   default: tests/workflow/histories/full_lifecycle.json
+    python -m tests.workflow.record_history [file [lifecycle]]
+        file       default: tests/workflow/histories/full_lifecycle.json
+        lifecycle  a name in tests.workflow.pairs.LIFECYCLES, default: full
 
 Starts what the tests use (embedded PostgreSQL, the time-skipping Temporal test server), runs a
 pair from nomination to completion with the current code, and writes its Temporal history as
@@ -25,13 +27,13 @@ from devstack.postgres import EmbeddedPostgres, free_port
 from events.migrations import migrate
 from events.store import PostgresEventStore, create_pool
 from tests.workflow.conftest import TEST_SERVER, register_search_attributes
-from tests.workflow.pairs import Harness, full_lifecycle, notification_activity
+from tests.workflow.pairs import LIFECYCLES, Harness, notification_activity
 from workflows.pair import MentoringPair
 
 HISTORIES = Path(__file__).resolve().parent / "histories"
 
 
-async def record(target: Path) -> None:
+async def record(target: Path, lifecycle: str = "full") -> None:
     with tempfile.TemporaryDirectory() as folder:
         server = EmbeddedPostgres(Path(folder) / "data", free_port())
         server.start()
@@ -50,7 +52,7 @@ async def record(target: Path) -> None:
                 harness = Harness(env, PostgresEventStore(pool), f"record-{uuid.uuid4()}")
                 async with Worker(env.client, task_queue=harness.task_queue, workflows=[MentoringPair],
                                   activities=harness.activities() + [notification_activity(pool, harness)]):
-                    pair = await full_lifecycle(harness)
+                    pair = await LIFECYCLES[lifecycle](harness)
                 history = await pair.handle.fetch_history()
             finally:
                 await env.shutdown()
@@ -62,4 +64,5 @@ async def record(target: Path) -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(record(Path(sys.argv[1]) if len(sys.argv) > 1 else HISTORIES / "full_lifecycle.json"))
+    asyncio.run(record(Path(sys.argv[1]) if len(sys.argv) > 1 else HISTORIES / "full_lifecycle.json",
+                       *sys.argv[2:3]))

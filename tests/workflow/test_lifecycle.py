@@ -21,6 +21,7 @@ from tests.workflow.pairs import (
     Harness,
     both,
     current_details,
+    lifecycle_without_final_evaluations,
     search_attributes,
 )
 from workflows.pair_state import PairOutcome, Stage
@@ -126,6 +127,18 @@ async def test_happy_path_from_nomination_to_the_90_day_follow_up(harness: Harne
 
     assert (await search_attributes(pair))["MentoringStage"] == "completed"
     assert "MentoringNextDeadline" not in await search_attributes(pair)
+
+
+async def test_final_evaluation_window_closes_without_both_and_follow_ups_go_on(harness: Harness):
+    pair = await lifecycle_without_final_evaluations(harness)
+    timeline = await pair.timeline()
+    closed = timeline.index("FinalEvaluationWindowClosed")
+    assert timeline[closed - 1] == "FinalEvaluationGiven"
+    assert timeline[closed + 1:] == ["FollowUpSent", *both("follow_up"), "FollowUpSent", *both("follow_up"),
+                                     "PairCompleted"]
+    events = await harness.store.read_stream(pair.stream_id)
+    assert events[closed].payload == {"evaluations_from": ["mentor"]}
+    assert events[closed].metadata["actor"] == "system"
 
 
 async def test_mentor_declines(harness: Harness):

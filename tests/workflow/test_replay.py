@@ -47,18 +47,24 @@ async def test_a_fresh_history_of_the_current_code_replays(harness: Harness):
     assert result.replay_failure is None
 
 
-async def test_the_sessions_open_patch_keeps_older_pairs_replaying(monkeypatch: pytest.MonkeyPatch):
-    """The notice "sessions_open" was added with workflow.patched("sessions-open-notice").
+@pytest.mark.parametrize(("old", "patch_id"), [
+    ("full_lifecycle_before_sessions_open_notice.json", "sessions-open-notice"),
+    ("without_final_evaluations_before_window_event.json", "evaluation-window-closed-event"),
+])
+async def test_a_patch_keeps_older_pairs_replaying(monkeypatch: pytest.MonkeyPatch, old: str,
+                                                   patch_id: str):
+    """Each change of behaviour is guarded by workflow.patched(patch_id): the notice
+    "sessions_open", the event FinalEvaluationWindowClosed.
 
-    The older history, recorded before the change, has no patch marker and replays (above)
+    The older history, recorded before the change, lacks that patch marker and replays (above)
     because patched() answers False for it. Without the guard, the same history no longer
-    replays: the code would send notices that the recorded run never sent.
+    replays: the code would do what the recorded run never did.
     """
-    old, new = "full_lifecycle_before_sessions_open_notice.json", "full_lifecycle.json"
-    assert _patches(old) == set()
-    assert _patches(new) == {"sessions-open-notice"}
+    assert patch_id not in _patches(old)
 
-    monkeypatch.setattr(temporalio.workflow, "patched", lambda patch_id, **_: True)  # the guard removed
+    real_patched = temporalio.workflow.patched
+    monkeypatch.setattr(temporalio.workflow, "patched",  # this guard removed, the others kept
+                        lambda pid, **kw: True if pid == patch_id else real_patched(pid, **kw))
     history = WorkflowHistory.from_json("pair-unguarded", (HISTORIES / old).read_text(encoding="utf-8"))
     result = await _replayer().replay_workflow(history, raise_on_replay_failure=False)
     assert isinstance(result.replay_failure, temporalio.workflow.NondeterminismError)
