@@ -104,7 +104,7 @@ async def serve(settings: Settings, stop: asyncio.Event, *, dev: bool) -> None:
         client = await connect_temporal(settings)
         worker = build_worker(client, pool, settings)
         tasks.append(asyncio.create_task(worker.run(), name="temporal-worker"))
-        tasks += await _start_projections_and_api(pool, settings)
+        tasks += start_projections_and_api(pool, settings)
         _banner(settings, dev)
         stopper = asyncio.create_task(stop.wait())
         done, _ = await asyncio.wait([stopper, *tasks], return_when=asyncio.FIRST_COMPLETED)
@@ -122,10 +122,12 @@ async def serve(settings: Settings, stop: asyncio.Event, *, dev: bool) -> None:
             provider.shutdown()
 
 
-async def _start_projections_and_api(pool, settings: Settings) -> list[asyncio.Task]:
-    from projections import start_projections_and_api
+def start_projections_and_api(pool, settings: Settings) -> list[asyncio.Task]:
+    """The projection runner and the audit API, as tasks beside the Temporal worker."""
+    from api.server import start_api_server
+    from projections import start_projection_runner
 
-    return await start_projections_and_api(pool, settings)
+    return [start_projection_runner(pool, settings), start_api_server(pool, settings)]
 
 
 def _banner(settings: Settings, dev: bool) -> None:

@@ -12,7 +12,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from typing import TYPE_CHECKING
 
 from projections.audit_trail import AuditTrail
@@ -29,25 +28,14 @@ if TYPE_CHECKING:
     from settings import Settings
 
 
-class ApiUnavailable(RuntimeError):
-    """The audit API could not start; the message is one line for the operator."""
-
-
 def all_projections() -> list[Projection]:
     """Every read model of the project, as the worker runs them."""
     return [PairOverview(), ProgrammeFunnel(), ConsentRegister(), AuditTrail(),
             MentorRecognition(), SessionCalendar()]
 
 
-async def start_projections_and_api(pool: asyncpg.Pool, settings: Settings) -> list[asyncio.Task]:
-    """The worker's projection runner and audit API, as tasks (cancel them to stop).
-
-    Imported lazily: `projections` does not depend on `api` at import time; this function only
-    exists so that worker.py has one call to make.
-    """
-    import uvicorn
-
-    from api.app import create_app
+def start_projection_runner(pool: asyncpg.Pool, settings: Settings) -> asyncio.Task:
+    """The worker's projection runner, as a task (cancel it to stop)."""
     from events.store import PostgresEventStore
     from projections.runner import ProjectionRunner
 
@@ -60,33 +48,4 @@ async def start_projections_and_api(pool: asyncpg.Pool, settings: Settings) -> l
         finally:
             await store.close()  # gives the listening connection back, so the pool can close
 
-    class _Server(uvicorn.Server):
-        # The worker owns SIGINT/SIGTERM; uvicorn must not take them over.
-        @contextlib.contextmanager
-        def capture_signals(self):
-            yield
-
-    server = _Server(uvicorn.Config(
-        create_app(pool, settings.mentoring_api_tokens), host=settings.api_host,
-        port=settings.api_port, log_level="warning", lifespan="on",
-    ))
-
-    async def serve_until_stopped() -> None:
-        try:
-            await server.serve()
-        except SystemExit:  # uvicorn exits when it cannot listen: make it an ordinary error
-            raise ApiUnavailable(
-                f"the audit API cannot listen on {settings.api_host}:{settings.api_port} "
-                "(API_HOST / API_PORT): is the port taken?") from None
-
-    async def serve_api() -> None:
-        serving = asyncio.ensure_future(serve_until_stopped())
-        try:
-            await asyncio.shield(serving)
-        except asyncio.CancelledError:
-            server.should_exit = True  # finish requests in flight, then stop
-            await serving
-            raise
-
-    return [asyncio.create_task(run_projections(), name="projection-runner"),
-            asyncio.create_task(serve_api(), name="audit-api")]
+    return asyncio.create_task(run_projections(), name="projection-runner")

@@ -8,16 +8,16 @@ import httpx
 
 from devstack.postgres import free_port
 from events.store import create_pool
-from projections import start_projections_and_api
 from settings import Settings
 from tests.projections import lifecycles as story
+from worker import start_projections_and_api
 
 
 async def test_worker_starts_runner_and_api_and_stops_them(database_url: str, store):
     settings = Settings(database_url=database_url, api_port=free_port(),
                         mentoring_api_tokens={"hr-token": "hr"})
     pool = await create_pool(database_url, max_size=4)
-    tasks = await start_projections_and_api(pool, settings)
+    tasks = start_projections_and_api(pool, settings)
     try:
         await story.write(store, story.declined_by_mentor("p-w"))
         url = f"http://{settings.api_host}:{settings.api_port}"
@@ -43,7 +43,7 @@ async def test_worker_starts_runner_and_api_and_stops_them(database_url: str, st
 async def test_api_port_taken_is_a_one_line_error(database_url: str):
     import socket
 
-    from projections import ApiUnavailable
+    from api.server import ApiUnavailable
 
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
@@ -52,7 +52,7 @@ async def test_api_port_taken_is_a_one_line_error(database_url: str):
         settings = Settings(database_url=database_url, api_port=port,
                             mentoring_api_tokens={"hr-token": "hr"})
         pool = await create_pool(database_url, max_size=4)
-        tasks = await start_projections_and_api(pool, settings)
+        tasks = start_projections_and_api(pool, settings)
         try:
             done, _ = await asyncio.wait(tasks, timeout=10, return_when=asyncio.FIRST_COMPLETED)
             error = next(iter(done)).exception()
