@@ -46,7 +46,8 @@ HISTORY_LIMIT_MEMO = "continue_as_new_after_events"
 DEFAULT_HISTORY_LIMIT = 10_000
 
 _APPEND = {
-    "start_to_close_timeout": timedelta(seconds=30),
+    # An append takes milliseconds; a short timeout lets a worker killed mid-append be noticed soon.
+    "start_to_close_timeout": timedelta(seconds=10),
     "retry_policy": RetryPolicy(maximum_interval=timedelta(minutes=1)),
 }
 _SIDE_EFFECT = {
