@@ -61,6 +61,36 @@ async def test_stale_expected_version_raises_concurrency_error(store: PostgresEv
     assert len(await store.read_stream("pair-p1")) == 1
 
 
+@pytest.mark.parametrize(("existing", "expected"), [(1, 5), (0, 3), (2, 1)])
+async def test_any_wrong_expected_version_is_a_conflict(store: PostgresEventStore, existing: int,
+                                                        expected: int):
+    for version in range(existing):
+        await store.append("pair-p1", version, [new(MentorMotivationConfirmed(mentor_id="E100"))], META)
+    with pytest.raises(ConcurrencyError) as raised:
+        await store.append("pair-p1", expected, [new(MentorMotivationConfirmed(mentor_id="X"))], META)
+    assert (raised.value.expected, raised.value.actual) == (expected, existing)
+    assert await store.stream_version("pair-p1") == existing
+
+
+async def test_two_writers_creating_one_stream_exactly_one_wins(store: PostgresEventStore):
+    results = await asyncio.gather(*(
+        store.append("pair-new", 0, [new(nomination(who))], META) for who in ("A", "B", "C")),
+        return_exceptions=True)
+    assert sum(not isinstance(r, BaseException) for r in results) == 1, results
+    assert all(isinstance(r, ConcurrencyError) for r in results if isinstance(r, BaseException))
+    assert [e.version for e in await store.read_stream("pair-new")] == [1]
+
+
+async def test_an_event_id_of_another_stream_is_refused_and_nothing_moves(store: PostgresEventStore):
+    event_id = uuid.uuid4()
+    await store.append("pair-p1", 0, [new(nomination(), event_id)], META)
+    with pytest.raises(EventIdConflict):
+        await store.append("pair-p2", 0, [new(nomination("other")), new(nomination("x"), event_id)], META)
+    assert await store.read_stream("pair-p2") == []
+    assert await store.stream_version("pair-p2") == 0
+    assert (await store.verify()).ok
+
+
 async def test_retried_append_is_a_no_op_that_reports_success(store: PostgresEventStore):
     batch = [new(nomination()), new(MentorMotivationConfirmed(mentor_id="E100"))]
     first = await store.append("pair-p1", 0, batch, META)
