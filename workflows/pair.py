@@ -261,26 +261,26 @@ class MentoringPair(PairEffects):
                      "Rule: never force the seniors.")
     async def accept_invitation(self, request: InvitationAnswer) -> ActionResult:
         async with self._log:
-            rules.answer_invitation(self.pair, "accept_invitation")
+            rules.answer_invitation(self.pair, "accept_invitation", request.recorded_by)
             await self._record(ev.MenteeConsentGiven(mentee_id=self.pair.mentee_id, channel=request.channel,
                                                      recorded_by=request.recorded_by), by=request)
             return await self._done()
 
     @accept_invitation.validator
     def _check_accept_invitation(self, request: InvitationAnswer) -> None:
-        rules.answer_invitation(self._state(), "accept_invitation")
+        rules.answer_invitation(self._state(), "accept_invitation", request.recorded_by)
 
     @workflow.update(description="The mentee declines the invitation: recorded, and the pair closes politely.")
     async def decline_invitation(self, request: InvitationAnswer) -> ActionResult:
         async with self._log:
-            rules.answer_invitation(self.pair, "decline_invitation")
+            rules.answer_invitation(self.pair, "decline_invitation", request.recorded_by)
             await self._close(ev.MenteeDeclined(mentee_id=self.pair.mentee_id, channel=request.channel,
                                                 recorded_by=request.recorded_by), by=request)
             return await self._done()
 
     @decline_invitation.validator
     def _check_decline_invitation(self, request: InvitationAnswer) -> None:
-        rules.answer_invitation(self._state(), "decline_invitation")
+        rules.answer_invitation(self._state(), "decline_invitation", request.recorded_by)
 
     # --- 4. preparation: curriculum, training, sign-off; the senior's onboarding ----------------
 

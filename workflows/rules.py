@@ -100,9 +100,14 @@ def decline_mentoring(state: PairState, recorded_by: str) -> None:
 
 # --- 3. the senior's consent ---------------------------------------------------------------------
 
-def answer_invitation(state: PairState, action: str) -> None:
+def answer_invitation(state: PairState, action: str, recorded_by: str) -> None:
     require_stage(state, action, {Stage.MENTEE_INVITED},
                   "the mentee answers while the invitation is open")
+    # Consent is the senior's own: never the mentor's to give, only HR may enter it for them.
+    if recorded_by not in (state.mentee_id, state.hr_id):
+        raise NotAParticipant(
+            f"{recorded_by} cannot answer this invitation: only the mentee ({state.mentee_id}) or "
+            f"the pair's HR ({state.hr_id}) on their behalf records the senior's answer.")
 
 
 # --- 4. preparation ------------------------------------------------------------------------------

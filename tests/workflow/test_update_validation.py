@@ -47,6 +47,18 @@ async def test_wrong_stage_and_wrong_person(harness: Harness):
     assert kind == "PairIsPaused" and "resume it first with the update 'resume'" in message
 
 
+async def test_only_the_senior_or_hr_records_the_senior_s_answer(harness: Harness):
+    pair = await harness.start()
+    await pair.act("confirm_motivation", recorded_by=MENTOR)
+    for update in ("accept_invitation", "decline_invitation"):
+        for intruder in (MENTOR, "E5555"):
+            kind, message = await _rejected(pair, update, recorded_by=intruder)
+            assert kind == "NotAParticipant"
+            assert message.startswith(f"{intruder} cannot answer this invitation: only the mentee "
+                                      f"({MENTEE}) or the pair's HR ({HR})")
+    assert (await pair.act("accept_invitation", recorded_by=MENTEE)).stage == "preparation"
+
+
 async def test_bad_payloads_name_each_field_without_echoing_it(harness: Harness):
     pair = await harness.start()
     await pair.prepare()
