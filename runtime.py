@@ -26,11 +26,16 @@ class StartupError(Exception):
     """A service cannot be reached or used; the message is one line for the operator."""
 
 
-def setup_telemetry(settings: Settings) -> TracerProvider | None:
-    """A tracer provider from the OTEL_* settings; None when tracing is off."""
-    if settings.otel_traces_exporter == "none":
-        return None
+def setup_telemetry(settings: Settings) -> TracerProvider:
+    """The process's tracer provider, exporting as the OTEL_* settings say.
+
+    Set up even when nothing is exported: every event records the trace id of the work that
+    appended it, which links an event to the workflow task and activity behind it.
+    """
     provider = TracerProvider(resource=Resource.create({"service.name": settings.otel_service_name}))
+    trace.set_tracer_provider(provider)
+    if settings.otel_traces_exporter == "none":
+        return provider
     if settings.otel_traces_exporter == "console":
         exporter = ConsoleSpanExporter()
     else:
@@ -38,7 +43,6 @@ def setup_telemetry(settings: Settings) -> TracerProvider | None:
 
         exporter = OTLPSpanExporter(endpoint=settings.otel_exporter_otlp_endpoint)
     provider.add_span_processor(BatchSpanProcessor(exporter))
-    trace.set_tracer_provider(provider)
     return provider
 
 

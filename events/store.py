@@ -159,7 +159,15 @@ class PostgresEventStore:
             "event_store.append",
             attributes={"stream_id": stream_id, "expected_version": expected_version,
                         "event_count": len(events)},
-        ):
+        ) as span:
+            if "trace_id" not in meta:
+                # The trace of the caller (a workflow's activity, through Temporal's tracing
+                # interceptor), so an auditor can go from an event to everything that led to it.
+                context = span.get_span_context()
+                if not context.is_valid:
+                    context = trace.get_current_span().get_span_context()
+                if context.is_valid:
+                    meta["trace_id"] = format(context.trace_id, "032x")
             try:
                 rows = await self._pool.fetch(
                     _APPEND,

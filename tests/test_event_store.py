@@ -247,3 +247,19 @@ async def test_log_refuses_update_delete_truncate(store: PostgresEventStore, sta
     with pytest.raises(asyncpg.InsufficientPrivilegeError, match="append-only"):
         await store.pool.execute(statement)
     assert len(await store.read_stream("pair-p1")) == 1
+
+
+async def test_every_event_carries_the_trace_of_its_caller(store: PostgresEventStore):
+    from opentelemetry.sdk.trace import TracerProvider
+
+    tracer = TracerProvider().get_tracer("tests")  # a provider of our own, not the global one
+    untold = META.model_copy(update={"trace_id": None})
+    with tracer.start_as_current_span("activity append_events") as span:
+        await store.append("pair-p1", 0, [new(nomination())], untold)
+    await store.append("pair-p1", 1, [new(MentorMotivationConfirmed(mentor_id="E100"))],
+                       META.model_copy(update={"trace_id": "0af7651916cd43dd8448eb211c80319c"}))
+    await store.append("pair-p1", 2, [new(MentorMotivationConfirmed(mentor_id="E101"))], untold)
+    traced, given, untraced = await store.read_stream("pair-p1")
+    assert traced.metadata["trace_id"] == format(span.get_span_context().trace_id, "032x")
+    assert given.metadata["trace_id"] == "0af7651916cd43dd8448eb211c80319c"
+    assert "trace_id" not in untraced.metadata  # no tracing configured: nothing invented

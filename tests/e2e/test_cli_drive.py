@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import re
 import time
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -196,6 +197,9 @@ async def test_a_pair_driven_through_the_temporal_cli(temporal_dev_server: Tempo
         assert by_type["MentorSignedOff"]["metadata"]["actor"] == HR
         # The CLI's update id is the fact's causation id: the audit trail links the two.
         assert by_type["MentorMotivationConfirmed"]["metadata"]["causation_id"] == update_ids["confirm_motivation"]
+        # Every fact carries the trace of the activity that appended it (the worker traces even
+        # when no exporter is configured).
+        assert all(re.fullmatch(r"[0-9a-f]{32}", e["metadata"].get("trace_id", "")) for e in events)
         assert datetime.fromisoformat(by_type["SessionProposed"]["payload"]["starts_at"]) == starts_utc
 
         # --- what HR filters by in the UI: stage and programme, no names or e-mails ----------------
