@@ -42,6 +42,8 @@ projections_app = typer.Typer(no_args_is_help=True, help="Operate the read model
                               "event log: status, rebuild, resume.")
 app.add_typer(audit_app, name="audit")
 app.add_typer(projections_app, name="projections")
+people_app = typer.Typer(no_args_is_help=True, help="Personal data kept outside the log.")
+app.add_typer(people_app, name="people")
 
 DatabaseUrl = Annotated[str | None, typer.Option(
     "--database-url", show_default=False, help="postgresql://user:pass@host:5432/db "
@@ -303,6 +305,41 @@ def _print_consent(console: Console, title: str, entries: list[queries.ConsentEn
         table.add_row(*([e.pair_id] if with_pair else []), _when(e.at), e.person_id, e.role,
                       e.answer, e.channel or "", e.recorded_by or "")
     console.print(table)
+
+
+# --- people --------------------------------------------------------------------------------------
+
+class ErasureReasonChoice(StrEnum):
+    person_request = "person_request"
+    left_company = "left_company"
+    retention_expired = "retention_expired"
+    other = "other"
+
+
+@people_app.command("erase")
+def people_erase(
+    employee_id: Annotated[str, typer.Argument(help="The person's employee id.")],
+    by: Annotated[str, typer.Option("--by", help="Your employee id: recorded as the actor.")],
+    reason: Annotated[ErasureReasonChoice, typer.Option(help="Why.")] = ErasureReasonChoice.person_request,
+    database_url: DatabaseUrl = None,
+) -> None:
+    """Erase a person's name, e-mail and private comments, on request.
+
+    The log keeps only their pseudonymous id, so the audit trail and its hash chain stay intact;
+    the erasure itself is recorded (PersonalDataErased, stream person-ID). An erased person is
+    not registered again by later nominations.
+    """
+    from activities.people import UnknownPerson, erase_person
+
+    async def work(pool: asyncpg.Pool, _url: str) -> int:
+        return await erase_person(PostgresEventStore(pool), employee_id, by=by, reason=reason.value)
+
+    try:
+        notes = _run(database_url, work)
+    except UnknownPerson as exc:
+        raise _fail(str(exc)) from None
+    typer.echo(f"erased the personal data of {employee_id} ({notes} private comment(s)); "
+               "the erasure is recorded in the log")
 
 
 # --- projections ---------------------------------------------------------------------------------

@@ -150,8 +150,9 @@ class PostgresEventStore:
 
     async def append(
         self, stream_id: str, expected_version: int, events: Sequence[NewEvent],
-        metadata: EventMetadata,
+        metadata: EventMetadata, *, conn: asyncpg.Connection | None = None,
     ) -> AppendResult:
+        """Append to one stream; on `conn`, inside the caller's transaction (it commits it)."""
         if not events:
             raise ValueError("append needs at least one event")
         meta = metadata.model_dump(mode="json", exclude_none=True)
@@ -169,7 +170,7 @@ class PostgresEventStore:
                 if context.is_valid:
                     meta["trace_id"] = format(context.trace_id, "032x")
             try:
-                rows = await self._pool.fetch(
+                rows = await (conn or self._pool).fetch(
                     _APPEND,
                     stream_id, expected_version,
                     [e.event_id for e in events], [e.event_type for e in events],

@@ -1,0 +1,63 @@
+"""Erasure on request: a person's name, e-mail and comments go, the audit trail stays intact."""
+
+from __future__ import annotations
+
+import asyncio
+
+from typer.testing import CliRunner
+
+from activities.people import PeopleActivities
+from cli.main import app
+from events.messages import PersonContact, RegisterPeopleRequest
+from events.store import PostgresEventStore
+from tests.projections.conftest import make_runner
+from tests.workflow.pairs import HR, MENTEE, MENTOR, Harness, full_lifecycle
+
+
+async def _mentoring(*args: str, database_url: str):
+    return await asyncio.to_thread(CliRunner().invoke, app, [*args, "--database-url", database_url])
+
+
+async def test_erasing_a_senior_keeps_the_log_whole_and_sticks(harness: Harness, store: PostgresEventStore,
+                                                             database_url: str):
+    pair = await full_lifecycle(harness)  # the mentee commented on feedback and final evaluation
+    pool = store.pool
+    comments = await pool.fetchval(
+        "SELECT count(*) FROM private_notes WHERE author_id = $1 AND body IS NOT NULL", MENTEE)
+    assert comments >= 2
+    events_before = await pool.fetchval("SELECT count(*) FROM events")
+
+    erased = await _mentoring("people", "erase", MENTEE, "--by", HR, database_url=database_url)
+    assert erased.exit_code == 0, erased.output
+    assert f"erased the personal data of {MENTEE} ({comments} private comment(s))" in erased.output
+
+    person = await pool.fetchrow("SELECT * FROM people WHERE employee_id = $1", MENTEE)
+    assert (person["display_name"], person["email"], person["erased_at"] is not None) == (None, None, True)
+    assert await pool.fetchval(
+        "SELECT count(*) FROM private_notes WHERE author_id = $1 AND body IS NOT NULL", MENTEE) == 0
+    assert await pool.fetchval("SELECT email FROM people WHERE employee_id = $1", MENTOR) is not None
+
+    # The log lost nothing and gained the record of the erasure.
+    assert await pool.fetchval("SELECT count(*) FROM events") == events_before + 1
+    (record,) = await store.read_stream(f"person-{MENTEE}")
+    assert record.event_type == "PersonalDataErased"
+    assert record.payload == {"employee_id": MENTEE, "reason": "person_request", "notes_erased": comments}
+    assert record.metadata["actor"] == HR
+    assert (await store.verify()).ok
+
+    # Erasure sticks: a later nomination naming them does not store their data again.
+    await PeopleActivities(pool).register_people(RegisterPeopleRequest(people=[PersonContact(
+        employee_id=MENTEE, display_name="Bernard Dupont", email="bernard.dupont@example.com",
+        time_zone="Europe/Paris")]))
+    assert await pool.fetchval("SELECT email FROM people WHERE employee_id = $1", MENTEE) is None
+
+    # The audit still answers, by id, with no name left to show.
+    await make_runner(store, database_url).run_until_caught_up()
+    trail = await _mentoring("audit", "pair", pair.handle.id.removeprefix("pair-"), database_url=database_url)
+    assert trail.exit_code == 0, trail.output
+    assert MENTEE in trail.output and "PersonalDataErased" not in trail.output
+    assert "Bernard" not in trail.output and "Dupont" not in trail.output
+
+    again = await _mentoring("people", "erase", MENTEE, "--by", HR, database_url=database_url)
+    assert again.exit_code == 1 and "already erased" in again.output
+    assert await pool.fetchval("SELECT count(*) FROM events") == events_before + 1
