@@ -6,6 +6,7 @@ and a wrong setting always gives the same one-line error.
 
 from __future__ import annotations
 
+from pathlib import Path
 from urllib.parse import urlsplit
 
 import asyncpg
@@ -17,7 +18,7 @@ from temporalio.client import Client, TLSConfig
 from temporalio.contrib.opentelemetry import TracingInterceptor
 from temporalio.contrib.pydantic import pydantic_data_converter
 
-from events.migrations import migrate
+from events.migrations import MigrationError, migrate
 from events.store import create_pool
 from settings import Settings
 
@@ -66,6 +67,8 @@ async def open_database(url: str, *, max_size: int = 10, apply_migrations: bool 
     try:
         if apply_migrations:
             await migrate(conn)
+    except MigrationError as exc:
+        raise StartupError(f"the database at {where} cannot be migrated: {exc}") from None
     finally:
         await conn.close()
     return await create_pool(url, min_size=1, max_size=max_size)
@@ -76,9 +79,9 @@ async def connect_temporal(settings: Settings, *, address: str | None = None) ->
     tls: bool | TLSConfig = False
     if settings.temporal_tls or settings.temporal_tls_cert:
         tls = TLSConfig(
-            client_cert=settings.temporal_tls_cert.read_bytes() if settings.temporal_tls_cert else None,
-            client_private_key=settings.temporal_tls_key.read_bytes() if settings.temporal_tls_key else None,
-            server_root_ca_cert=settings.temporal_tls_ca.read_bytes() if settings.temporal_tls_ca else None,
+            client_cert=_read_tls_file(settings.temporal_tls_cert, "TEMPORAL_TLS_CERT"),
+            client_private_key=_read_tls_file(settings.temporal_tls_key, "TEMPORAL_TLS_KEY"),
+            server_root_ca_cert=_read_tls_file(settings.temporal_tls_ca, "TEMPORAL_TLS_CA"),
         )
     try:
         return await Client.connect(
@@ -95,3 +98,12 @@ async def connect_temporal(settings: Settings, *, address: str | None = None) ->
             f"cannot connect to Temporal at {target}, namespace {settings.temporal_namespace} "
             f"(TEMPORAL_ADDRESS / TEMPORAL_NAMESPACE): {reason}"
         ) from None
+
+
+def _read_tls_file(path: Path | None, setting: str) -> bytes | None:
+    if path is None:
+        return None
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise StartupError(f"cannot read {setting} at {path}: {exc.strerror or exc}") from None

@@ -43,3 +43,26 @@ def test_unreachable_temporal_gives_one_clear_line(database_url: str):
     assert result.returncode == 2, result.stderr
     assert "cannot connect to Temporal" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_missing_tls_certificate_gives_one_clear_line(database_url: str, tmp_path: Path):
+    result = run_worker({"DATABASE_URL": database_url, "TEMPORAL_TLS": "true",
+                         "TEMPORAL_TLS_CERT": str(tmp_path / "client.pem")})
+    assert result.returncode == 2, result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and "cannot read TEMPORAL_TLS_CERT" in lines[0], result.stderr
+    assert "Traceback" not in result.stderr
+
+
+async def test_an_edited_migration_gives_one_clear_line(database_url: str):
+    import asyncpg
+
+    conn = await asyncpg.connect(database_url)
+    try:  # as if 0001 had been edited after it was applied here
+        await conn.execute("UPDATE schema_migrations SET checksum = 'x' WHERE version = 1")
+    finally:
+        await conn.close()
+    result = run_worker({"DATABASE_URL": database_url, "TEMPORAL_ADDRESS": f"127.0.0.1:{free_port()}"})
+    assert result.returncode == 2, result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and "cannot be migrated" in lines[0], result.stderr
