@@ -99,8 +99,6 @@ async def wait_for(handle: WorkflowHandle, predicate: Callable[[PairState], bool
 
 async def test_a_pair_survives_worker_crashes_and_records_each_fact_once(
         temporal_dev_server: TemporalDevServer, dev_client: Client, database_url: str, tmp_path: Path):
-    began = time.monotonic()
-    marks: dict[str, float] = {}
     task_queue = f"mentoring-crash-{uuid.uuid4().hex[:8]}"
     state_dir = tmp_path / "state"
     worker = WorkerProcess(worker_env(
@@ -124,7 +122,6 @@ async def test_a_pair_survives_worker_crashes_and_records_each_fact_once(
         await act("agree_curriculum", recorded_by=MENTOR, topics=["social networks"],
                   objectives=["publish a first post", "tune privacy settings"])
         first, second = data["training_modules"]
-        marks["prepared half"] = time.monotonic() - began
 
         # --- crash 1: the update is accepted (in the workflow's history), its append in flight -----
         pending = await within(handle.start_update(
@@ -134,7 +131,6 @@ async def test_a_pair_survives_worker_crashes_and_records_each_fact_once(
         worker.start()
         result = await within(pending.result(), "the accepted update's result after the crash", 90)
         assert result.stage == "preparation" and f"training modules: {second};" in result.waiting_for
-        marks["crash 1 recovered"] = time.monotonic() - began
 
         await act("complete_training_module", recorded_by=MENTOR, module=second)
         await act("onboard_mentee", recorded_by=HR)
@@ -160,7 +156,6 @@ async def test_a_pair_survives_worker_crashes_and_records_each_fact_once(
         done = await act("give_final_evaluation", recorded_by=MENTEE, by_role="mentee", rating=4,
                          would_recommend=True, comment="Worth every minute")
         assert done.stage == "follow_up"
-        marks["evaluated"] = time.monotonic() - began
 
         # --- crash 2: while the follow-up timers are pending; an answer arrives meanwhile ----------
         # Killed once the first follow-up and its two notices are recorded: the crash hits a pair
@@ -177,7 +172,6 @@ async def test_a_pair_survives_worker_crashes_and_records_each_fact_once(
             "signal while the worker is down", 20)
         worker.start()
         outcome = await within(handle.result(), "the pair's completion after the crashes", 90)
-        marks["completed"] = time.monotonic() - began
         assert worker.interrupt() == 0, "\n".join(worker.lines[-30:])
         history = await handle.fetch_history()
     finally:
@@ -223,11 +217,3 @@ async def test_a_pair_survives_worker_crashes_and_records_each_fact_once(
     # workflow task (a non-determinism error), which is not allowed.
     kinds = [EventType.Name(e.event_type) for e in history.events]
     assert "EVENT_TYPE_WORKFLOW_TASK_FAILED" not in kinds
-    scheduled = {e.event_id: e.activity_task_scheduled_event_attributes.activity_type.name
-                 for e in history.events if e.HasField("activity_task_scheduled_event_attributes")}
-    retried = [scheduled[e.activity_task_started_event_attributes.scheduled_event_id]
-               for e in history.events if e.HasField("activity_task_started_event_attributes")
-               and e.activity_task_started_event_attributes.attempt > 1]
-    print(f"\ncrash test timings (s): { {k: round(v, 1) for k, v in marks.items()} }; "
-          f"activities run again after a crash: {retried}; "
-          f"workflow tasks timed out: {kinds.count('EVENT_TYPE_WORKFLOW_TASK_TIMED_OUT')}")

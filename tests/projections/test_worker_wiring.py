@@ -22,6 +22,7 @@ async def test_worker_starts_runner_and_api_and_stops_them(database_url: str, st
         await story.write(store, story.declined_by_mentor("p-w"))
         url = f"http://{settings.api_host}:{settings.api_port}"
         async with httpx.AsyncClient(base_url=url) as client:
+            response = None
             for _ in range(300):
                 try:
                     response = await client.get("/audit/pairs/p-w",
@@ -32,6 +33,7 @@ async def test_worker_starts_runner_and_api_and_stops_them(database_url: str, st
                 except httpx.TransportError:
                     pass  # the server is still starting
                 await asyncio.sleep(0.05)
+            assert response is not None, "the API never answered"
             assert response.json()["overview"]["stage"] == "declined"
     finally:
         for task in tasks:
