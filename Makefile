@@ -15,8 +15,12 @@ $(VENV)/.installed: pyproject.toml | $(PY)
 	touch $@
 
 $(VENV)/.installed-dev: pyproject.toml | $(PY)
-	$(PY) -m pip install --quiet -e '.[dev,bench]'
+	$(PY) -m pip install --quiet -e '.[dev]'
 	touch $@ $(VENV)/.installed
+
+$(VENV)/.installed-bench: pyproject.toml $(VENV)/.installed-dev
+	$(PY) -m pip install --quiet -e '.[dev,bench]'
+	touch $@
 
 run: $(VENV)/.installed
 	$(PY) worker.py --dev
@@ -27,14 +31,14 @@ test: $(VENV)/.installed-dev
 demo: $(VENV)/.installed
 	$(PY) -m demo
 
-bench-store: $(VENV)/.installed-dev
+bench-store: $(VENV)/.installed-bench
 	$(PY) -m bench.event_store
 
-bench-projections: $(VENV)/.installed-dev
+bench-projections: $(VENV)/.installed-bench
 	$(PY) -m bench.projections
 
 lint: $(VENV)/.installed-dev
 	$(VENV)/bin/ruff check .
 
 clean-state:
-	rm -rf .state
+	rm -rf $${STATE_DIR:-.state}

@@ -45,7 +45,7 @@ class Settings(BaseSettings):
     smtp_starttls: bool = True
 
     # The audit HTTP API. Tokens map a bearer token to a role ("hr" or "auditor"), as JSON:
-    # MENTORING_API_TOKENS='{"s3cret": "hr"}'. Empty under --dev: tokens are generated and printed.
+    # MENTORING_API_TOKENS='{"s3cret": "hr"}'. Empty under --dev: tokens are generated into STATE_DIR/api-tokens.json.
     api_host: str = "127.0.0.1"
     api_port: int = Field(default=8400, ge=1, le=65535)
     mentoring_api_tokens: dict[str, str] = Field(default_factory=dict, repr=False)

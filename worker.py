@@ -137,6 +137,9 @@ def _banner(settings: Settings, dev: bool) -> None:
         "projection runner following the event log",
         f"audit API on http://{settings.api_host}:{settings.api_port}/docs",
     ]
+    if not settings.mentoring_api_tokens:
+        lines.append("warning: MENTORING_API_TOKENS is empty: the audit API refuses every request "
+                     "(401) until tokens are configured")
     if dev:
         lines += [
             f"Temporal Web UI: http://{host}:{settings.temporal_ui_port}",

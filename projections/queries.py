@@ -14,7 +14,7 @@ from pydantic import BaseModel, Field
 
 from events.pair import pair_stream
 from events.store import PostgresEventStore
-from projections.base import actor_of, occurred_at
+from projections.base import PAIR_STREAM_PREFIX, actor_of, occurred_at
 from projections.pair_fold import STAGES, PairFacts, fold, next_deadline
 
 Db = asyncpg.Pool | asyncpg.Connection
@@ -209,8 +209,14 @@ WHERE p.pair_id = $1
 
 
 async def pair_report(db: Db, pair_id: str) -> PairReport | None:
-    """A pair's overview, sessions, consent entries and full trail; None if there is no such pair."""
+    """A pair's overview, sessions, consent entries and full trail; None if there is no such pair.
+
+    The pair's workflow id (`pair-<pair id>`, what HR sees in the Temporal UI) is accepted too.
+    """
     row = await db.fetchrow(_PAIR, pair_id)
+    if row is None and pair_id.startswith(PAIR_STREAM_PREFIX):
+        pair_id = pair_id.removeprefix(PAIR_STREAM_PREFIX)
+        row = await db.fetchrow(_PAIR, pair_id)
     if row is None:
         return None
     overview = PairOverview(
@@ -352,6 +358,9 @@ async def pair_as_of(store: PostgresEventStore, pair_id: str, as_of: datetime) -
     """
     as_of = as_of if as_of.tzinfo else as_of.replace(tzinfo=UTC)
     events = await store.read_stream(pair_stream(pair_id))
+    if not events and pair_id.startswith(PAIR_STREAM_PREFIX):  # given the workflow id
+        pair_id = pair_id.removeprefix(PAIR_STREAM_PREFIX)
+        events = await store.read_stream(pair_stream(pair_id))
     if not events:
         return None
     facts: PairFacts | None = None
