@@ -300,7 +300,7 @@ class NotificationFailed(DomainEvent):
     kind: str
     recipient_id: str
     recipient_role: str | None = None
-    reason: str = Field(description="RecipientUnavailable or DeliveryRefused")
+    reason: str = Field(description="RecipientUnavailable, DeliveryRefused or DeliveryTimedOut")
     session_no: int | None = None
 
 

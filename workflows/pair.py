@@ -194,11 +194,13 @@ class MentoringPair(PairEffects):
         self._changed()
         match timer.kind:
             case "motivation_reminder":
-                await self._notify("motivation_reminder", ["mentor"], deadline=self._due("motivation_expires_after"))
+                await self._notify("motivation_reminder", ["mentor"],
+                                   deadline=self._stage_deadline("motivation_expires_after"))
             case "motivation_expiry":
                 await self._close(ev.MentorMotivationExpired(mentor_id=self.pair.mentor_id))
             case "invitation_reminder":
-                await self._notify("invitation_reminder", ["mentee"], deadline=self.pair.invitation_expires_at)
+                await self._notify("invitation_reminder", ["mentee"],
+                                   deadline=self._stage_deadline("invitation_expires_after"))
             case "invitation_expiry":
                 await self._close(ev.InvitationExpired(mentee_id=self.pair.mentee_id))
             case "preparation_reminder":

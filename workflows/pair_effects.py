@@ -15,7 +15,13 @@ from typing import Any
 from pydantic import ValidationError
 from temporalio import workflow
 from temporalio.common import RawValue, RetryPolicy
-from temporalio.exceptions import ActivityError, ApplicationError
+from temporalio.exceptions import (
+    ActivityError,
+    ApplicationError,
+    RetryState,
+    TimeoutError,
+    TimeoutType,
+)
 
 import events.pair as ev
 import workflows.search_attributes as attrs
@@ -54,6 +60,14 @@ _SIDE_EFFECT = {
     "start_to_close_timeout": timedelta(minutes=2),
     "retry_policy": RetryPolicy(maximum_interval=timedelta(minutes=10)),
 }
+# A notice is retried for an hour, then recorded as NotificationFailed: a mail server down for
+# longer must not hold the pair (and HR's updates, queued behind the notice) for days.
+_NOTIFY = {
+    "start_to_close_timeout": timedelta(minutes=2),
+    "schedule_to_close_timeout": timedelta(hours=1),
+    "retry_policy": RetryPolicy(maximum_interval=timedelta(minutes=5)),
+}
+DELIVERY_TIMED_OUT = "DeliveryTimedOut"
 BOTH = ("mentor", "mentee")
 _UNSET = object()
 
@@ -115,7 +129,7 @@ class PairEffects:
             counterpart_id={"mentor": self.pair.mentee_id, "mentee": self.pair.mentor_id}.get(role),
             deadline=deadline, session=session) for role in roles]
         outcomes = await asyncio.gather(*(
-            workflow.execute_activity("send_notification", r, result_type=NotificationReceipt, **_SIDE_EFFECT)
+            workflow.execute_activity("send_notification", r, result_type=NotificationReceipt, **_NOTIFY)
             for r in requests), return_exceptions=True)
         session_no = session.session_no if session else None
         recorded: list[DomainEvent] = []
@@ -128,7 +142,7 @@ class PairEffects:
                 # One person who cannot be reached must not stop the pair: HR sees it in the log.
                 recorded.append(ev.NotificationFailed(
                     kind=kind, recipient_id=r.recipient_id, recipient_role=r.recipient_role,
-                    reason=outcome.cause.type, session_no=session_no))
+                    reason=_failure_reason(outcome), session_no=session_no))
             else:
                 raise outcome
         await self._record(*recorded, by="system")
@@ -146,6 +160,10 @@ class PairEffects:
 
     def _due(self, policy_field: str) -> Any:
         return workflow.now() + self.pair.policy.duration(policy_field)
+
+    def _stage_deadline(self, policy_field: str) -> Any:
+        """When the current stage's timer fires: from the stage's clock, moved on by pauses."""
+        return self.pair.clock_start + self.pair.policy.duration(policy_field)
 
     def _changed(self) -> None:
         self._revision += 1
@@ -182,8 +200,23 @@ class PairEffects:
 
 
 def _undeliverable(outcome: BaseException) -> bool:
-    return (isinstance(outcome, ActivityError) and isinstance(outcome.cause, ApplicationError)
-            and outcome.cause.type in UNDELIVERABLE)
+    if not isinstance(outcome, ActivityError):
+        return False
+    cause = outcome.cause
+    # Out of time: the server ends the retries when the next one would pass schedule-to-close
+    # (with the last attempt's error) or when the timeout itself fires.
+    return _out_of_time(outcome) or (isinstance(cause, ApplicationError) and cause.type in UNDELIVERABLE)
+
+
+def _out_of_time(outcome: ActivityError) -> bool:
+    return outcome.retry_state is RetryState.TIMEOUT or (
+        isinstance(outcome.cause, TimeoutError) and outcome.cause.type is TimeoutType.SCHEDULE_TO_CLOSE)
+
+
+def _failure_reason(outcome: ActivityError) -> str:
+    if _out_of_time(outcome):
+        return DELIVERY_TIMED_OUT
+    return outcome.cause.type
 
 
 def contact(person: Person | HrManager) -> PersonContact:

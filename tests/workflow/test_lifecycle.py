@@ -3,9 +3,11 @@ drives a pair as HR does and asserts the exact sequence of events recorded in th
 
 from __future__ import annotations
 
+import shutil
 from datetime import datetime, timedelta
 
 import pytest
+from temporalio.client import WorkflowUpdateStage
 
 from tests.workflow.pairs import (
     CONSENT,
@@ -187,6 +189,58 @@ async def test_an_undeliverable_notice_is_recorded_and_the_pair_goes_on(harness:
     assert failed.payload == {"kind": "invitation", "recipient_id": MENTEE, "recipient_role": "mentee",
                               "reason": "RecipientUnavailable", "session_no": None}
     assert [r.kind for r in harness.sent if r.recipient_id == MENTEE] == []
+
+
+async def test_reminders_announce_the_real_deadline_after_a_pause(harness: Harness):
+    pair = await harness.start()
+    await harness.skip(days=4)  # past the motivation reminder (day 3)
+    await pair.wait_for(lambda s: "motivation_reminder" in s.timers_fired)
+    await pair.act("confirm_motivation", recorded_by=MENTOR)
+    await pair.act("pause", recorded_by=HR, reason="leave")
+    await harness.skip(days=5)
+    await pair.act("resume", recorded_by=HR)
+    assert (await pair.handle.result()).stage == "expired"
+    events = await harness.store.read_stream(pair.stream_id)
+    expired_at = datetime.fromisoformat(
+        next(e for e in events if e.event_type == "InvitationExpired").metadata["occurred_at"])
+    nominated_at = datetime.fromisoformat(events[0].metadata["occurred_at"])
+    deadlines = {r.kind: r.deadline for r in harness.sent}
+    assert abs(deadlines["motivation_reminder"] - (nominated_at + timedelta(days=7))) < timedelta(seconds=5)
+    # Invited on day 4, paused 5 days: the invitation expires on day 4 + 14 + 5, as the reminder says.
+    assert abs(deadlines["invitation_reminder"] - expired_at) < timedelta(seconds=5)
+    assert abs(expired_at - nominated_at - timedelta(days=23)) < timedelta(minutes=5)
+
+
+async def test_a_notice_that_fails_for_an_hour_is_recorded_and_the_pair_goes_on(harness: Harness):
+    pair = await harness.start()
+    # The mail channel breaks: its outbox folder becomes a file, so every delivery fails (and
+    # would be retried for ever).
+    shutil.rmtree(harness.outbox)
+    harness.outbox.write_text("not a folder")
+    # The update returns once the invitation went out, which now takes an hour of retries; the
+    # server does not skip time while an activity waits to be retried: move the clock on.
+    update = await pair.handle.start_update("confirm_motivation", {"recorded_by": MENTOR},
+                                            wait_for_stage=WorkflowUpdateStage.ACCEPTED)
+    for _day in range(20):
+        await harness.skip(days=1)
+        if (await pair.state()).closed:
+            break
+    assert (await pair.handle.result()).stage == "expired"
+    await update.result()
+    events = await harness.store.read_stream(pair.stream_id)
+    failed = [e.payload for e in events if e.event_type == "NotificationFailed"]
+    assert [(f["kind"], f["recipient_role"], f["reason"]) for f in failed] == [
+        ("invitation", "mentee", "DeliveryTimedOut"),
+        ("invitation_reminder", "mentee", "DeliveryTimedOut"),
+        ("pair_closed", "mentor", "DeliveryTimedOut"), ("pair_closed", "mentee", "DeliveryTimedOut")]
+    invited, first_failure = _first_two(events)  # an hour of retries in between
+    assert timedelta(minutes=55) <= first_failure - invited <= timedelta(minutes=65)
+
+
+def _first_two(events: list) -> tuple[datetime, datetime]:
+    times = [datetime.fromisoformat(e.metadata["occurred_at"]) for e in events
+             if e.event_type in ("MenteeInvited", "NotificationFailed")]
+    return times[0], times[1]
 
 
 async def test_invitation_expires_after_a_reminder(harness: Harness):
