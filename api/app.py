@@ -5,7 +5,7 @@ Every request carries `Authorization: Bearer <token>`; each token maps to a role
 | role      | may read                                                                   |
 | --------- | -------------------------------------------------------------------------- |
 | `hr`      | everything: the audit queries and `/projections/status`                    |
-| `auditor` | the audit queries (`/audit/...`): facts, consent register, tamper check    |
+| `auditor` | the audit queries (`/audit/...`), people by pseudonymous id only (no names) |
 
 Operating the read models (their status, who runs them, failures) is HR's and the operators'
 business, not the auditors': an auditor's token gets 403 there. No token or an unknown one gets
@@ -116,18 +116,22 @@ def create_app(pool_or_dsn: asyncpg.Pool | str, tokens: Mapping[str, str]) -> Fa
         return await database.pool()
 
     Pool = Annotated[asyncpg.Pool, Depends(pool)]
+    # Least exposure: auditors read facts by pseudonymous id; names are for HR.
+    Role = Annotated[str, Depends(allowed("audit"))]
     audit = APIRouter(prefix="/audit", tags=["audit"], dependencies=[Depends(allowed("audit"))])
     operations = APIRouter(prefix="/projections", tags=["projections"],
                            dependencies=[Depends(allowed("operations"))])
 
     @audit.get("/pairs/{pair_id}", response_model=queries.PairReport,
                responses={404: {"description": "no such pair"}})
-    async def pair(pair_id: PairId, db: Pool) -> queries.PairReport:
-        """A pair's overview, sessions, consent entries and full audit trail."""
+    async def pair(pair_id: PairId, db: Pool, role: Role) -> queries.PairReport:
+        """A pair's overview, sessions, consent entries and full audit trail (names: hr only)."""
         report = await queries.pair_report(db, pair_id)
         if report is None:
             raise HTTPException(status.HTTP_404_NOT_FOUND, f"no pair with id {pair_id!r}")
-        return report
+        return report if role == "hr" else report.model_copy(update={
+            "overview": report.overview.model_copy(update={
+                "mentor": _id_only(report.overview.mentor), "mentee": _id_only(report.overview.mentee)})})
 
     @audit.get("/pairs/{pair_id}/as-of", response_model=queries.PairAsOf,
                responses={404: {"description": "no such pair"}})
@@ -143,6 +147,7 @@ def create_app(pool_or_dsn: asyncpg.Pool | str, tokens: Mapping[str, str]) -> Fa
     async def actor(
         actor_id: ActorId,
         db: Pool,
+        role: Role,
         since: Annotated[datetime | None, Query(description="from (ISO 8601)")] = None,
         until: Annotated[datetime | None, Query(description="before (ISO 8601)")] = None,
     ) -> queries.ActorReport:
@@ -150,7 +155,8 @@ def create_app(pool_or_dsn: asyncpg.Pool | str, tokens: Mapping[str, str]) -> Fa
         since, until = _utc(since), _utc(until)
         if since and until and since >= until:
             raise _unprocessable(["query", "since"], "since must be earlier than until")
-        return await queries.actor_report(db, actor_id, since, until)
+        report = await queries.actor_report(db, actor_id, since, until)
+        return report if role == "hr" else report.model_copy(update={"actor": _id_only(report.actor)})
 
     @audit.get("/consent", response_model=queries.ConsentReport)
     async def consent(programme: Programme, db: Pool) -> queries.ConsentReport:
@@ -224,3 +230,7 @@ def _utc(value: datetime | None) -> datetime | None:
     if value is None or value.tzinfo is not None:
         return value
     return value.replace(tzinfo=UTC)
+
+
+def _id_only(person: queries.Person) -> queries.Person:
+    return person.model_copy(update={"display_name": None})

@@ -136,8 +136,22 @@ async def test_the_cli_and_the_api_give_the_same_answers(seeded, client, databas
         result = await asyncio.to_thread(cli.invoke, cli_app,
                                          [*args, "--json", "--database-url", database_url])
         assert result.exit_code == 0, result.output
-        over_http = await client.get(path, headers=AUDITOR, params=params)
+        over_http = await client.get(path, headers=HR, params=params)
         assert json.loads(result.output) == over_http.json(), path
+
+
+async def test_an_auditor_reads_people_by_id_only(seeded, client):
+    for path in ("/audit/pairs/p-full", "/audit/actors/E900"):
+        as_hr = (await client.get(path, headers=HR)).json()
+        as_auditor = (await client.get(path, headers=AUDITOR)).json()
+        people = ([as_hr["overview"]["mentor"], as_hr["overview"]["mentee"]]
+                  if "overview" in as_hr else [as_hr["actor"]])
+        assert all(p["display_name"] for p in people), "HR sees the names"
+        shown = json.dumps(as_auditor, ensure_ascii=False)
+        assert "Paul Senior" not in shown and "Léa Junior" not in shown
+        for person in people:
+            person["display_name"] = None
+        assert as_auditor == as_hr  # the same facts otherwise
 
 
 async def test_openapi_page_documents_the_endpoints(client):
