@@ -1,28 +1,35 @@
 """Time zones for the workflow: IANA names checked and applied through `zoneinfo`.
 
-`zoneinfo` reads the system's tz database from disk, which the workflow sandbox forbids (inside
-it, `ZoneInfo` is a restricted proxy that `datetime` refuses). So `workflows/pair.py` imports
-this module *passed through* the sandbox: these functions run with the real `zoneinfo`, the
-database is read once per process and cached, and workflow code only ever sees datetimes.
+`zoneinfo` reads a tz database from disk, which the workflow sandbox forbids (inside it,
+`ZoneInfo` is a restricted proxy that `datetime` refuses). So `workflows/pair.py` imports this
+module *passed through* the sandbox: these functions run with the real `zoneinfo`, each zone is
+read once per process and cached, and workflow code only ever sees datetimes.
+
+Zones come from the `tzdata` package the project depends on, never from the machine: two workers
+with different system databases would otherwise judge (and replay) the same session differently.
 """
 
 from __future__ import annotations
 
+import re
 import zoneinfo
 from datetime import datetime
 from functools import lru_cache
+from importlib import resources
 
 # Names zoneinfo accepts but that mean "whatever this server is set to": not a person's zone.
 _MACHINE_DEPENDENT = {"localtime", "posixrules", "Factory"}
+_IANA_NAME = re.compile(r"[A-Za-z0-9_+-]+(/[A-Za-z0-9_+-]+)*")
 
 
 @lru_cache(maxsize=512)
 def _zone(name: str) -> zoneinfo.ZoneInfo | None:
-    if not name or name in _MACHINE_DEPENDENT or name != name.strip():
+    if not name or name in _MACHINE_DEPENDENT or not _IANA_NAME.fullmatch(name):
         return None
     try:
-        return zoneinfo.ZoneInfo(name)
-    except (zoneinfo.ZoneInfoNotFoundError, ValueError, OSError):
+        with resources.files("tzdata.zoneinfo").joinpath(*name.split("/")).open("rb") as data:
+            return zoneinfo.ZoneInfo.from_file(data, key=name)
+    except (OSError, ValueError):  # not in the database, or a folder such as "Europe"
         return None
 
 
