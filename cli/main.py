@@ -175,6 +175,11 @@ def audit_pair(pair_id: Annotated[str, typer.Argument(help="The pair's id.")],
                          ", ".join(s.topics_covered or []))
     console.print(sessions)
     _print_consent(console, "Consent", report.consent)
+    if report.shared_comments:
+        comments = _table("Comments their authors chose to share", "written (UTC)", "by", "comment")
+        for c in report.shared_comments:
+            comments.add_row(_when(c.written_at), c.author_id, c.body)
+        console.print(comments)
     _print_trail(console, "Audit trail", report.trail)
 
 

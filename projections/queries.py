@@ -88,11 +88,21 @@ class SessionEntry(BaseModel):
     topics_covered: list[str] | None
 
 
+class SharedComment(BaseModel):
+    """A feedback comment its author chose to share; the others are never shown."""
+
+    event_id: str = Field(description="the FeedbackGiven / FinalEvaluationGiven event it belongs to")
+    author_id: str
+    written_at: datetime
+    body: str
+
+
 class PairReport(BaseModel):
     overview: PairOverview
     sessions: list[SessionEntry]
     consent: list[ConsentEntry]
     trail: list[TrailEntry]
+    shared_comments: list[SharedComment] = Field(default_factory=list)
 
 
 class ActorReport(BaseModel):
@@ -236,11 +246,18 @@ async def pair_report(db: Db, pair_id: str) -> PairReport | None:
     trail = await db.fetch(
         f"SELECT {_TRAIL_COLUMNS} FROM audit_trail.entries WHERE pair_id = $1 ORDER BY position",
         pair_id)
+    # What is said stays with the pair (DOMAIN.md): only what its author chose to share, and
+    # nothing erased.
+    shared = await db.fetch(
+        """SELECT event_id::text, author_id, created_at AS written_at, body FROM private_notes
+            WHERE pair_id = $1 AND shared AND erased_at IS NULL AND body IS NOT NULL
+            ORDER BY created_at, event_id""", pair_id)
     return PairReport(
         overview=overview,
         sessions=[SessionEntry(**dict(r)) for r in sessions],
         consent=[ConsentEntry(**dict(r)) for r in consent],
         trail=[TrailEntry(**dict(r)) for r in trail],
+        shared_comments=[SharedComment(**dict(r)) for r in shared],
     )
 
 

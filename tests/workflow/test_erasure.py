@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 
 from typer.testing import CliRunner
 
@@ -62,3 +63,27 @@ async def test_erasing_a_senior_keeps_the_log_whole_and_sticks(harness: Harness,
     again = await _mentoring("people", "erase", MENTEE, "--by", HR, database_url=database_url)
     assert again.exit_code == 1 and "already erased" in again.output
     assert await pool.fetchval("SELECT count(*) FROM events") == events_before + 1
+
+
+async def test_only_comments_their_authors_shared_are_shown_and_erasure_removes_them(
+        harness: Harness, store: PostgresEventStore, database_url: str):
+    pair = await harness.start()
+    await pair.prepare()
+    number = await pair.hold_session(feedback=False)
+    await pair.act("give_feedback", recorded_by=MENTEE, session_no=number, by_role="mentee", rating=5,
+                   engaging=True, comment="Now I post on my own", share_comment=True)
+    await pair.act("give_feedback", recorded_by=MENTOR, session_no=number, by_role="mentor", rating=4,
+                   engaging=True, comment="He was nervous at first", share_comment=False)
+    await make_runner(store, database_url).run_until_caught_up()
+
+    async def shared() -> list[tuple[str, str]]:
+        result = await _mentoring("audit", "pair", pair.handle.id, "--json", database_url=database_url)
+        assert result.exit_code == 0, result.output
+        return [(c["author_id"], c["body"]) for c in json.loads(result.output)["shared_comments"]]
+
+    assert await shared() == [(MENTEE, "Now I post on my own")]
+    table = await _mentoring("audit", "pair", pair.handle.id, database_url=database_url)
+    assert "Now I post on my own" in table.output and "nervous" not in table.output
+
+    assert (await _mentoring("people", "erase", MENTEE, "--by", HR, database_url=database_url)).exit_code == 0
+    assert await shared() == []
