@@ -328,7 +328,7 @@ async def run(args: argparse.Namespace) -> dict:
             await store.close()
             await pool.close()
     return {
-        "events": written, "pairs": population.count, "generation_s": round(generation_s, 1),
+        "bench": "projections", "events": written, "pairs": population.count, "generation_s": round(generation_s, 1),
         "generation_events_per_s": round(written / generation_s),
         "plain_read_rows_per_s": round(raw_rate), "plain_read_events_per_s": round(decoded_rate),
         "rebuild_events_per_s": round(report.events_per_second),
