@@ -206,6 +206,10 @@ async def test_failed_projection_in_a_live_runner_restarts_on_resume(
             return (await ledger_state(store.pool))[1] == len(positions) - 1
 
         await _eventually(caught_up)
+        # Everything but the skipped event, each once, and the projection running again.
+        applied, count = await ledger_state(store.pool)
+        assert (applied, count) == ([p for p in positions if p != positions[1]], len(positions) - 1)
+        assert (await runner.status())[0].status == "running"
 
 
 async def test_reading_is_never_ahead_of_an_open_append(store: PostgresEventStore,
