@@ -100,3 +100,28 @@ def temporal_cli(server: TemporalDevServer, *args: str, timeout_s: float = 60) -
         [temporal_cli_path(), *args, "--address", server.address, "--output", "json"],
         capture_output=True, text=True, timeout=timeout_s, cwd=ROOT,
     )
+
+
+@dataclass
+class DevStackSetup:
+    """What `make run` is told by its environment, on free ports and a state folder of the test's."""
+
+    ports: dict[str, int]
+    env: dict[str, str]
+
+    @property
+    def database_url(self) -> str:
+        return f"postgresql://postgres@127.0.0.1:{self.ports['pg']}/mentoring"
+
+    def cli_server(self, folder: Path) -> TemporalDevServer:
+        """The stack's Temporal server, as `temporal_cli` needs it (its address only)."""
+        return TemporalDevServer(folder / "unused.db", port=self.ports["temporal"])
+
+
+def dev_stack_setup(state_dir: Path) -> DevStackSetup:
+    ports = {name: free_port() for name in ("pg", "temporal", "ui", "api")}
+    return DevStackSetup(ports, worker_env(
+        STATE_DIR=str(state_dir), EMBEDDED_POSTGRES_PORT=str(ports["pg"]),
+        TEMPORAL_ADDRESS=f"127.0.0.1:{ports['temporal']}", TEMPORAL_UI_PORT=str(ports["ui"]),
+        API_PORT=str(ports["api"]),
+    ))

@@ -14,7 +14,7 @@ import asyncpg
 
 from devstack.postgres import free_port
 from devstack.temporal import TemporalDevServer
-from tests.e2e.conftest import ROOT, WorkerProcess, temporal_cli, worker_env
+from tests.e2e.conftest import ROOT, WorkerProcess, dev_stack_setup, temporal_cli, worker_env
 
 # The lifecycle as the event log must hold it (notifications left out), in this order.
 LIFECYCLE = [
@@ -41,14 +41,10 @@ def run_demo(env: dict[str, str], timeout_s: float = 120) -> subprocess.Complete
 
 
 async def test_demo_runs_one_pair_end_to_end_against_the_dev_stack(tmp_path: Path):
-    ports = {name: free_port() for name in ("pg", "temporal", "ui", "api")}
-    env = worker_env(
-        STATE_DIR=str(tmp_path / "state"), EMBEDDED_POSTGRES_PORT=str(ports["pg"]),
-        TEMPORAL_ADDRESS=f"127.0.0.1:{ports['temporal']}", TEMPORAL_UI_PORT=str(ports["ui"]),
-        API_PORT=str(ports["api"]),
-    )
+    setup = dev_stack_setup(tmp_path / "state")
+    ports, env = setup.ports, setup.env
     stack = WorkerProcess(env, ["--dev"])
-    server = TemporalDevServer(tmp_path / "unused.db", port=ports["temporal"])  # CLI address only
+    server = setup.cli_server(tmp_path)
     stack.start()
     try:
         demo = run_demo(env)
@@ -86,7 +82,7 @@ async def test_demo_runs_one_pair_end_to_end_against_the_dev_stack(tmp_path: Pat
         assert info["type"]["name"] == "MentoringPair"
         assert info["status"] in ("WORKFLOW_EXECUTION_STATUS_COMPLETED", "Completed"), info["status"]
 
-        conn = await asyncpg.connect(f"postgresql://postgres@127.0.0.1:{ports['pg']}/mentoring")
+        conn = await asyncpg.connect(setup.database_url)
         try:
             rows = await conn.fetch(
                 "SELECT event_type, payload FROM events WHERE stream_id = $1 ORDER BY version",

@@ -10,9 +10,7 @@ from pathlib import Path
 
 import asyncpg
 
-from devstack.postgres import free_port
-from devstack.temporal import TemporalDevServer
-from tests.e2e.conftest import ROOT, WorkerProcess, temporal_cli, worker_env
+from tests.e2e.conftest import ROOT, WorkerProcess, dev_stack_setup, temporal_cli
 
 EXAMPLE_INPUT = ROOT / "examples" / "pair-input.json"
 
@@ -24,15 +22,11 @@ def _listening(port: int) -> bool:
 
 
 async def test_dev_stack_runs_stops_cleanly_and_keeps_its_data(tmp_path: Path):
-    ports = {name: free_port() for name in ("pg", "temporal", "ui", "api")}
-    env = worker_env(
-        STATE_DIR=str(tmp_path / "state"), EMBEDDED_POSTGRES_PORT=str(ports["pg"]),
-        TEMPORAL_ADDRESS=f"127.0.0.1:{ports['temporal']}", TEMPORAL_UI_PORT=str(ports["ui"]),
-        API_PORT=str(ports["api"]),
-    )
-    stack = WorkerProcess(env, ["--dev"])
-    server = TemporalDevServer(tmp_path / "unused.db", port=ports["temporal"])  # CLI address only
-    database_url = f"postgresql://postgres@127.0.0.1:{ports['pg']}/mentoring"
+    setup = dev_stack_setup(tmp_path / "state")
+    ports = setup.ports
+    stack = WorkerProcess(setup.env, ["--dev"])
+    server = setup.cli_server(tmp_path)
+    database_url = setup.database_url
 
     stack.start()
     try:
