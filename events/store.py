@@ -141,6 +141,7 @@ class PostgresEventStore:
         self._registry = registry or default_registry
         self._listener: asyncpg.Connection | None = None
         self._wakeup = asyncio.Event()
+        self._listening_lock = asyncio.Lock()
         self._wake_pending = False
         self._waker: asyncio.Task[None] | None = None
 
@@ -266,6 +267,12 @@ class PostgresEventStore:
                 return  # readers poll anyway
 
     async def start_listening(self) -> None:
+        # One at a time: two readers of this store (two runners, say) would each take a
+        # connection, and the one overwritten would never go back to the pool.
+        async with self._listening_lock:
+            await self._start_listening()
+
+    async def _start_listening(self) -> None:
         if self._listener is not None and not self.listening:
             # The listening connection died (server restart, network): take a new one, and
             # report a wake-up, since notifications sent meanwhile were lost.

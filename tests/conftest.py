@@ -6,6 +6,7 @@ events and the migrations run once, not per test.
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import os
 from collections.abc import AsyncIterator
@@ -76,4 +77,9 @@ async def store(database_url: str) -> AsyncIterator[PostgresEventStore]:
     store = PostgresEventStore(pool)
     yield store
     await store.close()
-    await pool.close()
+    try:  # close() waits for every connection to come back: a leaked one would hang the suite
+        await asyncio.wait_for(pool.close(), 30)
+    except TimeoutError:
+        pool.terminate()
+        raise AssertionError("a pool connection was never given back (leaked by the test or "
+                             "the code under test)") from None

@@ -263,3 +263,11 @@ async def test_every_event_carries_the_trace_of_its_caller(store: PostgresEventS
     assert traced.metadata["trace_id"] == format(span.get_span_context().trace_id, "032x")
     assert given.metadata["trace_id"] == "0af7651916cd43dd8448eb211c80319c"
     assert "trace_id" not in untraced.metadata  # no tracing configured: nothing invented
+
+
+async def test_readers_waiting_together_share_one_listening_connection(store: PostgresEventStore):
+    await asyncio.gather(*(store.wait_for_events(timeout=0.05) for _ in range(5)))
+    listening = await store.pool.fetchval(
+        "SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'LISTEN%' "
+        "AND datname = current_database()")
+    assert listening == 1  # a second one would never go back to the pool
