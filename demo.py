@@ -244,7 +244,7 @@ class _Run:
             # A signal, as an e-mail integration sends it: no reply, so read the state back.
             await self.handle.signal("answer_follow_up", FollowUpAnswer(
                 recorded_by=who, days_after_end=days, by_role=role, still_using=True))
-            state = await self.wait_for(lambda s, r=role: f"{number}:{r}" in s.follow_up_answers,
+            state = await self.wait_for(lambda s, r=role: f"{days}:{r}" in s.follow_up_answers,
                                         f"the {role}'s follow-up answer", 0)
             self.step(f"answers the {ordinal} follow-up (still using it)", who, state.stage.value)
 
@@ -298,9 +298,14 @@ async def run_demo(client: Client, settings: Settings, out: Out = print) -> str:
         await run.act("give_final_evaluation", GiveFinalEvaluation(
             recorded_by=who, by_role=role, rating=rating, would_recommend=True),
             f"gives the final evaluation ({rating}/5)")
-    # 7. the follow-ups; both answers to the second one complete the pair.
+    # 7. the follow-ups. With a policy of seconds, both are "0 days after the end", so answers
+    # to the second would read as repeats of the first: it is left unanswered, and the pair
+    # completes when its answer window closes.
     await run.follow_up(1, "first_follow_up_after", answer=True)
-    await run.follow_up(2, "second_follow_up_after", answer=True)
+    await run.follow_up(2, "second_follow_up_after", answer=False)
+    run.say(f"waiting for the follow-up answer window to close "
+            f"({_days_in_production('follow_up_answer_within')} days in production, "
+            f"{_seconds('follow_up_answer_within')} s in this demo)...")
     try:
         outcome: PairOutcome = await asyncio.wait_for(
             handle.result(), _seconds("follow_up_answer_within") + WAIT_MARGIN)
@@ -308,7 +313,7 @@ async def run_demo(client: Client, settings: Settings, out: Out = print) -> str:
         raise DemoError("the pair did not complete in time: is the worker running (`make run`)?") from None
     except WorkflowFailureError as exc:
         raise DemoError(f"the workflow failed: {str(exc.cause or exc).splitlines()[0]}") from None
-    run.step("completes the pair: every step done", "system", outcome.stage)
+    run.step("closes the answer window: the pair ends", "system", outcome.stage)
     if outcome.stage != "completed":
         raise DemoError(f"the pair ended as {outcome.stage}, not completed")
 

@@ -105,8 +105,7 @@ class PairState(_State):
     final_evaluations: list[str] = Field(default_factory=list)
     evaluation_closed: bool = False
     follow_ups_sent: list[int] = Field(default_factory=list)
-    follow_up_answers: list[str] = Field(default_factory=list,
-                                         description="'<follow-up number, 1 or 2>:<role>'")
+    follow_up_answers: list[str] = Field(default_factory=list, description="'<days>:<role>'")
     follow_ups_closed: bool = False
     ended_at: datetime | None = None
 
@@ -240,9 +239,8 @@ def apply(state: PairState, event: DomainEvent, at: datetime) -> None:
         case ev.FollowUpSent(days_after_end=days):
             state.follow_ups_sent.append(days)
         case ev.FollowUpAnswered(days_after_end=days, by_role=role):
-            number = follow_up_answered(state, days, role)
-            state.follow_up_answers.append(f"{number}:{role}")
-            last = len(state.follow_ups_sent) if len(state.follow_ups_sent) == 2 else None
+            state.follow_up_answers.append(f"{days}:{role}")
+            last = state.follow_ups_sent[-1] if len(state.follow_ups_sent) == 2 else None
             if last is not None and {f"{last}:mentor", f"{last}:mentee"} <= set(state.follow_up_answers):
                 state.follow_ups_closed = True
         case ev.MentorDeclined() | ev.MenteeDeclined():
@@ -410,13 +408,3 @@ class PairOutcome(BaseModel):
     stage: str
     sessions_held: int
     stream_version: int
-
-
-def follow_up_answered(state: PairState, days: int, role: str) -> int | None:
-    """Which follow-up (1 or 2) an answer of `role` about the one sent `days` after the end is
-    for: the first sent that many days after that this role has not answered yet. Both can carry
-    the same day count when a policy spaces them by less than a day (a demo's seconds)."""
-    for number, sent_days in enumerate(state.follow_ups_sent, start=1):
-        if sent_days == days and f"{number}:{role}" not in state.follow_up_answers:
-            return number
-    return None

@@ -35,7 +35,7 @@ from workflows.inputs import (
     SessionRef,
     WithdrawPair,
 )
-from workflows.pair_state import PairState, SessionState, Stage, follow_up_answered
+from workflows.pair_state import PairState, SessionState, Stage
 
 MAX_SESSIONS = 24
 _FMT = "%Y-%m-%d %H:%M"
@@ -292,7 +292,7 @@ def follow_up_answer_problem(state: PairState, days: int, role: str) -> str | No
         return "the pair has ended"
     if days not in state.follow_ups_sent:
         return f"no follow-up was sent {days} days after the end"
-    if follow_up_answered(state, days, role) is None:
+    if f"{days}:{role}" in state.follow_up_answers:
         return "this follow-up was already answered by that role"
     return None
 

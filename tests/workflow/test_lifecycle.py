@@ -24,7 +24,6 @@ from tests.workflow.pairs import (
     both,
     current_details,
     lifecycle_without_final_evaluations,
-    pair_input,
     search_attributes,
 )
 from workflows.pair_state import PairOutcome, Stage
@@ -142,30 +141,6 @@ async def test_final_evaluation_window_closes_without_both_and_follow_ups_go_on(
     events = await harness.store.read_stream(pair.stream_id)
     assert events[closed].payload == {"evaluations_from": ["mentor"]}
     assert events[closed].metadata["actor"] == "system"
-
-
-async def test_follow_ups_less_than_a_day_apart_are_told_apart(harness: Harness):
-    # Both follow-ups are "0 days after the end": an answer goes to the first one that role has
-    # not answered yet, so the second can be answered too (and completes the pair at once).
-    pair = await harness.start(pair_input(policy={
-        "first_follow_up_after": "PT1H", "second_follow_up_after": "PT2H", "follow_up_answer_within": "P7D"}))
-    await pair.prepare()
-    await pair.hold_session()
-    await pair.hold_session()
-    for role, who in (("mentor", MENTOR), ("mentee", MENTEE)):
-        await pair.act("give_final_evaluation", recorded_by=who, by_role=role, rating=5, would_recommend=True)
-    for number in (1, 2):
-        await harness.skip(hours=1, minutes=1)
-        await pair.wait_for(lambda s, n=number: len(s.follow_ups_sent) == n)
-        for role, who in (("mentor", MENTOR), ("mentee", MENTEE)):
-            await pair.handle.signal("answer_follow_up", {"recorded_by": who, "days_after_end": 0,
-                                                          "by_role": role, "still_using": number == 1})
-            await pair.wait_for(lambda s, n=number, r=role: f"{n}:{r}" in s.follow_up_answers)
-    assert (await pair.handle.result()).stage == "completed"
-    answered = [e.payload for e in await harness.store.read_stream(pair.stream_id)
-                if e.event_type == "FollowUpAnswered"]
-    assert [(a["by_role"], a["still_using"]) for a in answered] == [
-        ("mentor", True), ("mentee", True), ("mentor", False), ("mentee", False)]
 
 
 async def test_mentor_declines(harness: Harness):
