@@ -129,7 +129,9 @@ def create_app(pool_or_dsn: asyncpg.Pool | str, tokens: Mapping[str, str]) -> Fa
         report = await queries.pair_report(db, pair_id)
         if report is None:
             raise HTTPException(status.HTTP_404_NOT_FOUND, f"no pair with id {pair_id!r}")
+        # Comments are shared with HR by their authors' choice, not with auditors.
         return report if role == "hr" else report.model_copy(update={
+            "shared_comments": [],
             "overview": report.overview.model_copy(update={
                 "mentor": _id_only(report.overview.mentor), "mentee": _id_only(report.overview.mentee)})})
 

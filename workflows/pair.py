@@ -263,7 +263,7 @@ class MentoringPair(PairEffects):
                      "Rule: never force the seniors.")
     async def accept_invitation(self, request: InvitationAnswer) -> ActionResult:
         async with self._log:
-            rules.answer_invitation(self.pair, "accept_invitation", request.recorded_by)
+            rules.answer_invitation(self.pair, "accept_invitation")
             await self._record(ev.MenteeConsentGiven(mentee_id=self.pair.mentee_id, channel=request.channel,
                                                      recorded_by=request.recorded_by), by=request)
             return await self._done()
@@ -275,7 +275,7 @@ class MentoringPair(PairEffects):
     @workflow.update(description="The mentee declines the invitation: recorded, and the pair closes politely.")
     async def decline_invitation(self, request: InvitationAnswer) -> ActionResult:
         async with self._log:
-            rules.answer_invitation(self.pair, "decline_invitation", request.recorded_by)
+            rules.answer_invitation(self.pair, "decline_invitation")
             await self._close(ev.MenteeDeclined(mentee_id=self.pair.mentee_id, channel=request.channel,
                                                 recorded_by=request.recorded_by), by=request)
             return await self._done()

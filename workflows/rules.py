@@ -100,11 +100,13 @@ def decline_mentoring(state: PairState, recorded_by: str) -> None:
 
 # --- 3. the senior's consent ---------------------------------------------------------------------
 
-def answer_invitation(state: PairState, action: str, recorded_by: str) -> None:
+def answer_invitation(state: PairState, action: str, recorded_by: str | None = None) -> None:
+    """`recorded_by` is checked by the validators only: the handlers run again on replay, and
+    pairs answered before this rule existed must replay as they ran."""
     require_stage(state, action, {Stage.MENTEE_INVITED},
                   "the mentee answers while the invitation is open")
     # Consent is the senior's own: never the mentor's to give, only HR may enter it for them.
-    if recorded_by not in (state.mentee_id, state.hr_id):
+    if recorded_by is not None and recorded_by not in (state.mentee_id, state.hr_id):
         raise NotAParticipant(
             f"{recorded_by} cannot answer this invitation: only the mentee ({state.mentee_id}) or "
             f"the pair's HR ({state.hr_id}) on their behalf records the senior's answer.")

@@ -5,9 +5,11 @@ from __future__ import annotations
 import asyncio
 import json
 
+import httpx
 from typer.testing import CliRunner
 
 from activities.people import PeopleActivities
+from api.app import create_app
 from cli.main import app
 from events.messages import PersonContact, RegisterPeopleRequest
 from events.store import PostgresEventStore
@@ -82,6 +84,13 @@ async def test_only_comments_their_authors_shared_are_shown_and_erasure_removes_
         return [(c["author_id"], c["body"]) for c in json.loads(result.output)["shared_comments"]]
 
     assert await shared() == [(MENTEE, "Now I post on my own")]
+    # Shared with HR, by the author's choice; an auditor sees the facts without the comment.
+    app = create_app(store.pool, {"hr-token": "hr", "auditor-token": "auditor"})
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://api") as api:
+        for token, expected in (("hr-token", ["Now I post on my own"]), ("auditor-token", [])):
+            answer = await api.get(f"/audit/pairs/{pair.handle.id}",
+                                   headers={"Authorization": f"Bearer {token}"})
+            assert [c["body"] for c in answer.json()["shared_comments"]] == expected
     table = await _mentoring("audit", "pair", pair.handle.id, database_url=database_url)
     assert "Now I post on my own" in table.output and "nervous" not in table.output
 
