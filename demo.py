@@ -28,7 +28,6 @@ from datetime import UTC, datetime, time, timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
-from zoneinfo import ZoneInfo
 
 from temporalio.client import (
     Client,
@@ -63,6 +62,7 @@ from workflows.inputs import (
 )
 from workflows.pair_state import ActionResult, PairOutcome, PairState
 from workflows.policy import Policy
+from workflows.timezones import zone
 
 Out = Callable[[str], Any]
 
@@ -107,7 +107,7 @@ class StackNotRunning(DemoError):
 
 def mentee_time_zone(now: datetime) -> str:
     for name in MENTEE_ZONES:
-        local = now.astimezone(ZoneInfo(name)).time()
+        local = now.astimezone(zone(name)).time()
         if time(DAY_START.hour, 30) <= local <= time(DAY_END.hour - 1, 0):
             return name
     return MENTEE_ZONES[0]  # unreachable: the three zones cover every hour of the day

@@ -16,9 +16,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from email.message import EmailMessage
 from email.utils import format_datetime, formataddr, parseaddr
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from zoneinfo import ZoneInfo
 
 from events.messages import NotificationRequest, SessionDetails
+from workflows.timezones import zone
 
 MESSAGE_DOMAIN = "mentoring.invalid"
 PRODID = "-//Reverse mentoring//Notifications 1.0//EN"
@@ -307,11 +308,9 @@ _TEXTS: dict[str, Callable[[Letter], tuple[str, str]]] = {
 # --- times --------------------------------------------------------------------------------------
 
 def zone_named(name: str | None) -> ZoneInfo:
-    """The person's zone; UTC when the stored name is empty or unknown (better than no e-mail)."""
-    try:
-        return ZoneInfo(name or "UTC")
-    except (ZoneInfoNotFoundError, ValueError):
-        return ZoneInfo("UTC")
+    """The person's zone, from the same tz data the workflow judged the session with; UTC when
+    the stored name is empty or unknown (better than no e-mail)."""
+    return zone(name or "UTC") or zone("UTC")
 
 
 def local_time(moment: datetime, zone: ZoneInfo) -> str:

@@ -33,6 +33,14 @@ def _zone(name: str) -> zoneinfo.ZoneInfo | None:
         return None
 
 
+def zone(name: str) -> zoneinfo.ZoneInfo | None:
+    """The zone `name` from the project's tz database, or None if it is not an IANA zone.
+
+    Activities and tools use this too, so that an e-mail shows a time under the same rules the
+    workflow checked it with."""
+    return _zone(name)
+
+
 def is_known(name: str) -> bool:
     """Whether `name` is an IANA time zone of the tz database, such as Europe/Paris."""
     return _zone(name) is not None

@@ -286,12 +286,18 @@ SESSION = ["SessionProposed", *both("session_invitation"), "SessionConfirmed", *
 FEEDBACK = ["FeedbackGiven", "FeedbackGiven"]
 
 
-async def full_lifecycle(harness: Harness) -> Pair:
-    """Nomination to completion, with both follow-ups answered: the recorded replay history."""
+async def two_sessions_held(harness: Harness) -> Pair:
+    """A new pair, prepared, with both planned sessions held and their feedback given."""
     pair = await harness.start()
     await pair.prepare()
     await pair.hold_session()
     await pair.hold_session()
+    return pair
+
+
+async def full_lifecycle(harness: Harness) -> Pair:
+    """Nomination to completion, with both follow-ups answered: the recorded replay history."""
+    pair = await two_sessions_held(harness)
     await pair.act("give_final_evaluation", recorded_by=MENTOR, by_role="mentor", rating=5,
                    would_recommend=True)
     await pair.act("give_final_evaluation", recorded_by=MENTEE, by_role="mentee", rating=4,
@@ -308,10 +314,7 @@ async def full_lifecycle(harness: Harness) -> Pair:
 
 async def lifecycle_without_final_evaluations(harness: Harness) -> Pair:
     """Two sessions, then only the mentor evaluates: the window closes, follow-ups go unanswered."""
-    pair = await harness.start()
-    await pair.prepare()
-    await pair.hold_session()
-    await pair.hold_session()
+    pair = await two_sessions_held(harness)
     await pair.act("give_final_evaluation", recorded_by=MENTOR, by_role="mentor", rating=5,
                    would_recommend=True)
     await pair.handle.result()  # the test server skips to each deadline
