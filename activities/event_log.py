@@ -40,5 +40,7 @@ class EventLogActivities:
             ) from None
         if result.duplicate:
             activity.logger.info("append to %s was already recorded (retry)", request.stream_id)
+        # Temporal's clock, not the database's: workflows count in it (and under the
+        # time-skipping test server the two differ by months).
         return AppendResponse(version=result.version, positions=result.positions,
-                              duplicate=result.duplicate)
+                              duplicate=result.duplicate, appended_at=activity.info().started_time)

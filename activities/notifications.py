@@ -33,6 +33,7 @@ from events.messages import (
     DELIVERY_FAILED,
     DELIVERY_REFUSED,
     RECIPIENT_UNAVAILABLE,
+    SESSION_ALREADY_STARTED,
     NotificationReceipt,
     NotificationRequest,
 )
@@ -96,7 +97,7 @@ class SmtpChannel:
 
     def __init__(self, host: str, port: int = 587, username: str | None = None,
                  password: str | None = None, from_address: str = DEFAULT_SENDER,
-                 starttls: bool = True, timeout: float = 30.0) -> None:
+                 starttls: bool = True, timeout: float = 10.0) -> None:
         self.host, self.port, self.starttls, self.timeout = host, port, starttls, timeout
         self._username, self._password = username, password
         self._envelope_from = parseaddr(from_address)[1]
@@ -146,6 +147,11 @@ class NotificationActivities:
             _log("already sent (retry): nothing sent again", request)
             return NotificationReceipt(message_id=sent["message_id"], channel=sent["channel"],
                                        already_sent=True)
+        if _too_late(request):
+            # Decided here, by the activity's clock, and kept in the workflow's history as this
+            # result: a workflow must not take such a decision from its own clock.
+            _log("skipped: the session has already begun", request)
+            return NotificationReceipt(message_id="", channel="", skipped=SESSION_ALREADY_STARTED)
         recipient, counterpart_name = await self._people(request)
         message = build_message(request, recipient, counterpart_name, sender=self._sender,
                                 now=datetime.now(UTC))
@@ -186,6 +192,14 @@ class NotificationActivities:
             raise ApplicationError(f"notification {request.notification_id} could not be delivered "
                                    f"({_reason(exc)}); it will be retried",
                                    type=DELIVERY_FAILED) from None
+
+
+def _too_late(request: NotificationRequest) -> bool:
+    """A session reminder handled once its session has begun (its timer fired while no worker
+    was alive, say) reminds nobody of anything. Temporal's clock: the one session times were
+    checked against when they were proposed."""
+    return (request.kind == "session_reminder" and request.session is not None
+            and activity.info().started_time >= request.session.starts_at)
 
 
 def _reason(exc: OSError) -> str:

@@ -30,6 +30,9 @@ class AppendResponse(_Message):
     version: int
     positions: list[int]
     duplicate: bool
+    appended_at: datetime | None = Field(
+        default=None, description="when the append ran, by Temporal's clock (the one workflows "
+        "count in): the time the workflow folds the events with. Absent from older results.")
 
 
 class PersonContact(_Message):
@@ -85,6 +88,9 @@ class NotificationReceipt(_Message):
     message_id: str
     channel: str
     already_sent: bool = False
+    skipped: str | None = Field(
+        default=None, description="why nothing was sent (a reminder that came too late to help); "
+        "message_id and channel are then empty")
 
 
 # Error types the event-log activity raises (ApplicationError.type), so workflows can tell them
@@ -102,4 +108,6 @@ DELIVERY_REFUSED = "DeliveryRefused"
 DELIVERY_FAILED = "DeliveryFailed"
 """The channel failed for now (server down, disk full): Temporal retries."""
 UNDELIVERABLE = (RECIPIENT_UNAVAILABLE, DELIVERY_REFUSED)
+SESSION_ALREADY_STARTED = "SessionAlreadyStarted"
+"""Why a session reminder was skipped: it was handled after the session had begun."""
 """The final ones: the workflow records them and carries on."""

@@ -304,6 +304,20 @@ class NotificationFailed(DomainEvent):
     session_no: int | None = None
 
 
+@event
+class NotificationSkipped(DomainEvent):
+    """A notice not sent because it could no longer help (a session reminder handled after the
+    session had begun, for instance when no worker was alive at its time): recorded, so nobody
+    believes a reminder went out, and HR sees why it did not."""
+
+    event_type = "NotificationSkipped"
+    kind: str
+    recipient_id: str
+    recipient_role: str | None = None
+    reason: str = Field(description="SessionAlreadyStarted")
+    session_no: int | None = None
+
+
 # --- 7. follow-ups and the end --------------------------------------------------------------------
 
 @event

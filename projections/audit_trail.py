@@ -123,6 +123,10 @@ _SUMMARIES: dict[str, Callable[[dict[str, Any]], str]] = {
         + f" by {p['channel']}"),
     "NotificationFailed": lambda p: (
         f"{p['kind']} could not be delivered to {p['recipient_id']} ({p['reason']})"),
+    "NotificationSkipped": lambda p: (
+        f"{p['kind']}"
+        + (f" for session {p['session_no']}" if p.get("session_no") is not None else "")
+        + f" not sent to {p['recipient_id']} ({p['reason']})"),
     "FollowUpSent": lambda p: f"follow-up sent {p['days_after_end']} days after the end",
     "FollowUpAnswered": lambda p: (
         f"{p['by_role']} answered the {p['days_after_end']}-day follow-up, still using what was "

@@ -50,7 +50,14 @@ with workflow.unsafe.imports_passed_through():
         WithdrawPair,
         _Action,
     )
-    from workflows.pair_effects import BOTH, PairEffects, contact, decode_input
+    from workflows.pair_effects import (
+        BOTH,
+        CLOCK_FREE_PATCH,
+        SHORTEST_TIMER,
+        PairEffects,
+        contact,
+        decode_input,
+    )
     from workflows.pair_state import (
         ActionResult,
         PairOutcome,
@@ -93,10 +100,14 @@ class MentoringPair(PairEffects):
         # Raw, not PairInput: a payload that fails to decode into a typed argument fails the
         # workflow *task*, which Temporal retries forever. We validate ourselves and fail the
         # workflow at once with a message for HR.
+        nomination = None
         if workflow.info().continued_run_id:  # a continued run gets the carried state, not HR's input
             self.pair = workflow.payload_converter().from_payload(raw.payload, PairState)
         else:
-            nomination = decode_input(raw)
+            nomination = decode_input(raw)  # a bad input ends the run here, with nothing recorded
+        # Before any decision, so that a run decides one way from its first step to its last.
+        self._clock_free = workflow.patched(CLOCK_FREE_PATCH)
+        if nomination is not None:
             self.pair = PairState.nominated(nomination, workflow.now())
             await self._nominate(nomination)
         self._publish()
@@ -145,7 +156,7 @@ class MentoringPair(PairEffects):
         if stage is not Stage.FOLLOW_UP:  # follow-ups count from the last session, not from here
             # Entered while paused (an extension, say): the clock starts when the pause ends.
             paused = self.pair.paused
-            self.pair.clock_start = paused.since if paused is not None else workflow.now()
+            self.pair.clock_start = paused.since if paused is not None else self._now()
         self.pair.stage, self.pair.timers_fired = stage, []
         self._changed()
         match stage:
@@ -164,11 +175,31 @@ class MentoringPair(PairEffects):
 
     async def _wait_for_next_deadline(self) -> None:
         seen = self._revision
-        timer = next_timer(self.pair, workflow.now())
+        timer = self._next_timer()
         self._publish(timer)
         if timer is None:  # paused: no timer of the stage counts until resume
             await workflow.wait_condition(lambda: self._revision != seen)
             return
+        if not self._clock_free:
+            await self._wait_by_the_clock(timer, seen)
+            return
+        # Always a durable timer (it survives worker restarts), however close the deadline.
+        self._count("timer")
+        try:
+            # Any action wakes us to decide again.
+            await workflow.wait_condition(lambda: self._revision != seen, timeout_summary=timer.kind,
+                                          timeout=max(timer.due - workflow.now(), SHORTEST_TIMER))
+            return
+        except TimeoutError:
+            pass
+        async with self._log:
+            # The timer fired, and that is the fact we act on, not the clock's "is it due?" (see
+            # `_clock_free`). Unless an action taken meanwhile moved the deadline: then decide again.
+            if self._next_timer() == timer:
+                await self._on_deadline(timer)
+
+    async def _wait_by_the_clock(self, timer: Timer, seen: int) -> None:
+        """How pairs started before `CLOCK_FREE_PATCH` waited: kept so they replay as they ran."""
         delay = timer.due - workflow.now()
         if delay > timedelta(0):
             try:
@@ -366,9 +397,12 @@ class MentoringPair(PairEffects):
     @workflow.update(description="Propose a session inside the mentee's availability windows (a time "
                      "without offset is read in the mentee's time zone). Rule: fit the seniors' agendas.")
     async def propose_session(self, request: ProposeSession) -> ActionResult:
+        # The time HR asked, as the validator saw it: the lock may come in a later step, whose
+        # clock a query can make stale (see `_clock_free`).
+        asked_at = workflow.now()
         async with self._log:
             starts_at = rules.session_start(self.pair, request.starts_at)
-            rules.propose_session(self.pair, starts_at, request.duration_minutes, workflow.now())
+            rules.propose_session(self.pair, starts_at, request.duration_minutes, asked_at)
             number = len(self.pair.sessions) + 1
             await self._record(ev.SessionProposed(
                 session_no=number, starts_at=starts_at, duration_minutes=request.duration_minutes,
@@ -396,8 +430,9 @@ class MentoringPair(PairEffects):
     @workflow.update(description="Move a session to another time inside the mentee's availability; "
                      "both get an updated calendar invitation. Rule: easy rescheduling.")
     async def reschedule_session(self, request: RescheduleSession) -> ActionResult:
+        asked_at = workflow.now()  # as in propose_session
         async with self._log:
-            session = rules.reschedule_session(self.pair, request, workflow.now())
+            session = rules.reschedule_session(self.pair, request, asked_at)
             await self._record(ev.SessionRescheduled(
                 session_no=session.session_no, starts_at=rules.session_start(self.pair, request.starts_at),
                 previous_starts_at=session.starts_at), by=request)
@@ -425,8 +460,9 @@ class MentoringPair(PairEffects):
     @workflow.update(description="A confirmed session took place, with the topics it covered; both are "
                      "asked for feedback. Rule: sessions are centred on uses.")
     async def record_session_held(self, request: RecordSessionHeld) -> ActionResult:
+        asked_at = workflow.now()  # as in propose_session
         async with self._log:
-            rules.record_session_held(self.pair, request, workflow.now())
+            rules.record_session_held(self.pair, request, asked_at)
             await self._record(ev.SessionHeld(session_no=request.session_no,
                                               topics_covered=list(request.topics_covered)), by=request)
             await self._notify("feedback_request", BOTH)
@@ -438,8 +474,9 @@ class MentoringPair(PairEffects):
 
     @workflow.update(description="A confirmed session did not happen: who was absent (no-show).")
     async def record_no_show(self, request: RecordNoShow) -> ActionResult:
+        asked_at = workflow.now()  # as in propose_session
         async with self._log:
-            rules.record_no_show(self.pair, request, workflow.now())
+            rules.record_no_show(self.pair, request, asked_at)
             await self._record(ev.SessionMissed(session_no=request.session_no, absent=request.absent), by=request)
             return await self._done(session_no=request.session_no)
 
@@ -516,6 +553,7 @@ class MentoringPair(PairEffects):
                 return
             await self._record(ev.FollowUpAnswered(days_after_end=answer.days_after_end,
                                                    still_using=answer.still_using, by_role=answer.by_role), by=answer)
+            self._count("signal")
             await self._advance()
 
     # --- at any time: pause and resume, withdraw, replace the mentor, extend -------------------
@@ -535,9 +573,10 @@ class MentoringPair(PairEffects):
 
     @workflow.update(description="Resume a paused pair: its deadlines move on by the time it was paused.")
     async def resume(self, request: ResumePair) -> ActionResult:
+        asked_at = workflow.now()  # as in propose_session
         async with self._log:
             rules.resume(self.pair)
-            paused = workflow.now() - self.pair.paused.since
+            paused = (asked_at if self._clock_free else workflow.now()) - self.pair.paused.since
             await self._record(ev.PairResumed(resumed_by=request.recorded_by,
                                               paused_days=round(paused / timedelta(days=1), 3)), by=request)
             return await self._done()
@@ -597,6 +636,7 @@ class MentoringPair(PairEffects):
 
     async def _done(self, session_no: int | None = None) -> ActionResult:
         """After a human fact: move the pair on, and tell the caller where it stands."""
+        self._count("update")
         await self._advance()
         return ActionResult(stage=self.pair.stage.value, paused=self.pair.paused is not None,
                             waiting_for=waiting_for(self.pair), stream_version=self.pair.version,
@@ -606,7 +646,7 @@ class MentoringPair(PairEffects):
         """End the pair politely: the closing fact, calendar cancellations for the sessions still
         ahead, then a word to whoever was contacted."""
         await self._record(event, by=by)
-        ahead = [s for s in self.pair.open_sessions if s.starts_at > workflow.now()]
+        ahead = [s for s in self.pair.open_sessions if s.starts_at > self._now()]
         if ahead:
             await self._record(*(ev.SessionCancelled(session_no=s.session_no, cancelled_by=role,
                                                      reason="pair_closed") for s in ahead), by=by)

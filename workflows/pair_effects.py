@@ -51,22 +51,36 @@ HISTORY_LIMIT_MEMO = "continue_as_new_after_events"
 """Memo key (an int) that lowers the history length at which a run continues as new (tests, ops)."""
 DEFAULT_HISTORY_LIMIT = 10_000
 
+# Start-to-close timeouts are how soon the work of a worker killed mid-activity is given to
+# another: Temporal cannot tell a dead worker from a slow one before then. So every activity is
+# kept short and its timeout near its real need (a pair, and the updates queued behind it, waits
+# that long after a crash).
 _APPEND = {
-    # An append takes milliseconds; a short timeout lets a worker killed mid-append be noticed soon.
+    # An append takes milliseconds.
     "start_to_close_timeout": timedelta(seconds=10),
     "retry_policy": RetryPolicy(maximum_interval=timedelta(minutes=1)),
 }
 _SIDE_EFFECT = {
-    "start_to_close_timeout": timedelta(minutes=2),
+    # Contact details and private notes: one small write each.
+    "start_to_close_timeout": timedelta(seconds=10),
     "retry_policy": RetryPolicy(maximum_interval=timedelta(minutes=10)),
 }
 # A notice is retried for an hour, then recorded as NotificationFailed: a mail server down for
-# longer must not hold the pair (and HR's updates, queued behind the notice) for days.
+# longer must not hold the pair (and HR's updates, queued behind the notice) for days. One try
+# is short: the SMTP channel gives up on a silent server after 10 s (activities/notifications.py).
 _NOTIFY = {
-    "start_to_close_timeout": timedelta(minutes=2),
+    "start_to_close_timeout": timedelta(seconds=15),
     "schedule_to_close_timeout": timedelta(hours=1),
     "retry_policy": RetryPolicy(maximum_interval=timedelta(minutes=5)),
 }
+# A deadline already past still gets a (short) durable timer: whether it has passed is a question
+# for the clock, and a replay may see another clock than the worker that first decided.
+SHORTEST_TIMER = timedelta(seconds=1)
+CLOCK_FREE_PATCH = "decisions-from-history"
+"""Runs started with this patch decide only from their history (see `PairEffects._clock_free`)."""
+# History events each kind of step adds (its own events plus a workflow task's three), counted
+# high: the continue-as-new decision is taken from this count, not from the server's.
+_HISTORY_COST = {"activity": 6, "timer": 5, "update": 5, "signal": 4, "upsert": 1}
 DELIVERY_TIMED_OUT = "DeliveryTimedOut"
 BOTH = ("mentor", "mentee")
 _UNSET = object()
@@ -82,6 +96,14 @@ class PairEffects:
         self._log = asyncio.Lock()
         self._revision = 0  # bumped on every change, so waits wake up and decide again
         self._published: tuple[Any, ...] | None = None
+        # Decide from the history alone, never from `workflow.now()` nor the history's length as
+        # the SDK reports them: a query answered by a worker without the pair in its cache may run
+        # a step (a timer that fired, an activity that completed) with the clock of the workflow
+        # task *before* it, and that worker then sends what it decided; a replay, with the later
+        # clock, decides otherwise and fails for ever. Set in `run` (False for pairs started
+        # before the rule, which replay as they ran).
+        self._clock_free = False
+        self._history_estimate = 3  # started + the first workflow task's events
 
     def _state(self) -> PairState:
         """The state, for validators and queries, which may run before `run` has decoded the input."""
@@ -110,11 +132,16 @@ class PairEffects:
                 workflow_id=info.workflow_id, run_id=info.run_id, correlation_id=self.pair.pair_id,
                 causation_id=update.id if update else None, occurred_at=now),
         )
+        self._count("activity")
         appended = await workflow.execute_activity(
             "append_events", request, result_type=AppendResponse, **_APPEND)
         self.pair.version = appended.version
+        # The append's own time, part of the history as the activity's result (the clock `now`
+        # came from may be stale in a step run for a query; see `_clock_free`).
+        at = appended.appended_at if self._clock_free and appended.appended_at else now
+        self.pair.last_fact_at = at
         for event in events:
-            apply(self.pair, event, now)
+            apply(self.pair, event, at)
         self._changed()
 
     async def _notify(self, kind: str, roles: list[str] | tuple[str, ...], *, deadline: Any = None,
@@ -128,13 +155,19 @@ class PairEffects:
             recipient_id=self.pair.person_of(role), recipient_role=role,
             counterpart_id={"mentor": self.pair.mentee_id, "mentee": self.pair.mentor_id}.get(role),
             deadline=deadline, session=session) for role in roles]
+        self._count("activity", len(requests))
         outcomes = await asyncio.gather(*(
             workflow.execute_activity("send_notification", r, result_type=NotificationReceipt, **_NOTIFY)
             for r in requests), return_exceptions=True)
         session_no = session.session_no if session else None
         recorded: list[DomainEvent] = []
         for r, outcome in zip(requests, outcomes, strict=True):
-            if isinstance(outcome, NotificationReceipt):
+            if isinstance(outcome, NotificationReceipt) and outcome.skipped:
+                # Too late to help (decided by the activity's clock): recorded, never dropped.
+                recorded.append(ev.NotificationSkipped(
+                    kind=kind, recipient_id=r.recipient_id, recipient_role=r.recipient_role,
+                    reason=outcome.skipped, session_no=session_no))
+            elif isinstance(outcome, NotificationReceipt):
                 recorded.append(ev.NotificationSent(
                     kind=kind, recipient_id=r.recipient_id, recipient_role=r.recipient_role,
                     channel=outcome.channel, message_id=outcome.message_id, session_no=session_no))
@@ -156,10 +189,26 @@ class PairEffects:
 
     async def _activity(self, name: str, request: Any) -> None:
         # Activities are called by name: workflows never import activity code (nor asyncpg).
+        self._count("activity")
         await workflow.execute_activity(name, request, **_SIDE_EFFECT)
 
     def _due(self, policy_field: str) -> Any:
+        """A deadline of the stage just entered, as its timer will count it."""
+        if self._clock_free:
+            return self._stage_deadline(policy_field)
         return workflow.now() + self.pair.policy.duration(policy_field)
+
+    def _now(self) -> Any:
+        """The time of the latest fact in the log: what a decision may take as 'now'."""
+        if self._clock_free and self.pair.last_fact_at is not None:
+            return self.pair.last_fact_at
+        return workflow.now()
+
+    def _next_timer(self) -> Timer | None:
+        return next_timer(self.pair, None if self._clock_free else workflow.now())
+
+    def _count(self, step: str, times: int = 1) -> None:
+        self._history_estimate += _HISTORY_COST[step] * times
 
     def _stage_deadline(self, policy_field: str) -> Any:
         """When the current stage's timer fires: from the stage's clock, moved on by pauses."""
@@ -173,13 +222,14 @@ class PairEffects:
         """Search attributes and current details: what HR sees at a glance in the UI (no names)."""
         if self.pair is None or (self.pair.stage is Stage.NOMINATED and self.pair.version == 0):
             return  # nothing to show before the nomination is recorded
-        timer = timer or next_timer(self.pair, workflow.now())
+        timer = timer or self._next_timer()
         stage = "paused" if self.pair.paused is not None else self.pair.stage.value
         values = (self.pair.programme_id, stage, self.pair.at_risk, timer.due if timer else None)
         if values != self._published:
             # Upsert only what changed: each upsert is an event in the workflow's history.
             before = self._published or (_UNSET,) * len(values)
             keys = (attrs.PROGRAMME, attrs.STAGE, attrs.AT_RISK, attrs.NEXT_DEADLINE)
+            self._count("upsert")
             workflow.upsert_search_attributes([
                 key.value_set(value) if value is not None else key.value_unset()
                 for key, value, old in zip(keys, values, before, strict=True) if value != old
@@ -192,7 +242,13 @@ class PairEffects:
         (replaying a long history is slow, and 50k events is a hard stop)."""
         info = workflow.info()
         limit = workflow.memo_value(HISTORY_LIMIT_MEMO, DEFAULT_HISTORY_LIMIT, type_hint=int)
-        if info.is_continue_as_new_suggested() or info.get_current_history_length() >= limit:
+        if self._clock_free:
+            # Our own count: what the SDK reports is as of the latest workflow task, which a step
+            # run for a query does not have (see `_clock_free`).
+            long = self._history_estimate >= limit
+        else:
+            long = info.is_continue_as_new_suggested() or info.get_current_history_length() >= limit
+        if long:
             # Let running updates and signals finish first: their events belong in the carried state.
             await workflow.wait_condition(workflow.all_handlers_finished)
             workflow.logger.info("continuing as new at stream version %s", self.pair.version)

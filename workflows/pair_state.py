@@ -54,7 +54,7 @@ class SessionState(_State):
     topics: list[str]
     status: SessionStatus = "proposed"
     sequence: int = Field(0, description="iCalendar SEQUENCE, bumped on each reschedule or cancel")
-    reminder_sent: bool = False
+    reminder_sent: bool = Field(False, description="its reminder was handled: sent, or recorded as skipped")
     feedback_from: list[str] = Field(default_factory=list)
 
     @property
@@ -108,6 +108,8 @@ class PairState(_State):
     follow_up_answers: list[str] = Field(default_factory=list, description="'<days>:<role>'")
     follow_ups_closed: bool = False
     ended_at: datetime | None = None
+    last_fact_at: datetime | None = Field(
+        default=None, description="when the log recorded the latest fact: a new stage's clock starts here")
 
     @classmethod
     def nominated(cls, pair: PairInput, now: datetime) -> PairState:
@@ -322,8 +324,12 @@ TIMER_LABELS = {
 }
 
 
-def next_timer(state: PairState, now: datetime) -> Timer | None:
-    """The earliest deadline not yet acted on; None when paused or closed (no timer counts)."""
+def next_timer(state: PairState, now: datetime | None = None) -> Timer | None:
+    """The earliest deadline not yet acted on; None when paused or closed (no timer counts).
+
+    A pure function of the facts. `now` is only for pairs that started before that rule: they
+    dropped the reminders of sessions already begun, and must replay as they ran.
+    """
     if state.closed or state.paused is not None:
         return None
     policy = state.policy
@@ -341,7 +347,7 @@ def next_timer(state: PairState, now: datetime) -> Timer | None:
         timers += [
             Timer(kind="session_reminder", due=s.starts_at - before, session_no=s.session_no)
             for s in state.sessions
-            if s.status == "confirmed" and not s.reminder_sent and s.starts_at > now
+            if s.status == "confirmed" and not s.reminder_sent and (now is None or s.starts_at > now)
         ]
     return min(timers, key=lambda t: t.due, default=None)
 

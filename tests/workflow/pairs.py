@@ -79,7 +79,7 @@ def notification_activity(pool: asyncpg.Pool, harness: Harness) -> Callable:
     @activity.defn(name="send_notification")
     async def send_notification(request: NotificationRequest) -> NotificationReceipt:
         receipt = await real(request)
-        if not receipt.already_sent:
+        if not receipt.already_sent and not receipt.skipped:
             harness.sent.append(request)
         return receipt
 
@@ -252,7 +252,8 @@ async def search_attributes(pair: Pair) -> dict[str, Any]:
         namespace=client.namespace, execution=WorkflowExecution(workflow_id=pair.handle.id)))
     values = {}
     for name, payload in raw.workflow_execution_info.search_attributes.indexed_fields.items():
-        if payload.metadata.get("encoding") == b"binary/null":
+        # TemporalChangeVersion is Temporal's own: the patches the run went through.
+        if payload.metadata.get("encoding") == b"binary/null" or name == "TemporalChangeVersion":
             continue
         value = PayloadConverter.default.from_payloads([payload])[0]
         if payload.metadata.get("type") == b"Datetime":
@@ -322,3 +323,22 @@ async def lifecycle_without_final_evaluations(harness: Harness) -> Pair:
 
 
 LIFECYCLES = {"full": full_lifecycle, "without_final_evaluations": lifecycle_without_final_evaluations}
+
+
+async def lifecycle_with_a_late_confirmation(harness: Harness) -> Pair:
+    """A session confirmed two hours before it starts: its reminder (24 hours before) is already
+    due when the pair next waits. Then the pair is withdrawn, its sessions held."""
+    pair = await harness.start()
+    await pair.prepare()
+    starts = await pair.session_slot()
+    proposed = await pair.act("propose_session", recorded_by=HR, starts_at=starts.isoformat(),
+                              duration_minutes=60, topics=["social networks"])
+    await pair.skip_past(starts - timedelta(hours=2))
+    await pair.act("confirm_session", recorded_by=HR, session_no=proposed.session_no)
+    await pair.wait_for(lambda s: s.session(proposed.session_no).reminder_sent)
+    await pair.act("withdraw", recorded_by=HR, role="hr", reason="other")
+    await pair.handle.result()
+    return pair
+
+
+LIFECYCLES["late_confirmation"] = lifecycle_with_a_late_confirmation

@@ -54,7 +54,10 @@ async def test_the_append_activity_run_twice_records_once(store: PostgresEventSt
     log, run = EventLogActivities(store), ActivityEnvironment().run
     first = _request("pair-x", 0, ev.MentorMotivationConfirmed(mentor_id=MENTOR),
                      ev.MenteeInvited(mentee_id=MENTEE, channel="email", expires_at="2030-01-01T00:00:00Z"))
-    assert await run(log.append_events, first) == AppendResponse(version=2, positions=[1, 2], duplicate=False)
+    appended = await run(log.append_events, first)
+    assert appended.model_copy(update={"appended_at": None}) == AppendResponse(
+        version=2, positions=[1, 2], duplicate=False)
+    assert appended.appended_at == ActivityEnvironment().info.started_time  # Temporal's clock
     again = await run(log.append_events, first)
     assert (again.version, again.duplicate) == (2, True)
     # Even after the stream moved on, a late retry of the first append is recognised by its ids.

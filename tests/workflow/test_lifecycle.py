@@ -459,3 +459,26 @@ async def test_reschedule_and_cancel_update_both_calendars(harness: Harness):
     assert calendar == [("session_invitation", 1, 0, False), ("session_invitation", 1, 1, False),
                         ("session_invitation", 2, 0, False), ("session_cancelled", 2, 1, True),
                         ("session_reminder", 1, 1, False)]
+
+
+async def test_a_reminder_too_late_to_help_is_recorded_as_skipped_not_dropped(harness: Harness):
+    """A session confirmed once it has begun: its reminder is handled, found too late, and the
+    log says so (for each person, with why) instead of silently saying nothing."""
+    pair = await harness.start()
+    await pair.prepare()
+    starts = await pair.session_slot()
+    await pair.act("propose_session", recorded_by=HR, starts_at=starts.isoformat(), topics=["apps"])
+    await pair.skip_past(starts + timedelta(minutes=10))
+    confirmed = await pair.act("confirm_session", recorded_by=HR, session_no=1)
+    await pair.wait_for(lambda s: s.version == confirmed.stream_version + 2)
+    assert await pair.timeline() == PREPARED + [
+        "SessionProposed", *both("session_invitation"), "SessionConfirmed",
+        "NotificationSkipped", "NotificationSkipped"]
+    skipped = [e.payload for e in await harness.store.read_stream(pair.stream_id)][-2:]
+    assert {(p["kind"], p["recipient_role"], p["reason"], p["session_no"]) for p in skipped} == {
+        ("session_reminder", "mentor", "SessionAlreadyStarted", 1),
+        ("session_reminder", "mentee", "SessionAlreadyStarted", 1)}
+    assert not [r for r in harness.sent if r.kind == "session_reminder"], "a reminder was e-mailed"
+    # The pair goes on: the session can still be recorded as held.
+    assert (await pair.act("record_session_held", recorded_by=HR, session_no=1,
+                           topics_covered=["apps"])).stage == "sessions"
