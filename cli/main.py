@@ -7,6 +7,7 @@
     mentoring audit verify                        the hash chain; exit code 1 if tampered
     mentoring audit as-of TIME pair ID            a pair as it stood then, from the raw log
     mentoring projections status|rebuild|resume   operate the read models
+    mentoring workflow replay FILE                does a history replay? if not, where to reset
 
 The answers are those of the HTTP API (both call `projections.queries`). The database comes from
 the settings (DATABASE_URL) unless `--database-url` is given.
@@ -44,6 +45,8 @@ app.add_typer(audit_app, name="audit")
 app.add_typer(projections_app, name="projections")
 people_app = typer.Typer(no_args_is_help=True, help="Personal data kept outside the log.")
 app.add_typer(people_app, name="people")
+workflow_app = typer.Typer(no_args_is_help=True, help="Operate the Temporal workflows.")
+app.add_typer(workflow_app, name="workflow")
 
 DatabaseUrl = Annotated[str | None, typer.Option(
     "--database-url", show_default=False, help="postgresql://user:pass@host:5432/db "
@@ -345,6 +348,43 @@ def people_erase(
         raise _fail(str(exc)) from None
     typer.echo(f"erased the personal data of {employee_id} ({notes} private comment(s)); "
                "the erasure is recorded in the log")
+
+
+# --- workflows -----------------------------------------------------------------------------------
+
+@workflow_app.command("replay")
+def workflow_replay(
+    history_file: Annotated[str, typer.Argument(
+        help="A history as JSON: temporal workflow show --workflow-id ID --output json > FILE")],
+) -> None:
+    """Replay a workflow's history against this code; if it does not replay, name the first bad
+    event and the event id to reset the workflow to (exit code 1)."""
+    from pathlib import Path
+
+    from cli.replay import diagnose
+
+    try:
+        text = Path(history_file).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise _fail(f"cannot read {history_file}: {exc.strerror or exc}") from None
+    try:
+        found = asyncio.run(diagnose(text, Path(history_file).stem))
+    except ValueError as exc:  # not a history
+        raise _fail(f"{history_file} is not a workflow history in JSON: {str(exc)[:200]}") from None
+    if found.replays:
+        typer.echo(f"{history_file}: replays ({found.events} events)")
+        return
+    typer.echo(f"{history_file}: does NOT replay: {found.error[:300] if found.error else ''}")
+    if found.reset_event_id is not None:
+        typer.echo(f"first bad event: {found.bad_event_id}; produced by the workflow task completed "
+                   f"at event {found.reset_event_id}: reset with\n"
+                   f"  temporal workflow reset --workflow-id ID --event-id {found.reset_event_id} "
+                   f"--reason 'non-determinism at event {found.bad_event_id}'")
+        if found.activities_after_reset:
+            typer.echo(f"warning: {found.activities_after_reset} activity(ies) ran after that task: "
+                       "the new run would decide their appends again, and they would conflict with "
+                       "the events already in the log")
+    raise typer.Exit(1)
 
 
 # --- projections ---------------------------------------------------------------------------------

@@ -13,6 +13,7 @@ from temporalio.client import WorkflowHistory
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Replayer
 
+from cli.replay import diagnose
 from tests.workflow.pairs import Harness, full_lifecycle
 from workflows.pair import MentoringPair
 
@@ -50,11 +51,13 @@ async def test_a_fresh_history_of_the_current_code_replays(harness: Harness):
 @pytest.mark.parametrize(("old", "patch_id"), [
     ("full_lifecycle_before_sessions_open_notice.json", "sessions-open-notice"),
     ("without_final_evaluations_before_window_event.json", "evaluation-window-closed-event"),
+    ("late_confirmation_before_decisions_from_history.json", "decisions-from-history"),
 ])
 async def test_a_patch_keeps_older_pairs_replaying(monkeypatch: pytest.MonkeyPatch, old: str,
                                                    patch_id: str):
     """Each change of behaviour is guarded by workflow.patched(patch_id): the notice
-    "sessions_open", the event FinalEvaluationWindowClosed.
+    "sessions_open", the event FinalEvaluationWindowClosed, decisions taken from the history alone
+    (a durable timer even for a deadline already past, among others).
 
     The older history, recorded before the change, lacks that patch marker and replays (above)
     because patched() answers False for it. Without the guard, the same history no longer
@@ -69,3 +72,37 @@ async def test_a_patch_keeps_older_pairs_replaying(monkeypatch: pytest.MonkeyPat
     result = await _replayer().replay_workflow(history, raise_on_replay_failure=False)
     assert isinstance(result.replay_failure, temporalio.workflow.NondeterminismError)
     assert "Nondeterminism error" in str(result.replay_failure)
+
+
+STUCK = HISTORIES / "stuck"
+"""Histories of pairs that froze after worker kills, recorded before decisions were taken from the
+history alone: a fresh worker answered a query after a timer fired, ran the timer's step with the
+clock of the task before, saw the deadline "not yet due" and started a timer for the remainder.
+No deterministic code can replay such a history; README, "Reliability", says how to repair one."""
+REPLAYS_DESPITE_THE_KILLS = "pair-chaos-930cb3-M026-S026.json"
+
+
+@pytest.mark.parametrize("name", sorted(p.name for p in STUCK.glob("*.json")))
+async def test_histories_frozen_by_a_stale_clock_fail_as_they_did(name: str):
+    history = WorkflowHistory.from_json(name, (STUCK / name).read_text(encoding="utf-8"))
+    result = await _replayer().replay_workflow(history, raise_on_replay_failure=False)
+    if name == REPLAYS_DESPITE_THE_KILLS:  # a worker failed on it once; its history is sound
+        assert result.replay_failure is None
+    else:
+        assert isinstance(result.replay_failure, temporalio.workflow.NondeterminismError)
+        # A timer started where the code, knowing the timer had fired, acts on the deadline.
+        assert "does not handle HistoryEvent" in str(result.replay_failure)
+        assert "TimerStarted" in str(result.replay_failure)
+
+
+@pytest.mark.parametrize(("name", "reset_to", "activities_after"), [
+    ("pair-chaos-fbb52d-M038-S038.json", 369, 0),
+    ("pair-chaos-930cb3-M029-S029.json", 369, 5),
+])
+async def test_the_operator_is_told_where_to_reset_a_frozen_pair(name: str, reset_to: int,
+                                                                  activities_after: int):
+    found = await diagnose((STUCK / name).read_text(encoding="utf-8"), name)
+    assert not found.replays and found.error.startswith("[TMPRL1100] Nondeterminism error")
+    assert (found.bad_event_id, found.reset_event_id) == (reset_to + 1, reset_to)
+    assert found.activities_after_reset == activities_after
+    assert (await diagnose((STUCK / REPLAYS_DESPITE_THE_KILLS).read_text(encoding="utf-8"))).replays
