@@ -7,18 +7,21 @@ kill it with SIGKILL and start it again.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-from temporalio.client import Client
+from temporalio.client import Client, WorkflowHistory
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.worker import Replayer
 
 from devstack.postgres import free_port
 from devstack.temporal import TemporalDevServer, temporal_cli_path
@@ -34,8 +37,33 @@ def temporal_dev_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Te
     server = TemporalDevServer(folder / "temporal.db", port=free_port(), ui_port=free_port(),
                                headless=True)
     server.start()
-    yield server
-    server.stop()
+    try:
+        yield server
+        # Every history the end-to-end tests produced (crashes, kills, stale queries included)
+        # must replay against the code: a non-determinism here is a pair frozen in production.
+        replayed, failures = asyncio.run(replay_every_history(server.address))
+        assert replayed > 0, "the end-to-end tests left no workflow history to replay"
+        assert not failures, "histories that do not replay:\n" + "\n".join(failures)
+    finally:
+        server.stop()
+
+
+async def replay_every_history(address: str) -> tuple[int, list[str]]:
+    """Replay every workflow history the server holds; (how many, `id/run: error` per failure)."""
+    from workflows import WORKFLOWS
+
+    client = await connect_temporal(Settings(temporal_address=address))
+    histories: list[WorkflowHistory] = []
+    async for history in client.list_workflows().map_histories():
+        histories.append(history)
+
+    async def each() -> AsyncIterator[WorkflowHistory]:
+        for history in histories:
+            yield history
+
+    results = await Replayer(workflows=WORKFLOWS, data_converter=pydantic_data_converter) \
+        .replay_workflows(each(), raise_on_replay_failure=False)
+    return len(histories), [f"{run_id}: {str(error)[:300]}" for run_id, error in results.replay_failures.items()]
 
 
 @pytest.fixture
