@@ -1,4 +1,4 @@
-"""The domain events of one mentoring pair, in lifecycle order (see DOMAIN.md).
+"""The domain events of one mentoring pair, in lifecycle order (README, "The lifecycle").
 
 Payloads carry pseudonymous ids (employee ids chosen by HR), never names, e-mails or free text:
 contact details live in the erasable `people` table and private comments in `private_notes`,

@@ -2,7 +2,7 @@
 
 Pure (no I/O, no clock). The pair overview and the programme funnel keep these facts in their
 rows; the as-of audit query folds a pair's raw stream up to a moment. The stage is the one the
-recorded facts call for, read the way the pair's workflow reads them (DOMAIN.md's lifecycle).
+recorded facts call for, read the way the pair's workflow reads them (the lifecycle in the README).
 Events carry payloads as plain dicts here (already upcast by the store): folding a million events
 through pydantic models would cost more than the rest of the projection.
 """

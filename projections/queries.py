@@ -246,7 +246,7 @@ async def pair_report(db: Db, pair_id: str) -> PairReport | None:
     trail = await db.fetch(
         f"SELECT {_TRAIL_COLUMNS} FROM audit_trail.entries WHERE pair_id = $1 ORDER BY position",
         pair_id)
-    # What is said stays with the pair (DOMAIN.md): only what its author chose to share, and
+    # What is said stays with the pair: only what its author chose to share, and
     # nothing erased.
     shared = await db.fetch(
         """SELECT event_id::text, author_id, created_at AS written_at, body FROM private_notes

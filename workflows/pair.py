@@ -1,4 +1,4 @@
-"""The `MentoringPair` workflow: one durable workflow per mentoring pair (DOMAIN.md, the lifecycle).
+"""The `MentoringPair` workflow: one durable workflow per mentoring pair (README, "The lifecycle").
 
 Read it top to bottom as the lifecycle: nomination, the mentor's motivation, the senior's consent,
 preparation, sessions, feedback, follow-ups; then what may happen at any time. Each step is a
@@ -217,9 +217,9 @@ class MentoringPair(PairEffects):
                 await self._on_deadline(due)
 
     async def _on_deadline(self, timer: Timer) -> None:
-        """Every durable wait has a deadline and a consequence (ARCHITECTURE.md)."""
+        """Every durable wait has a deadline and a consequence: a reminder, an escalation, an end."""
         if timer.kind == "session_reminder":
-            self.pair.session(timer.session_no).reminder_sent = True
+            self.pair.require_session(timer.session_no).reminder_sent = True
         else:
             self.pair.timers_fired.append(timer.kind)
         self._changed()
@@ -244,7 +244,7 @@ class MentoringPair(PairEffects):
             case "lapse":
                 await self._close(ev.PairLapsed(stage=self.pair.stage.value, idle_since=self.pair.clock_start))
             case "session_reminder":
-                await self._notify_session("session_reminder", timer.session_no)
+                await self._notify_session("session_reminder", self.pair.require_session(timer.session_no).session_no)
             case "evaluation_window_closed":
                 if workflow.patched("evaluation-window-closed-event"):
                     # Recorded, so the log (and every read model) shows the stage moving on.
@@ -546,7 +546,7 @@ class MentoringPair(PairEffects):
                      "an answer that does not fit is logged and ignored.")
     async def answer_follow_up(self, answer: FollowUpAnswer) -> None:
         async with self._log:
-            problem = ("the pair is still starting" if self.pair is None else
+            problem = ("the pair is still starting" if self._pair is None else
                        rules.follow_up_answer_problem(self.pair, answer.days_after_end, answer.by_role))
             if problem:  # a signal cannot be rejected: log why (no personal data) and ignore it
                 workflow.logger.warning("follow-up answer ignored: %s", problem)
@@ -575,8 +575,8 @@ class MentoringPair(PairEffects):
     async def resume(self, request: ResumePair) -> ActionResult:
         asked_at = workflow.now()  # as in propose_session
         async with self._log:
-            rules.resume(self.pair)
-            paused = (asked_at if self._clock_free else workflow.now()) - self.pair.paused.since
+            pause = rules.resume(self.pair)
+            paused = (asked_at if self._clock_free else workflow.now()) - pause.since
             await self._record(ev.PairResumed(resumed_by=request.recorded_by,
                                               paused_days=round(paused / timedelta(days=1), 3)), by=request)
             return await self._done()

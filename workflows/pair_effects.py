@@ -14,7 +14,7 @@ from typing import Any
 
 from pydantic import ValidationError
 from temporalio import workflow
-from temporalio.common import RawValue, RetryPolicy
+from temporalio.common import RawValue, RetryPolicy, SearchAttributeKey
 from temporalio.exceptions import (
     ActivityError,
     ApplicationError,
@@ -55,12 +55,12 @@ DEFAULT_HISTORY_LIMIT = 10_000
 # another: Temporal cannot tell a dead worker from a slow one before then. So every activity is
 # kept short and its timeout near its real need (a pair, and the updates queued behind it, waits
 # that long after a crash).
-_APPEND = {
+_APPEND: dict[str, Any] = {
     # An append takes milliseconds.
     "start_to_close_timeout": timedelta(seconds=10),
     "retry_policy": RetryPolicy(maximum_interval=timedelta(minutes=1)),
 }
-_SIDE_EFFECT = {
+_SIDE_EFFECT: dict[str, Any] = {
     # Contact details and private notes: one small write each.
     "start_to_close_timeout": timedelta(seconds=10),
     "retry_policy": RetryPolicy(maximum_interval=timedelta(minutes=10)),
@@ -68,7 +68,7 @@ _SIDE_EFFECT = {
 # A notice is retried for an hour, then recorded as NotificationFailed: a mail server down for
 # longer must not hold the pair (and HR's updates, queued behind the notice) for days. One try
 # is short: the SMTP channel gives up on a silent server after 10 s (activities/notifications.py).
-_NOTIFY = {
+_NOTIFY: dict[str, Any] = {
     "start_to_close_timeout": timedelta(seconds=15),
     "schedule_to_close_timeout": timedelta(hours=1),
     "retry_policy": RetryPolicy(maximum_interval=timedelta(minutes=5)),
@@ -90,7 +90,7 @@ class PairEffects:
     """Recording, notifying and publishing for one pair; state in `self.pair`."""
 
     def __init__(self) -> None:
-        self.pair: PairState | None = None
+        self._pair: PairState | None = None  # None until `run` has decoded the input
         # One writer at a time: updates run concurrently with the main loop, and each append
         # must expect the version the previous one produced.
         self._log = asyncio.Lock()
@@ -105,10 +105,18 @@ class PairEffects:
         self._clock_free = False
         self._history_estimate = 3  # started + the first workflow task's events
 
-    def _state(self) -> PairState:
-        """The state, for validators and queries, which may run before `run` has decoded the input."""
-        if self.pair is None:
+    @property
+    def pair(self) -> PairState:
+        """The state; validators and queries may come before `run` has decoded the input."""
+        if self._pair is None:
             raise WrongStage("the pair is still being nominated: try again in a moment.")
+        return self._pair
+
+    @pair.setter
+    def pair(self, state: PairState) -> None:
+        self._pair = state
+
+    def _state(self) -> PairState:
         return self.pair
 
     async def _record(self, *events: DomainEvent, by: _Action | str, ids: list[Any] | None = None) -> None:
@@ -118,15 +126,15 @@ class PairEffects:
         part of its history: a retried or re-run activity sends the same ids, and the store's
         append, idempotent by event id, writes nothing twice.
         """
-        events = list(events)
-        if self.pair.at_risk and any(is_activity(self.pair, e) for e in events):
-            events.append(ev.PairBackOnTrack(stage=self.pair.stage.value))
-        ids = (ids or []) + [workflow.uuid4() for _ in events[len(ids or []):]]
+        batch = list(events)
+        if self.pair.at_risk and any(is_activity(self.pair, e) for e in batch):
+            batch.append(ev.PairBackOnTrack(stage=self.pair.stage.value))
+        ids = (ids or []) + [workflow.uuid4() for _ in batch[len(ids or []):]]
         now, info = workflow.now(), workflow.info()
         update = workflow.current_update_info()
         request = AppendRequest(
             stream_id=self.pair.stream_id, expected_version=self.pair.version,
-            events=[NewEvent.of(e, i) for e, i in zip(events, ids, strict=True)],
+            events=[NewEvent.of(e, i) for e, i in zip(batch, ids, strict=True)],
             metadata=EventMetadata(
                 actor=by if isinstance(by, str) else by.recorded_by,
                 workflow_id=info.workflow_id, run_id=info.run_id, correlation_id=self.pair.pair_id,
@@ -140,7 +148,7 @@ class PairEffects:
         # came from may be stale in a step run for a query; see `_clock_free`).
         at = appended.appended_at if self._clock_free and appended.appended_at else now
         self.pair.last_fact_at = at
-        for event in events:
+        for event in batch:
             apply(self.pair, event, at)
         self._changed()
 
@@ -171,7 +179,7 @@ class PairEffects:
                 recorded.append(ev.NotificationSent(
                     kind=kind, recipient_id=r.recipient_id, recipient_role=r.recipient_role,
                     channel=outcome.channel, message_id=outcome.message_id, session_no=session_no))
-            elif _undeliverable(outcome):
+            elif isinstance(outcome, ActivityError) and _undeliverable(outcome):
                 # One person who cannot be reached must not stop the pair: HR sees it in the log.
                 recorded.append(ev.NotificationFailed(
                     kind=kind, recipient_id=r.recipient_id, recipient_role=r.recipient_role,
@@ -181,7 +189,7 @@ class PairEffects:
         await self._record(*recorded, by="system")
 
     async def _notify_session(self, kind: str, number: int) -> None:
-        session = self.pair.session(number)
+        session = self.pair.require_session(number)
         await self._notify(kind, BOTH, session=SessionDetails(
             session_no=number, starts_at=session.starts_at, duration_minutes=session.duration_minutes,
             format=session.format, topics=session.topics, sequence=session.sequence,
@@ -220,7 +228,7 @@ class PairEffects:
 
     def _publish(self, timer: Timer | None = None) -> None:
         """Search attributes and current details: what HR sees at a glance in the UI (no names)."""
-        if self.pair is None or (self.pair.stage is Stage.NOMINATED and self.pair.version == 0):
+        if self._pair is None or (self.pair.stage is Stage.NOMINATED and self.pair.version == 0):
             return  # nothing to show before the nomination is recorded
         timer = timer or self._next_timer()
         stage = "paused" if self.pair.paused is not None else self.pair.stage.value
@@ -228,7 +236,8 @@ class PairEffects:
         if values != self._published:
             # Upsert only what changed: each upsert is an event in the workflow's history.
             before = self._published or (_UNSET,) * len(values)
-            keys = (attrs.PROGRAMME, attrs.STAGE, attrs.AT_RISK, attrs.NEXT_DEADLINE)
+            keys: tuple[SearchAttributeKey[Any], ...] = (
+                attrs.PROGRAMME, attrs.STAGE, attrs.AT_RISK, attrs.NEXT_DEADLINE)
             self._count("upsert")
             workflow.upsert_search_attributes([
                 key.value_set(value) if value is not None else key.value_unset()
@@ -270,9 +279,9 @@ def _out_of_time(outcome: ActivityError) -> bool:
 
 
 def _failure_reason(outcome: ActivityError) -> str:
-    if _out_of_time(outcome):
+    if _out_of_time(outcome) or not isinstance(outcome.cause, ApplicationError):
         return DELIVERY_TIMED_OUT
-    return outcome.cause.type
+    return outcome.cause.type or DELIVERY_TIMED_OUT
 
 
 def contact(person: Person | HrManager) -> PersonContact:

@@ -21,7 +21,7 @@ from workflows.policy import Policy
 
 
 class Stage(StrEnum):
-    """The lifecycle of DOMAIN.md; the last five are the ways a pair ends."""
+    """The lifecycle (README, "The lifecycle"); the last five are the ways a pair ends."""
 
     NOMINATED = "nominated"
     AWAITING_MOTIVATION = "awaiting_motivation"
@@ -150,6 +150,13 @@ class PairState(_State):
 
     def session(self, number: int) -> SessionState | None:
         return next((s for s in self.sessions if s.session_no == number), None)
+
+    def require_session(self, number: int | None) -> SessionState:
+        """A session the workflow itself recorded: its absence is a bug, not a user's mistake."""
+        session = self.session(number) if number is not None else None
+        if session is None:
+            raise KeyError(f"session {number} is not in the state")
+        return session
 
     def person_of(self, role: str) -> str:
         return {"mentor": self.mentor_id, "mentee": self.mentee_id, "hr": self.hr_id}[role]

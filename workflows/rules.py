@@ -35,7 +35,7 @@ from workflows.inputs import (
     SessionRef,
     WithdrawPair,
 )
-from workflows.pair_state import PairState, SessionState, Stage
+from workflows.pair_state import PairState, Pause, SessionState, Stage
 
 MAX_SESSIONS = 24
 _FMT = "%Y-%m-%d %H:%M"
@@ -305,10 +305,11 @@ def pause(state: PairState) -> None:
     require_active(state, "pause")
 
 
-def resume(state: PairState) -> None:
+def resume(state: PairState) -> Pause:
     require_open(state, "resume")
     if state.paused is None:
         raise RuleViolation("resume is not possible: the pair is not paused.")
+    return state.paused
 
 
 def withdraw(state: PairState, request: WithdrawPair) -> None:

@@ -1,4 +1,4 @@
-"""The lifecycle of DOMAIN.md through Temporal (time-skipping server) and PostgreSQL: each test
+"""The lifecycle (README) through Temporal (time-skipping server) and PostgreSQL: each test
 drives a pair as HR does and asserts the exact sequence of events recorded in the pair's stream."""
 
 from __future__ import annotations
