@@ -198,6 +198,8 @@ class _Run:
             recorded_by=HR, starts_at=starts, duration_minutes=60, topics=[topic]),
             f"proposes a session at {starts:%H:%M:%S} UTC")
         number = proposed.session_no
+        if number is None:
+            raise DemoError("propose_session did not say which session it created")
         await self.act("confirm_session", ConfirmSession(recorded_by=HR, session_no=number),
                        f"confirms session {number} (both agreed)")
         before = _seconds("session_reminder_before")
@@ -205,7 +207,7 @@ class _Run:
         self.say(f"waiting for the reminder of session {number} "
                  f"({_days_in_production('session_reminder_before')} day before in production, "
                  f"{before} s in this demo)...")
-        state = await self.wait_for(lambda s: s.session(number).reminder_sent,
+        state = await self.wait_for(lambda s: s.require_session(number).reminder_sent,
                                     f"the reminder of session {number}", lead)
         self.step(f"sends the reminder of session {number} to both", "system", state.stage.value)
         wait = (starts - datetime.now(UTC)).total_seconds()
@@ -240,12 +242,15 @@ class _Run:
         if not answer:
             return
         days = state.follow_ups_sent[-1]
+
+        def answered(by_role: str) -> Callable[[PairState], bool]:
+            return lambda s: f"{days}:{by_role}" in s.follow_up_answers
+
         for role, who in (("mentor", MENTOR), ("mentee", MENTEE)):
             # A signal, as an e-mail integration sends it: no reply, so read the state back.
             await self.handle.signal("answer_follow_up", FollowUpAnswer(
                 recorded_by=who, days_after_end=days, by_role=role, still_using=True))
-            state = await self.wait_for(lambda s, r=role: f"{days}:{r}" in s.follow_up_answers,
-                                        f"the {role}'s follow-up answer", 0)
+            state = await self.wait_for(answered(role), f"the {role}'s follow-up answer", 0)
             self.step(f"answers the {ordinal} follow-up (still using it)", who, state.stage.value)
 
 

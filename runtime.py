@@ -13,7 +13,7 @@ import asyncpg
 from opentelemetry import trace
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter, SpanExporter
 from temporalio.client import Client, TLSConfig
 from temporalio.contrib.opentelemetry import TracingInterceptor
 from temporalio.contrib.pydantic import pydantic_data_converter
@@ -37,6 +37,7 @@ def setup_telemetry(settings: Settings) -> TracerProvider:
     trace.set_tracer_provider(provider)
     if settings.otel_traces_exporter == "none":
         return provider
+    exporter: SpanExporter
     if settings.otel_traces_exporter == "console":
         exporter = ConsoleSpanExporter()
     else:

@@ -109,8 +109,8 @@ async def serve(settings: Settings, stop: asyncio.Event, *, dev: bool) -> None:
         stopper = asyncio.create_task(stop.wait())
         done, _ = await asyncio.wait([stopper, *tasks], return_when=asyncio.FIRST_COMPLETED)
         for task in done:
-            if task is not stopper and task.exception():
-                raise task.exception()
+            if task is not stopper and (error := task.exception()) is not None:
+                raise error
         _say("stopping: finishing in-flight tasks")
         await worker.shutdown()
     finally:

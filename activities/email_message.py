@@ -64,13 +64,12 @@ def build_message(request: NotificationRequest, recipient: Recipient, counterpar
     # Quoted-printable keeps the message 7-bit clean for any mail server, accents included.
     message.set_content(body, cte="quoted-printable")
     if request.session is not None:
-        _attach_calendar(message, request, recipient.email, sender, now)
+        _attach_calendar(message, request, request.session, recipient.email, sender, now)
     return message
 
 
-def _attach_calendar(message: EmailMessage, request: NotificationRequest, attendee: str,
-                     sender: str, now: datetime) -> None:
-    session = request.session
+def _attach_calendar(message: EmailMessage, request: NotificationRequest, session: SessionDetails,
+                     attendee: str, sender: str, now: datetime) -> None:
     method = "CANCEL" if session.cancelled else "REQUEST"
     ics = session_calendar(pair_id=request.pair_id, session=session, organizer=sender,
                            attendee=attendee, now=now)
@@ -105,7 +104,11 @@ class Letter:
 
     @property
     def session(self) -> SessionDetails:
-        return self.request.session
+        session = self.request.session
+        if session is None:
+            raise ValueError(f"a {self.request.kind} notice needs the session it is about, "
+                             "and the request names none")
+        return session
 
     @property
     def when(self) -> str:
@@ -310,7 +313,10 @@ _TEXTS: dict[str, Callable[[Letter], tuple[str, str]]] = {
 def zone_named(name: str | None) -> ZoneInfo:
     """The person's zone, from the same tz data the workflow judged the session with; UTC when
     the stored name is empty or unknown (better than no e-mail)."""
-    return zone(name or "UTC") or zone("UTC")
+    found = zone(name or "UTC") or zone("UTC")
+    if found is None:
+        raise LookupError("the tz database has no UTC zone: is the tzdata package installed?")
+    return found
 
 
 def local_time(moment: datetime, zone: ZoneInfo) -> str:

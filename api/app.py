@@ -19,7 +19,7 @@ import secrets
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
-from typing import Annotated
+from typing import Annotated, overload
 
 import asyncpg
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Path, Query, Request, status
@@ -61,6 +61,8 @@ class _Database:
         if self._pool is None:
             async with self._lock:
                 if self._pool is None:
+                    if self._dsn is None:  # cannot be: only a pool opened from the DSN is dropped
+                        raise RuntimeError("the API has neither a database pool nor a DSN")
                     self._pool = await create_pool(self._dsn, min_size=1, max_size=5)
         return self._pool
 
@@ -228,6 +230,12 @@ def _unprocessable_response(errors) -> JSONResponse:
     )
 
 
+@overload
+def _utc(value: datetime) -> datetime: ...
+@overload
+def _utc(value: None) -> None: ...
+@overload
+def _utc(value: datetime | None) -> datetime | None: ...
 def _utc(value: datetime | None) -> datetime | None:
     if value is None or value.tzinfo is not None:
         return value

@@ -22,13 +22,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import functools
 import json
 import random
 import sys
 import tempfile
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import timedelta
 from pathlib import Path
 
@@ -233,18 +234,19 @@ async def measure_queries(pool: asyncpg.Pool, store: PostgresEventStore, samples
     programmes = [row["programme_id"] for row in await pool.fetch(
         "SELECT DISTINCT programme_id FROM pair_overview.pairs")]
 
-    async def timed(call) -> float:
+    async def timed(call: Callable[[], Awaitable[object]]) -> float:
         started = time.perf_counter()
         await call()
         return (time.perf_counter() - started) * 1000
 
     figures = {}
-    for label, calls in {
-        "pair_trail": [lambda p=p: queries.pair_report(pool, p) for p in pairs],
-        "actor_trail": [lambda a=a: queries.actor_report(pool, a) for a in actors],
-        "funnel": [lambda g=g: queries.funnel_report(pool, g)
+    queries_by_label: dict[str, list[Callable[[], Awaitable[object]]]] = {
+        "pair_trail": [functools.partial(queries.pair_report, pool, p) for p in pairs],
+        "actor_trail": [functools.partial(queries.actor_report, pool, a) for a in actors],
+        "funnel": [functools.partial(queries.funnel_report, pool, g)
                    for g in (r.choice(programmes) for _ in range(samples))],
-    }.items():
+    }
+    for label, calls in queries_by_label.items():
         for call in calls[:5]:  # warm the caches and prepared statements
             await call()
         times = [await timed(call) for call in calls]
@@ -290,6 +292,7 @@ async def bench_database(database_url: str | None) -> AsyncIterator[str]:
             await admin.close()
         if server is not None:
             await asyncio.to_thread(server.stop)
+        if folder is not None:
             folder.cleanup()
 
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import json as jsonlib
 import os
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Annotated, TypeVar
@@ -117,11 +117,11 @@ def _parse_time(text: str, option: str) -> datetime:
     return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
-def _json(model: BaseModel | list[BaseModel]) -> None:
-    if isinstance(model, list):
-        typer.echo("[" + ",\n".join(m.model_dump_json(indent=2) for m in model) + "]")
-    else:
+def _json(model: BaseModel | Sequence[BaseModel]) -> None:
+    if isinstance(model, BaseModel):
         typer.echo(model.model_dump_json(indent=2))
+    else:
+        typer.echo("[" + ",\n".join(m.model_dump_json(indent=2) for m in model) + "]")
 
 
 def _when(value: datetime | None) -> str:
@@ -253,11 +253,11 @@ def audit_verify(json: Json = False, database_url: DatabaseUrl = None) -> None:
     result = _run(database_url, lambda pool, _url: queries.verify_log(PostgresEventStore(pool)))
     if json:
         _json(result)
-    elif result.ok:
+    elif result.first_bad is not None:  # not ok: the log was tampered with
+        typer.echo(f"TAMPERED: first bad event at {result.first_bad.description}")
+    else:
         typer.echo(f"ok: {result.events_checked} events in {result.streams_checked} streams, "
                    "hash chain intact")
-    else:
-        typer.echo(f"TAMPERED: first bad event at {result.first_bad.description}")
     if not result.ok:
         raise typer.Exit(1)
 

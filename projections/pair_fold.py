@@ -128,7 +128,7 @@ class PairFacts:
         for key in ("nominated_at", "stage_since", "clock_start", "invitation_expires_at",
                     "paused_since", "ended_at", "last_activity_at"):
             values[key] = _time(values.get(key))
-        values["sessions"] = {int(n): SessionFacts(s["status"], _time(s["starts_at"]))
+        values["sessions"] = {int(n): SessionFacts(s["status"], _required_time(s["starts_at"]))
                               for n, s in data.get("sessions", {}).items()}
         values["final_evaluations"] = list(data.get("final_evaluations", []))
         values["follow_ups_sent"] = list(data.get("follow_ups_sent", []))
@@ -251,11 +251,12 @@ def _invited(facts: PairFacts, payload: dict[str, Any], _at: datetime) -> None:
 
 
 def _proposed(facts: PairFacts, payload: dict[str, Any], _at: datetime) -> None:
-    facts.sessions[int(payload["session_no"])] = SessionFacts("proposed", _time(payload["starts_at"]))
+    facts.sessions[int(payload["session_no"])] = SessionFacts("proposed",
+                                                              _required_time(payload["starts_at"]))
 
 
 def _rescheduled(facts: PairFacts, payload: dict[str, Any], _at: datetime) -> None:
-    _session(facts, payload).starts_at = _time(payload["starts_at"])
+    _session(facts, payload).starts_at = _required_time(payload["starts_at"])
 
 
 def _feedback(facts: PairFacts, payload: dict[str, Any], _at: datetime) -> None:
@@ -342,3 +343,11 @@ def _time(value: str | datetime | None) -> datetime | None:
     if value is None or isinstance(value, datetime):
         return value
     return datetime.fromisoformat(value)
+
+
+def _required_time(value: str | datetime | None) -> datetime:
+    """A time the facts cannot do without (a session's start)."""
+    moment = _time(value)
+    if moment is None:
+        raise PairFoldError("a session has no start time")
+    return moment

@@ -8,6 +8,7 @@ from the `people` table at query time: an erased person shows as null, everywher
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import TypeAlias
 
 import asyncpg
 from pydantic import BaseModel, Field
@@ -17,7 +18,8 @@ from events.store import PostgresEventStore
 from projections.base import PAIR_STREAM_PREFIX, actor_of, occurred_at
 from projections.pair_fold import STAGES, PairFacts, fold, next_deadline
 
-Db = asyncpg.Pool | asyncpg.Connection
+# A pool or one connection: the queries only call fetch, fetchrow and fetchval, which both have.
+Db: TypeAlias = asyncpg.Pool | asyncpg.Connection
 
 
 # --- shapes ----------------------------------------------------------------------------------------

@@ -71,11 +71,11 @@ class Failure:
 
 @dataclass(frozen=True)
 class Step:
+    checkpoint: Checkpoint  # where the projection stands after the step
     read: int = 0
     applied: int = 0
     full: bool = False  # a whole batch was read: more is probably waiting
     stopped: bool = False  # the projection is failed: nothing was read
-    checkpoint: Checkpoint | None = None
     failure: Failure | None = None
 
 
@@ -100,19 +100,32 @@ class Batch:
     def __init__(self, store: PostgresEventStore, rows: Sequence[asyncpg.Record]) -> None:
         self.rows = rows
         self.errors: dict[int, Exception] = {}
+        # Every event, when every row decoded (the usual case); None otherwise.
+        self.complete: list[RecordedEvent] | None = None
+        self.events: Sequence[RecordedEvent | None]  # row by row, None where decoding failed
         try:
-            self.events: list[RecordedEvent | None] = [store.to_recorded(r) for r in rows]
+            self.events = self.complete = [store.to_recorded(r) for r in rows]
         except Exception:
-            self.events = []
+            events: list[RecordedEvent | None] = []
             for i, row in enumerate(rows):
                 try:
-                    self.events.append(store.to_recorded(row))
+                    events.append(store.to_recorded(row))
                 except Exception as exc:
-                    self.events.append(None)
+                    events.append(None)
                     self.errors[i] = exc
+            self.events = events
+            if not self.errors:  # decoded on the second try after all
+                self.complete = [e for e in events if e is not None]
 
     def __len__(self) -> int:
         return len(self.rows)
+
+    def event(self, index: int) -> RecordedEvent:
+        """The event of row `index`; raises the error that kept it from decoding, if one did."""
+        event = self.events[index]
+        if event is None:
+            raise self.errors[index]
+        return event
 
     def checkpoint_at(self, index: int) -> Checkpoint:
         row = self.rows[index]
@@ -128,11 +141,12 @@ async def apply_batch(conn: asyncpg.Connection, projection: Projection, batch: B
     events before it stay applied. Connection problems are raised, never recorded.
     """
     rows = batch.rows
-    if skip:
-        events = [e for e, row in zip(batch.events, rows, strict=True) if row["event_id"] not in skip]
-    else:
-        events = batch.events
-    if not batch.errors:
+    if batch.complete is not None:
+        if skip:
+            events = [e for e, row in zip(batch.complete, rows, strict=True)
+                      if row["event_id"] not in skip]
+        else:
+            events = batch.complete
         try:
             async with conn.transaction():
                 await projection.apply_batch(conn, events)
@@ -145,10 +159,9 @@ async def apply_batch(conn: asyncpg.Connection, projection: Projection, batch: B
     for i, row in enumerate(rows):
         if row["event_id"] not in skip:
             try:
-                if i in batch.errors:
-                    raise batch.errors[i]
+                event = batch.event(i)  # raises the error if the row did not decode
                 async with conn.transaction():
-                    await projection.apply_batch(conn, [batch.events[i]])
+                    await projection.apply_batch(conn, [event])
             except Exception as exc:
                 if is_connection_problem(exc):
                     raise
@@ -368,7 +381,8 @@ class ProjectionRunner:
                 raise
             except Exception as exc:
                 holding = False
-                if asyncio.current_task().cancelling():
+                task = asyncio.current_task()  # always ours: this coroutine runs as a task
+                if task is not None and task.cancelling():
                     # A rollback on a dead connection can replace our cancellation: keep it.
                     raise asyncio.CancelledError from exc
                 if is_connection_problem(exc):
@@ -483,8 +497,8 @@ class ProjectionRunner:
                 if not rows:
                     return Step(checkpoint=checkpoint)
                 batch = Batch(self.store, rows)
-                if not batch.errors:
-                    await projection.apply_batch(conn, batch.events)
+                if batch.complete is not None:
+                    await projection.apply_batch(conn, batch.complete)
                     checkpoint = batch.checkpoint_at(len(batch) - 1)
                     await self._move_checkpoint(conn, projection.name, checkpoint, failed=False)
                     return Step(read=len(rows), applied=len(rows),

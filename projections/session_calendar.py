@@ -64,9 +64,9 @@ class SessionCalendar(Projection):
                 pair = _pair(pairs, pair_id)
                 pair["mentor_id"] = payload["new_mentor_id"]
                 dirty_pairs.add(pair_id)
-                for key, session in sessions.items():
-                    if key[0] == pair_id and session["status"] in OPEN_SESSION:
-                        session["mentor_id"], session["updated_at"] = pair["mentor_id"], at
+                for key, row in sessions.items():
+                    if key[0] == pair_id and row["status"] in OPEN_SESSION:
+                        row["mentor_id"], row["updated_at"] = pair["mentor_id"], at
                         dirty_sessions.add(key)
             elif kind == "SessionProposed":
                 pair = _pair(pairs, pair_id)

@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from pydantic import ValidationError
+from pydantic_core import ErrorDetails
 from temporalio.api.failure.v1 import ApplicationFailureInfo, Failure
 from temporalio.exceptions import ApplicationError
 
@@ -78,7 +79,7 @@ def _where(loc: tuple[Any, ...], prefix: str = "") -> str:
     return text or "(the whole object)"
 
 
-def _why(error: dict[str, Any]) -> str:
+def _why(error: ErrorDetails) -> str:
     kind, ctx = error["type"], error.get("ctx") or {}
     if kind == "missing":
         return "is required"
