@@ -19,6 +19,7 @@ import secrets
 import signal
 import sys
 from dataclasses import dataclass, field
+from datetime import timedelta
 
 from settings import Settings, SettingsError, load_settings
 
@@ -84,6 +85,7 @@ def build_worker(client, pool, settings: Settings):
     from temporalio.worker import Worker
 
     from activities import build_activities
+    from activities.heartbeat import HeartbeatWhileRunning
     from workflows import WORKFLOWS
 
     return Worker(
@@ -91,6 +93,10 @@ def build_worker(client, pool, settings: Settings):
         task_queue=settings.temporal_task_queue,
         workflows=WORKFLOWS,
         activities=build_activities(pool, settings),
+        interceptors=[HeartbeatWhileRunning()],
+        # A workflow task waits this long for the worker that has the pair cached before any
+        # worker takes it (replaying the history): 5 s, not 10, after that worker died.
+        sticky_queue_schedule_to_start_timeout=timedelta(seconds=5),
     )
 
 

@@ -51,18 +51,20 @@ HISTORY_LIMIT_MEMO = "continue_as_new_after_events"
 """Memo key (an int) that lowers the history length at which a run continues as new (tests, ops)."""
 DEFAULT_HISTORY_LIMIT = 10_000
 
-# Start-to-close timeouts are how soon the work of a worker killed mid-activity is given to
-# another: Temporal cannot tell a dead worker from a slow one before then. So every activity is
-# kept short and its timeout near its real need (a pair, and the updates queued behind it, waits
-# that long after a crash).
+# How soon the work of a worker killed mid-activity goes to another: Temporal cannot tell a dead
+# worker from a slow one, so every activity heartbeats (activities/heartbeat.py) and a silence
+# of HEARTBEAT_TIMEOUT ends the attempt; start-to-close bounds one that hangs while beating.
+HEARTBEAT_TIMEOUT = timedelta(seconds=5)
 _APPEND: dict[str, Any] = {
     # An append takes milliseconds.
     "start_to_close_timeout": timedelta(seconds=10),
+    "heartbeat_timeout": HEARTBEAT_TIMEOUT,
     "retry_policy": RetryPolicy(maximum_interval=timedelta(minutes=1)),
 }
 _SIDE_EFFECT: dict[str, Any] = {
     # Contact details and private notes: one small write each.
     "start_to_close_timeout": timedelta(seconds=10),
+    "heartbeat_timeout": HEARTBEAT_TIMEOUT,
     "retry_policy": RetryPolicy(maximum_interval=timedelta(minutes=10)),
 }
 # A notice is retried for an hour, then recorded as NotificationFailed: a mail server down for
@@ -70,6 +72,7 @@ _SIDE_EFFECT: dict[str, Any] = {
 # is short: the SMTP channel gives up on a silent server after 10 s (activities/notifications.py).
 _NOTIFY: dict[str, Any] = {
     "start_to_close_timeout": timedelta(seconds=15),
+    "heartbeat_timeout": HEARTBEAT_TIMEOUT,
     "schedule_to_close_timeout": timedelta(hours=1),
     "retry_policy": RetryPolicy(maximum_interval=timedelta(minutes=5)),
 }

@@ -19,6 +19,7 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
+from activities.heartbeat import HeartbeatWhileRunning
 from events.store import PostgresEventStore
 from tests.workflow.pairs import Harness, notification_activity
 from workflows.pair import MentoringPair
@@ -63,6 +64,7 @@ async def worker_harness(env: WorkflowEnvironment, store: PostgresEventStore) ->
     async with Worker(
         env.client, task_queue=task_queue, workflows=[MentoringPair],
         activities=harness.activities() + [notification_activity(store.pool, harness)],
+        interceptors=[HeartbeatWhileRunning()],
     ):
         try:
             yield harness

@@ -23,6 +23,7 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
+from activities.heartbeat import HeartbeatWhileRunning
 from devstack.postgres import EmbeddedPostgres, free_port
 from events.migrations import migrate
 from events.store import PostgresEventStore, create_pool
@@ -51,7 +52,8 @@ async def record(target: Path, lifecycle: str = "full") -> None:
                 await register_search_attributes(env.client)
                 harness = Harness(env, PostgresEventStore(pool), f"record-{uuid.uuid4()}")
                 async with Worker(env.client, task_queue=harness.task_queue, workflows=[MentoringPair],
-                                  activities=harness.activities() + [notification_activity(pool, harness)]):
+                                  activities=harness.activities() + [notification_activity(pool, harness)],
+                                  interceptors=[HeartbeatWhileRunning()]):
                     pair = await LIFECYCLES[lifecycle](harness)
                 history = await pair.handle.fetch_history()
             finally:

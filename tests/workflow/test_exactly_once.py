@@ -15,6 +15,7 @@ from temporalio.worker import Worker
 
 import events.pair as ev
 from activities.event_log import EventLogActivities
+from activities.heartbeat import HeartbeatWhileRunning
 from activities.people import PeopleActivities
 from events.base import EventMetadata, NewEvent
 from events.messages import (
@@ -117,7 +118,8 @@ async def test_a_retried_append_through_temporal_writes_nothing_twice(harness: H
     queue = f"{harness.task_queue}-flaky"
     async with Worker(harness.client, task_queue=queue, workflows=[MentoringPair], activities=[
             flaky.append_events, people.register_people, people.record_private_note,
-            notification_activity(harness.store.pool, harness)]):
+            notification_activity(harness.store.pool, harness)],
+            interceptors=[HeartbeatWhileRunning()]):
         harness.task_queue = queue
         pair = await harness.start()
         await pair.act("decline_mentoring", recorded_by=MENTOR, reason="not_confident")
