@@ -197,9 +197,14 @@ class NotificationActivities:
 def _too_late(request: NotificationRequest) -> bool:
     """A session reminder handled once its session has begun (its timer fired while no worker
     was alive, say) reminds nobody of anything. Temporal's clock: the one session times were
-    checked against when they were proposed."""
+    checked against when they were proposed.
+
+    Decided on the first attempt only: a retry may follow an attempt that delivered the e-mail
+    and died before recording it, and a late reminder is better than a log saying "not sent"
+    about an e-mail that was."""
+    info = activity.info()
     return (request.kind == "session_reminder" and request.session is not None
-            and activity.info().started_time >= request.session.starts_at)
+            and info.attempt == 1 and info.started_time >= request.session.starts_at)
 
 
 def _reason(exc: OSError) -> str:

@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import email
 import email.policy
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from email.message import EmailMessage
 from pathlib import Path
 
@@ -147,6 +148,33 @@ async def test_a_retried_notification_sends_nothing_twice(pool, tmp_path):
     assert again == NotificationReceipt(message_id=first.message_id, channel="outbox", already_sent=True)
     assert {p: p.read_bytes() for p in tmp_path.iterdir()} == written
     assert await pool.fetchval("SELECT count(*) FROM notifications_sent") == 1
+
+
+def _attempt(number: int, started: datetime) -> ActivityEnvironment:
+    env = ActivityEnvironment()
+    env.info = dataclasses.replace(env.info, attempt=number, started_time=started)
+    return env
+
+
+async def test_a_reminder_after_its_session_began_is_skipped_on_a_first_attempt_only(pool, tmp_path):
+    """Too late on a first attempt: nothing sent, the receipt says why. On a retry the previous
+    attempt may have delivered it before dying: deliver, rather than record a false 'not sent'."""
+    acts = NotificationActivities(pool, MailFolderChannel(tmp_path))
+    begun = session().starts_at + timedelta(minutes=1)
+    reminder = notice("n-late", kind="session_reminder", session=session())
+
+    first = await _attempt(1, begun).run(acts.send_notification, reminder)
+    assert first == NotificationReceipt(message_id="", channel="", skipped="SessionAlreadyStarted")
+    assert not list(tmp_path.iterdir())
+    assert await pool.fetchval("SELECT count(*) FROM notifications_sent") == 0
+
+    retried = await _attempt(2, begun).run(acts.send_notification, notice(
+        "n-late-retry", kind="session_reminder", session=session()))
+    assert retried.skipped is None and retried.channel == "outbox"
+    early = await _attempt(1, begun - timedelta(hours=1)).run(acts.send_notification, notice(
+        "n-on-time", kind="session_reminder", session=session()))
+    assert early.skipped is None
+    assert len(list(tmp_path.iterdir())) == 2
 
 
 @pytest.mark.parametrize("recipient", ["erased", "unknown"])

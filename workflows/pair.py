@@ -23,7 +23,12 @@ with workflow.unsafe.imports_passed_through():
     import events.pair as ev
     import workflows.rules as rules
     from events.base import DomainEvent
-    from events.messages import STREAM_CONFLICT, PrivateNoteRequest, RegisterPeopleRequest
+    from events.messages import (
+        SESSION_ALREADY_STARTED,
+        STREAM_CONFLICT,
+        PrivateNoteRequest,
+        RegisterPeopleRequest,
+    )
     from workflows.errors import PairAlreadyNominated
     from workflows.inputs import (
         AgreeCurriculum,
@@ -53,7 +58,6 @@ with workflow.unsafe.imports_passed_through():
     from workflows.pair_effects import (
         BOTH,
         CLOCK_FREE_PATCH,
-        SHORTEST_TIMER,
         PairEffects,
         contact,
         decode_input,
@@ -62,6 +66,7 @@ with workflow.unsafe.imports_passed_through():
         ActionResult,
         PairOutcome,
         PairState,
+        SessionState,
         Stage,
         Timer,
         next_stage,
@@ -188,7 +193,7 @@ class MentoringPair(PairEffects):
         try:
             # Any action wakes us to decide again.
             await workflow.wait_condition(lambda: self._revision != seen, timeout_summary=timer.kind,
-                                          timeout=max(timer.due - workflow.now(), SHORTEST_TIMER))
+                                          timeout=max(timer.due - workflow.now(), self._shortest_timer()))
             return
         except TimeoutError:
             pass
@@ -462,9 +467,10 @@ class MentoringPair(PairEffects):
     async def record_session_held(self, request: RecordSessionHeld) -> ActionResult:
         asked_at = workflow.now()  # as in propose_session
         async with self._log:
-            rules.record_session_held(self.pair, request, asked_at)
+            session = rules.record_session_held(self.pair, request, asked_at)
             await self._record(ev.SessionHeld(session_no=request.session_no,
-                                              topics_covered=list(request.topics_covered)), by=request)
+                                              topics_covered=list(request.topics_covered)),
+                               *self._reminders_too_late(session), by=request)
             await self._notify("feedback_request", BOTH)
             return await self._done(session_no=request.session_no)
 
@@ -476,13 +482,24 @@ class MentoringPair(PairEffects):
     async def record_no_show(self, request: RecordNoShow) -> ActionResult:
         asked_at = workflow.now()  # as in propose_session
         async with self._log:
-            rules.record_no_show(self.pair, request, asked_at)
-            await self._record(ev.SessionMissed(session_no=request.session_no, absent=request.absent), by=request)
+            session = rules.record_no_show(self.pair, request, asked_at)
+            await self._record(ev.SessionMissed(session_no=request.session_no, absent=request.absent),
+                               *self._reminders_too_late(session), by=request)
             return await self._done(session_no=request.session_no)
 
     @record_no_show.validator
     def _check_record_no_show(self, request: RecordNoShow) -> None:
         rules.record_no_show(self._state(), request, workflow.now())
+
+    def _reminders_too_late(self, session: SessionState) -> list[DomainEvent]:
+        """A session's outcome recorded before its reminder went out (the reminder's timer was
+        still to fire after a worker died, say): the reminder can no longer help, and the log
+        says so rather than staying silent about it."""
+        if not self._clock_free or session.reminder_sent:
+            return []
+        return [ev.NotificationSkipped(kind="session_reminder", recipient_id=self.pair.person_of(role),
+                                       recipient_role=role, reason=SESSION_ALREADY_STARTED,
+                                       session_no=session.session_no) for role in BOTH]
 
     async def _escalate(self) -> None:
         """Health monitoring: a stalled pair is flagged at risk and HR is told."""

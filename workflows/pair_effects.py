@@ -79,6 +79,8 @@ _NOTIFY: dict[str, Any] = {
 # A deadline already past still gets a (short) durable timer: whether it has passed is a question
 # for the clock, and a replay may see another clock than the worker that first decided.
 SHORTEST_TIMER = timedelta(seconds=1)
+SHORTEST_TIMER_MEMO = "shortest_timer_seconds"
+"""Memo key (a number) that lengthens that timer: tests use it to act before it fires."""
 CLOCK_FREE_PATCH = "decisions-from-history"
 """Runs started with this patch decide only from their history (see `PairEffects._clock_free`)."""
 # History events each kind of step adds (its own events plus a workflow task's three), counted
@@ -217,6 +219,10 @@ class PairEffects:
 
     def _next_timer(self) -> Timer | None:
         return next_timer(self.pair, None if self._clock_free else workflow.now())
+
+    def _shortest_timer(self) -> timedelta:
+        seconds = workflow.memo_value(SHORTEST_TIMER_MEMO, None, type_hint=float)
+        return timedelta(seconds=seconds) if seconds else SHORTEST_TIMER
 
     def _count(self, step: str, times: int = 1) -> None:
         self._history_estimate += _HISTORY_COST[step] * times

@@ -220,6 +220,8 @@ def apply(state: PairState, event: DomainEvent, at: datetime) -> None:
             state.last_session_at = at
         case ev.SessionMissed(session_no=n):
             _session(state, n).status = "missed"
+        case ev.NotificationSkipped(kind="session_reminder", session_no=int(n)):
+            _session(state, n).reminder_sent = True  # handled: it will never be sent
         case ev.FeedbackGiven(session_no=n, by_role=role):
             _session(state, n).feedback_from.append(role)
         case ev.FinalEvaluationGiven(by_role=role):

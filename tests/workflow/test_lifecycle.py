@@ -26,6 +26,7 @@ from tests.workflow.pairs import (
     lifecycle_without_final_evaluations,
     search_attributes,
 )
+from workflows.pair_effects import SHORTEST_TIMER_MEMO
 from workflows.pair_state import PairOutcome, Stage
 
 NEW_MENTOR = {"employee_id": "E2001", "display_name": "Nina Rossi", "email": "nina.rossi@example.com",
@@ -482,3 +483,22 @@ async def test_a_reminder_too_late_to_help_is_recorded_as_skipped_not_dropped(ha
     # The pair goes on: the session can still be recorded as held.
     assert (await pair.act("record_session_held", recorded_by=HR, session_no=1,
                            topics_covered=["apps"])).stage == "sessions"
+
+
+async def test_an_outcome_recorded_before_the_reminder_went_out_records_it_skipped(harness: Harness):
+    """The reminder's timer had not fired yet when the session was recorded held (in production:
+    its worker died; here: a session confirmed once begun, whose past-due reminder gets a timer
+    made long by the memo): the reminder can no longer help, and the log says so in the same
+    append as the outcome, instead of the reminder silently vanishing."""
+    pair = await harness.start(memo={SHORTEST_TIMER_MEMO: 3600})
+    await pair.prepare()
+    starts = await pair.session_slot()
+    await pair.act("propose_session", recorded_by=HR, starts_at=starts.isoformat(), topics=["apps"])
+    await pair.skip_past(starts + timedelta(minutes=10))
+    await pair.act("confirm_session", recorded_by=HR, session_no=1)
+    await pair.act("record_session_held", recorded_by=HR, session_no=1, topics_covered=["apps"])
+    assert await pair.timeline() == PREPARED + [
+        "SessionProposed", *both("session_invitation"), "SessionConfirmed",
+        "SessionHeld", "NotificationSkipped", "NotificationSkipped", *both("feedback_request")]
+    assert (await pair.state()).session(1).reminder_sent  # handled: no timer left for it
+    assert not [r for r in harness.sent if r.kind == "session_reminder"]
