@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 
-.PHONY: run test demo bench-store bench-projections lint clean-state
+.PHONY: run test demo chaos bench-store bench-projections lint clean-state
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -25,8 +25,15 @@ $(VENV)/.installed-bench: pyproject.toml $(VENV)/.installed-dev
 run: $(VENV)/.installed
 	$(PY) worker.py --dev
 
+# Lint and type-check first: a quick failure beats one after the whole suite.
 test: $(VENV)/.installed-dev
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy
 	$(PY) -m pytest
+
+# Workers SIGKILLed under a cohort of pairs (the short variant runs in `make test`).
+chaos: $(VENV)/.installed-dev
+	$(PY) -m chaos --pairs $${PAIRS:-200} --kills $${KILLS:-200}
 
 demo: $(VENV)/.installed
 	$(PY) -m demo
