@@ -48,18 +48,22 @@ ENDING = [
 ]
 
 
-def session_block(reminder: Sequence[str], last: bool) -> list[str]:
+def session_block(reminder: Sequence[str], last: bool, after_outcome: bool = False) -> list[str]:
     """One session; `reminder`: its reminder's labels, as the log holds them (see
-    `reminder_labels`), or none."""
-    block = ["SessionProposed", *both("session_invitation"), "SessionConfirmed", *reminder]
-    block += ["SessionHeld", *both("feedback_request")]
+    `reminder_labels`), or none; `after_outcome`: recorded as skipped with the session held,
+    because the session was held before the reminder's timer had fired."""
+    block = ["SessionProposed", *both("session_invitation"), "SessionConfirmed"]
+    block += ["SessionHeld", *reminder] if after_outcome else [*reminder, "SessionHeld"]
+    block += both("feedback_request")
     if last:  # the last session held opens the final evaluation
         block += both("final_evaluation_request")
     return block + ["FeedbackGiven", "FeedbackGiven"]
 
 
-def expected_timeline(reminders: Sequence[Sequence[str]]) -> list[str]:
-    sessions = [session_block(r, i == len(reminders) - 1) for i, r in enumerate(reminders)]
+def expected_timeline(reminders: Sequence[Sequence[str]],
+                      after_outcome: Sequence[bool] = ()) -> list[str]:
+    flags = list(after_outcome) or [False] * len(reminders)
+    sessions = [session_block(r, i == len(reminders) - 1, flags[i]) for i, r in enumerate(reminders)]
     return PREPARED + [label for block in sessions for label in block] + ENDING
 
 
@@ -109,6 +113,16 @@ def reminder_labels(events: Sequence[RecordedEvent], number: int) -> list[str]:
     return [label for e, label in zip(events, timeline_of(events), strict=True)
             if e.event_type in NOTICE_EVENTS and e.payload.get("kind") == "session_reminder"
             and e.payload.get("session_no") == number]
+
+
+def skipped_with_outcome(events: Sequence[RecordedEvent], number: int) -> bool:
+    """Session `number`'s reminder recorded as skipped after the session's outcome: the workflow
+    does so in the outcome's own append when the reminder had not gone out by then."""
+    held = next((i for i, e in enumerate(events) if e.event_type in ("SessionHeld", "SessionMissed")
+                 and e.payload.get("session_no") == number), None)
+    return held is not None and any(
+        i > held and e.event_type == "NotificationSkipped" and e.payload.get("kind") == "session_reminder"
+        and e.payload.get("session_no") == number for i, e in enumerate(events))
 
 
 def _reminder_outcome(labels: Sequence[str]) -> str:
@@ -317,7 +331,8 @@ async def check_log(store: PostgresEventStore, runs: Sequence[PairRun],
                 check.problems.append(f"{who}: session {number}'s reminder was recorded as "
                                       "skipped before the session began")
         # The rest of the lifecycle, whichever reminders went out (judged above).
-        expected = expected_timeline(reminders)
+        expected = expected_timeline(
+            reminders, [skipped_with_outcome(events, n) for n in range(1, run.sessions + 1)])
         if actual != expected:
             check.problems.append(f"{who}: timeline differs from the lifecycle: "
                                   f"{_diff(expected, actual)}")
