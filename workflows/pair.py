@@ -249,7 +249,7 @@ class MentoringPair(PairEffects):
             case "lapse":
                 await self._close(ev.PairLapsed(stage=self.pair.stage.value, idle_since=self.pair.clock_start))
             case "session_reminder":
-                await self._notify_session("session_reminder", self.pair.require_session(timer.session_no).session_no)
+                await self._notify_session("session_reminder", self.pair.require_session(timer.session_no))
             case "evaluation_window_closed":
                 if workflow.patched("evaluation-window-closed-event"):
                     # Recorded, so the log (and every read model) shows the stage moving on.

@@ -39,6 +39,7 @@ from workflows.errors import InvalidPairInput, WrongStage, bullet_list, describe
 from workflows.inputs import HrManager, PairInput, Person, _Action
 from workflows.pair_state import (
     PairState,
+    SessionState,
     Stage,
     Timer,
     apply,
@@ -193,10 +194,11 @@ class PairEffects:
                 raise outcome
         await self._record(*recorded, by="system")
 
-    async def _notify_session(self, kind: str, number: int) -> None:
-        session = self.pair.require_session(number)
+    async def _notify_session(self, kind: str, session: SessionState | int) -> None:
+        if isinstance(session, int):
+            session = self.pair.require_session(session)
         await self._notify(kind, BOTH, session=SessionDetails(
-            session_no=number, starts_at=session.starts_at, duration_minutes=session.duration_minutes,
+            session_no=session.session_no, starts_at=session.starts_at, duration_minutes=session.duration_minutes,
             format=session.format, topics=session.topics, sequence=session.sequence,
             cancelled=session.status == "cancelled"))
 
