@@ -18,6 +18,8 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationError,
+    ValidationInfo,
+    field_validator,
     model_validator,
 )
 from temporalio import workflow
@@ -92,8 +94,33 @@ Participant = Literal["mentor", "mentee"]
 Comment = Annotated[str, Field(min_length=1, max_length=4000)]
 
 
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")  # tab, CR and LF aside
+_LINE_BREAK = re.compile(r"[\r\n]")
+MULTILINE_FIELDS = frozenset({"comment", "objectives"})
+"""Free text, where line breaks are welcome; everywhere else (names, e-mails, ids) a CR or LF could
+forge an e-mail header."""
+
+
+def _printable(value: Any, multiline: bool) -> Any:
+    """Reject what PostgreSQL cannot store (NUL) and what would break a line of an e-mail."""
+    for text in value if isinstance(value, list) else [value]:
+        if not isinstance(text, str):
+            continue
+        if _CONTROL.search(text):
+            raise ValueError("contains a control character (such as NUL), which cannot be stored: "
+                             "remove it and send again")
+        if not multiline and _LINE_BREAK.search(text):
+            raise ValueError("must be on one line (no line break)")
+    return value
+
+
 class _Form(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=True)
+
+    @field_validator("*", mode="after")
+    @classmethod
+    def _no_control_characters(cls, value: Any, info: ValidationInfo) -> Any:
+        return _printable(value, multiline=info.field_name in MULTILINE_FIELDS)
 
 
 # --- the start input -----------------------------------------------------------------------------

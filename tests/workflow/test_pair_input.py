@@ -151,3 +151,16 @@ def test_policy_defaults_are_the_issue_s():
         "lapse_after": "P60D", "final_evaluation_within": "P14D", "first_follow_up_after": "P30D",
         "second_follow_up_after": "P90D", "follow_up_answer_within": "P14D",
     }
+
+
+async def test_text_that_cannot_be_stored_or_e_mailed_is_refused_at_the_start(harness: Harness):
+    """A NUL reached PostgreSQL and froze the pair in an activity retried for ever; a line break
+    in a name forged an e-mail header. Both are refused by field, before anything is recorded."""
+    data = json.loads(json.dumps(EXAMPLE))
+    data["mentor"]["display_name"] = "Léa\r\nBcc: someone@example.org"
+    data["topics"] = ["social networks", "mobile\u0000apps"]
+    handle = await harness.start_raw(json_plain(json.dumps(data).encode()))
+    message = (await _failure_of(harness, handle)).message
+    assert "- mentor.display_name: must be on one line (no line break)" in message
+    assert "- topics: contains a control character (such as NUL), which cannot be stored" in message
+    assert "someone@example.org" not in message and "Léa" not in message

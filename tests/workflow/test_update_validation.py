@@ -197,3 +197,18 @@ async def test_follow_up_answers_that_do_not_fit_are_ignored(harness: Harness):
     await pair.handle.signal("answer_follow_up", {"recorded_by": MENTEE, "colour": "red"})
     await pair.act("confirm_motivation", recorded_by=MENTOR)  # the workflow is alive and well
     assert "FollowUpAnswered" not in await pair.timeline()
+
+
+async def test_a_nul_in_free_text_is_refused_and_the_pair_keeps_answering(harness: Harness):
+    """Free text may hold line breaks, never a NUL: PostgreSQL cannot store it, and an activity
+    retried for ever on it left the pair unanswering. Refused by the validator, nothing recorded."""
+    pair = await harness.start()
+    await pair.act("confirm_motivation", recorded_by=MENTOR)
+    await pair.act("accept_invitation", recorded_by=MENTEE, channel="email")
+    rejection = await pair.rejection("agree_curriculum", recorded_by=MENTOR, topics=["social networks"],
+                                     objectives=["post\u0000 once"])
+    assert "objectives: contains a control character (such as NUL)" in rejection.message
+    # Line breaks in free text are fine, and the pair answers as before.
+    result = await pair.act("agree_curriculum", recorded_by=MENTOR, topics=["social networks"],
+                            objectives=["publish a first post\nthen a second"])
+    assert result.stage == "preparation"
