@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import signal
 import socket
 import subprocess
 import sys
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -62,7 +64,8 @@ class TemporalDevServer:
         log_path = self.log_file or self.db_file.with_suffix(".log")
         log = open(log_path, "ab")
         self.process = subprocess.Popen(
-            args, stdout=log, stderr=log, stdin=subprocess.DEVNULL, start_new_session=True
+            args, stdout=log, stderr=log, stdin=subprocess.DEVNULL, start_new_session=True,
+            env=server_environment(os.environ),
         )
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
@@ -85,6 +88,12 @@ class TemporalDevServer:
         except subprocess.TimeoutExpired:
             self.process.kill()
             self.process.wait()
+
+
+def server_environment(environ: Mapping[str, str]) -> dict[str, str]:
+    """Our environment, less the OpenTelemetry settings: they are the worker's, and the dev server
+    reads them too, refusing values it does not know (OTEL_TRACES_EXPORTER=console stopped it)."""
+    return {name: value for name, value in environ.items() if not name.startswith("OTEL_")}
 
 
 def _port_in_use(port: int) -> bool:
