@@ -142,7 +142,7 @@ def create_app(pool_or_dsn: asyncpg.Pool | str, tokens: Mapping[str, str]) -> Fa
     async def pair_as_of(pair_id: PairId, db: Pool, time: Annotated[datetime, Query(
             description="the moment, ISO 8601 (UTC if no zone)")]) -> queries.PairAsOf:
         """The pair as it stood at `time`, folded from the raw event log."""
-        state = await queries.pair_as_of(PostgresEventStore(db), pair_id, _utc(time))
+        state = await queries.pair_as_of(PostgresEventStore(db), pair_id, _utc(time, "time"))
         if state is None:
             raise HTTPException(status.HTTP_404_NOT_FOUND, f"no pair with id {pair_id!r}")
         return state
@@ -156,7 +156,7 @@ def create_app(pool_or_dsn: asyncpg.Pool | str, tokens: Mapping[str, str]) -> Fa
         until: Annotated[datetime | None, Query(description="before (ISO 8601)")] = None,
     ) -> queries.ActorReport:
         """Everything one person did, by business time, within [since, until)."""
-        since, until = _utc(since), _utc(until)
+        since, until = _utc(since, "since"), _utc(until, "until")
         if since and until and since >= until:
             raise _unprocessable(["query", "since"], "since must be earlier than until")
         report = await queries.actor_report(db, actor_id, since, until)
@@ -196,6 +196,9 @@ def create_app(pool_or_dsn: asyncpg.Pool | str, tokens: Mapping[str, str]) -> Fa
     @app.exception_handler(asyncpg.PostgresError)
     @app.exception_handler(OSError)
     async def database_down(_request: Request, exc: Exception) -> JSONResponse:
+        if isinstance(exc, asyncpg.DataError):  # the database is up: it refused a parameter's value
+            return _unprocessable_response([{"loc": ["query"], "type": "value_error",
+                                             "msg": "a parameter is outside what the database accepts"}])
         if isinstance(exc, asyncpg.UndefinedTableError):
             detail = "the read models are not set up in this database: apply the migrations"
         else:
@@ -230,16 +233,28 @@ def _unprocessable_response(errors) -> JSONResponse:
     )
 
 
+EARLIEST, LATEST = datetime(1900, 1, 1, tzinfo=UTC), datetime(9999, 12, 30, tzinfo=UTC)
+
+
 @overload
-def _utc(value: datetime) -> datetime: ...
+def _utc(value: datetime, name: str) -> datetime: ...
 @overload
-def _utc(value: None) -> None: ...
+def _utc(value: None, name: str) -> None: ...
 @overload
-def _utc(value: datetime | None) -> datetime | None: ...
-def _utc(value: datetime | None) -> datetime | None:
-    if value is None or value.tzinfo is not None:
-        return value
-    return value.replace(tzinfo=UTC)
+def _utc(value: datetime | None, name: str) -> datetime | None: ...
+def _utc(value: datetime | None, name: str) -> datetime | None:
+    """A query time as UTC (naive times are UTC), refused in words at the calendar's edges, where
+    the conversion or the database would fail."""
+    if value is None:
+        return None
+    try:
+        moment = value.astimezone(UTC) if value.tzinfo is not None else value.replace(tzinfo=UTC)
+    except OverflowError:
+        moment = None
+    if moment is None or not EARLIEST <= moment <= LATEST:
+        raise _unprocessable(["query", name], "is out of range: give a time between 1900 and 9999 "
+                                              "(or leave it out)")
+    return moment
 
 
 def _id_only(person: queries.Person) -> queries.Person:

@@ -75,6 +75,10 @@ async def test_unknown_pair_is_404(seeded, client):
     ("/audit/funnel", {}, "query parameter 'programme': Field required"),
     ("/audit/consent", {"programme": ""}, "query parameter 'programme'"),
     ("/audit/pairs/p-full/as-of", {"time": "soon"}, "query parameter 'time'"),
+    # At the calendar's edges: in words, not "database unavailable".
+    ("/audit/pairs/p-full/as-of", {"time": "0001-01-01T00:30+14:00"}, "query parameter 'time': is out of range"),
+    ("/audit/actors/E900", {"until": "9999-12-31T23:59:59-14:00"}, "query parameter 'until': is out of range"),
+    ("/audit/actors/E900", {"since": "0001-01-01"}, "query parameter 'since': is out of range"),
 ])
 async def test_bad_parameters_are_422_with_a_clear_message(seeded, client, path, params, names):
     response = await client.get(path, headers=HR, params=params)
