@@ -14,8 +14,9 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from email.headerregistry import Address
 from email.message import EmailMessage
-from email.utils import format_datetime, formataddr, parseaddr
+from email.utils import format_datetime, parseaddr
 from zoneinfo import ZoneInfo
 
 from events.messages import NotificationRequest, SessionDetails
@@ -56,7 +57,9 @@ def build_message(request: NotificationRequest, recipient: Recipient, counterpar
     subject, body = compose(letter)
     message = EmailMessage()
     message["From"] = sender
-    message["To"] = formataddr((letter.name or "", _one_line(recipient.email) or ""))
+    # Built by the standard library's header API, which quotes the name and refuses an address
+    # that is not one: nothing typed can add a header or a recipient.
+    message["To"] = Address(display_name=letter.name or "", addr_spec=_one_line(recipient.email) or "")
     message["Subject"] = subject
     message["Date"] = format_datetime(now.astimezone(UTC))
     message["Message-ID"] = message_id_for(request.notification_id)

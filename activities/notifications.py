@@ -18,6 +18,7 @@ import smtplib
 import ssl
 import tempfile
 from datetime import UTC, datetime
+from email.errors import MessageError
 from email.message import EmailMessage
 from email.policy import SMTP
 from email.utils import parseaddr
@@ -153,8 +154,14 @@ class NotificationActivities:
             _log("skipped: the session has already begun", request)
             return NotificationReceipt(message_id="", channel="", skipped=SESSION_ALREADY_STARTED)
         recipient, counterpart_name = await self._people(request)
-        message = build_message(request, recipient, counterpart_name, sender=self._sender,
-                                now=datetime.now(UTC))
+        try:
+            message = build_message(request, recipient, counterpart_name, sender=self._sender,
+                                    now=datetime.now(UTC))
+        except (ValueError, IndexError, MessageError):  # the header API refuses them: cannot heal
+            raise ApplicationError(
+                f"cannot send the {request.kind} notice to {request.recipient_id}: their stored "
+                "contact details do not make a valid e-mail header. Correct them with "
+                "`mentoring people update`.", type=RECIPIENT_UNAVAILABLE, non_retryable=True) from None
         channel = await self._deliver(request, message)
         # A crash between delivering and this insert makes the retry deliver again: at least
         # once over SMTP; the folder channel rewrites the same file, so exactly once there.

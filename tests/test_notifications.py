@@ -194,6 +194,28 @@ async def test_an_erased_or_unknown_recipient_is_a_final_error_without_personal_
     assert not list(tmp_path.iterdir())
 
 
+async def test_a_stored_name_with_a_line_break_adds_no_header(pool, tmp_path):
+    """Rows stored before names were checked: the header API quotes the name, so a line break in
+    it cannot add a recipient."""
+    await pool.execute("UPDATE people SET display_name = $2 WHERE employee_id = $1", MENTEE,
+                       "Bernard\r\nBcc: spy@example.org")
+    acts = NotificationActivities(pool, MailFolderChannel(tmp_path))
+    await ActivityEnvironment().run(acts.send_notification, notice("n-header"))
+    [path] = tmp_path.iterdir()
+    message = read_eml(path)
+    assert message["Bcc"] is None and message["Cc"] is None
+    assert [a.addr_spec for a in message["To"].addresses] == ["bernard.dupont@example.com"]
+
+
+async def test_a_stored_address_that_is_not_one_is_a_final_error(pool, tmp_path):
+    await pool.execute("UPDATE people SET email = 'not an address' WHERE employee_id = $1", MENTEE)
+    acts = NotificationActivities(pool, MailFolderChannel(tmp_path))
+    with pytest.raises(ApplicationError) as raised:
+        await ActivityEnvironment().run(acts.send_notification, notice("n-bad-address"))
+    assert (raised.value.type, raised.value.non_retryable) == ("RecipientUnavailable", True)
+    assert "not an address" not in raised.value.message and "mentoring people update" in raised.value.message
+
+
 async def test_an_erased_counterpart_is_named_by_role(pool, tmp_path):
     await pool.execute("UPDATE people SET display_name = NULL, email = NULL, erased_at = now() "
                        "WHERE employee_id = $1", MENTOR)
