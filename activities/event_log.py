@@ -10,6 +10,7 @@ from __future__ import annotations
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
+from activities.database_errors import refused_data_is_final
 from events.messages import EVENT_ID_CONFLICT, STREAM_CONFLICT, AppendRequest, AppendResponse
 from events.store import ConcurrencyError, EventIdConflict, EventStore
 
@@ -21,6 +22,7 @@ class EventLogActivities:
         self._store = store
 
     @activity.defn(name="append_events")
+    @refused_data_is_final
     async def append_events(self, request: AppendRequest) -> AppendResponse:
         try:
             result = await self._store.append(

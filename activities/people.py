@@ -8,28 +8,33 @@ without touching the log (see events/migrations/0002_personal_data.sql).
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from datetime import UTC, datetime
 
 import asyncpg
 from temporalio import activity
 
-from events.base import EventMetadata, NewEvent
+from activities.database_errors import refused_data_is_final
+from events.base import DomainEvent, EventMetadata, NewEvent
 from events.messages import PrivateNoteRequest, RegisterPeopleRequest
-from events.people import ErasureReason, PersonalDataErased, person_stream
+from events.people import (
+    ContactDetailsChanged,
+    ErasureReason,
+    PersonalDataErased,
+    person_stream,
+)
 from events.store import PostgresEventStore
+from workflows.inputs import ContactChange
 
-# A new nomination brings fresh contact details: they replace the old ones. An erased person
-# stays erased: erasure was their request, and a later nomination is no consent to store their
-# data again (notices to them are recorded as NotificationFailed; HR sees who was not told).
-_UPSERT_PERSON = """
+# A nomination registers a person it does not know yet, and never changes one it knows: contact
+# details change only by an explicit, recorded act (`change_contact`), not as a side effect of a
+# nomination, which could be refused ("already nominated") or typed by someone else. The insert
+# is atomic, so two pairs registering one person at the same moment keep the first details.
+# An erased person stays erased: a later nomination is no consent to store their data again.
+_REGISTER_PERSON = """
 INSERT INTO people (employee_id, display_name, email, time_zone, updated_at)
 VALUES ($1, $2, $3, $4, now())
-ON CONFLICT (employee_id) DO UPDATE
-   SET display_name = EXCLUDED.display_name, email = EXCLUDED.email,
-       time_zone = EXCLUDED.time_zone, updated_at = now()
- WHERE people.erased_at IS NULL
-   AND (people.display_name, people.email, people.time_zone)
-       IS DISTINCT FROM (EXCLUDED.display_name, EXCLUDED.email, EXCLUDED.time_zone)
+ON CONFLICT (employee_id) DO NOTHING
 """
 
 # Idempotent on the event id: a retried activity finds its note already there and changes nothing.
@@ -47,13 +52,15 @@ class PeopleActivities:
         self._pool = pool
 
     @activity.defn(name="register_people")
+    @refused_data_is_final
     async def register_people(self, request: RegisterPeopleRequest) -> None:
         async with self._pool.acquire() as conn, conn.transaction():
-            await conn.executemany(_UPSERT_PERSON, [
+            await conn.executemany(_REGISTER_PERSON, [
                 (p.employee_id, p.display_name, p.email, p.time_zone) for p in request.people
             ])
 
     @activity.defn(name="record_private_note")
+    @refused_data_is_final
     async def record_private_note(self, request: PrivateNoteRequest) -> None:
         await self._pool.execute(
             _INSERT_NOTE, request.event_id, request.pair_id, request.author_id, request.body,
@@ -77,6 +84,38 @@ class UnknownPerson(LookupError):
     """No contact details are kept for this employee id (never registered, or already erased)."""
 
 
+_CHANGE_CONTACT = """
+UPDATE people SET display_name = coalesce($2, display_name), email = coalesce($3, email),
+                  time_zone = coalesce($4, time_zone), updated_at = now()
+ WHERE employee_id = $1 AND erased_at IS NULL
+"""
+
+
+async def change_contact(store: PostgresEventStore, change: ContactChange, *, by: str) -> Sequence[str]:
+    """Change a person's contact details, the one way they change; the log records which fields
+    changed and who changed them (never the values). Returns the fields changed."""
+    fields = change.fields_changed()
+    stream = person_stream(change.employee_id)
+    async with store.pool.acquire() as conn, conn.transaction():
+        updated = await conn.execute(_CHANGE_CONTACT, change.employee_id, change.display_name,
+                                     change.email, change.time_zone)
+        if updated == "UPDATE 0":
+            raise UnknownPerson(f"no contact details are kept for {change.employee_id}: unknown id, "
+                                "or erased (an erased person is not registered again)")
+        fact = ContactDetailsChanged(employee_id=change.employee_id, fields=fields)
+        await _record_for_person(store, conn, stream, fact, by)
+    return fields
+
+
+async def _record_for_person(store: PostgresEventStore, conn: asyncpg.Connection, stream: str,
+                             fact: DomainEvent, by: str) -> None:
+    version = await conn.fetchval(
+        "SELECT version FROM event_streams WHERE stream_id = $1", stream) or 0
+    await store.append(stream, version, [NewEvent.of(fact, uuid.uuid4())],
+                       EventMetadata(actor=by, correlation_id=stream,
+                                     occurred_at=datetime.now(UTC)), conn=conn)
+
+
 async def erase_person(store: PostgresEventStore, employee_id: str, *, by: str,
                        reason: ErasureReason) -> int:
     """Erase a person's name, e-mail and private comments; record the erasure in the log.
@@ -92,9 +131,5 @@ async def erase_person(store: PostgresEventStore, employee_id: str, *, by: str,
                 f"no personal data is kept for {employee_id}: unknown id, or already erased")
         notes = int((await conn.execute(_ERASE_NOTES, employee_id)).split()[-1])
         fact = PersonalDataErased(employee_id=employee_id, reason=reason, notes_erased=notes)
-        version = await conn.fetchval(
-            "SELECT version FROM event_streams WHERE stream_id = $1", stream) or 0
-        await store.append(stream, version, [NewEvent.of(fact, uuid.uuid4())],
-                           EventMetadata(actor=by, correlation_id=stream,
-                                         occurred_at=datetime.now(UTC)), conn=conn)
+        await _record_for_person(store, conn, stream, fact, by)
     return notes

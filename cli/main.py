@@ -350,6 +350,42 @@ def people_erase(
                "the erasure is recorded in the log")
 
 
+@people_app.command("update")
+def people_update(
+    employee_id: Annotated[str, typer.Argument(help="The person's employee id.")],
+    by: Annotated[str, typer.Option("--by", help="Your employee id: recorded as the actor.")],
+    name: Annotated[str | None, typer.Option("--name", help="New display name.")] = None,
+    email: Annotated[str | None, typer.Option("--email", help="New e-mail address.")] = None,
+    time_zone: Annotated[str | None, typer.Option("--time-zone", help="New IANA time zone.")] = None,
+    database_url: DatabaseUrl = None,
+) -> None:
+    """Change a person's contact details: the only way they change once registered.
+
+    A nomination registers people it does not know and never overwrites anyone's details. The
+    change is recorded (ContactDetailsChanged, stream person-ID): who changed which fields, never
+    the values.
+    """
+    from pydantic import ValidationError
+
+    from activities.people import UnknownPerson, change_contact
+    from workflows.errors import bullet_list, describe_validation_error
+    from workflows.inputs import ContactChange
+
+    try:
+        change = ContactChange(employee_id=employee_id, display_name=name, email=email, time_zone=time_zone)
+    except ValidationError as exc:
+        raise _fail("nothing changed:\n" + bullet_list(describe_validation_error(exc))) from None
+
+    async def work(pool: asyncpg.Pool, _url: str) -> list[str]:
+        return list(await change_contact(PostgresEventStore(pool), change, by=by))
+
+    try:
+        fields = _run(database_url, work)
+    except UnknownPerson as exc:
+        raise _fail(str(exc)) from None
+    typer.echo(f"changed {', '.join(fields)} of {employee_id}; the change is recorded in the log")
+
+
 # --- workflows -----------------------------------------------------------------------------------
 
 @workflow_app.command("replay")

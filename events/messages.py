@@ -99,6 +99,9 @@ STREAM_CONFLICT = "EventStreamConflict"
 """The stream is not at the expected version: another writer appended first."""
 EVENT_ID_CONFLICT = "EventIdConflict"
 """An event id is already recorded with a different content."""
+DATA_REFUSED = "DataRefused"
+"""PostgreSQL refused a value (a data error or a broken constraint): the same data would be
+refused again, so no activity retries it; the workflow refuses the action that brought it."""
 
 # Error types of the notification activity.
 RECIPIENT_UNAVAILABLE = "RecipientUnavailable"

@@ -27,3 +27,13 @@ class PersonalDataErased(DomainEvent):
     employee_id: str
     reason: ErasureReason
     notes_erased: int = Field(ge=0, description="private comments whose text was erased")
+
+
+@event
+class ContactDetailsChanged(DomainEvent):
+    """A person's contact details were changed on purpose; which fields, never their values."""
+
+    event_type = "ContactDetailsChanged"
+    employee_id: str
+    fields: list[Literal["display_name", "email", "time_zone"]] = Field(min_length=1)
+

@@ -62,6 +62,9 @@ def _list(values: list[str]) -> str:
 
 
 _SUMMARIES: dict[str, Callable[[dict[str, Any]], str]] = {
+    "PersonalDataErased": lambda p: (
+        f"personal data of {p['employee_id']} erased ({p['reason']}; {p['notes_erased']} private comment(s))"),
+    "ContactDetailsChanged": lambda p: f"contact details of {p['employee_id']} changed: {_list(p['fields'])}",
     "PairNominated": lambda p: (
         f"nominated mentor {p['mentor_id']} and mentee {p['mentee_id']} in programme "
         f"{p['programme_id']}: {p['sessions_planned']} sessions on {_list(p['topics'])}"),

@@ -96,3 +96,27 @@ async def test_only_comments_their_authors_shared_are_shown_and_erasure_removes_
 
     assert (await _mentoring("people", "erase", MENTEE, "--by", HR, database_url=database_url)).exit_code == 0
     assert await shared() == []
+
+
+async def test_contact_details_change_only_by_the_recorded_act(store: PostgresEventStore, database_url: str):
+    pool = store.pool
+    await PeopleActivities(pool).register_people(RegisterPeopleRequest(people=[PersonContact(
+        employee_id=MENTEE, display_name="B. D.", email="b@example.com", time_zone="Europe/Paris")]))
+    refused = await _mentoring("people", "update", MENTEE, "--by", HR, "--email", "b-at-example.com",
+                               database_url=database_url)
+    assert refused.exit_code != 0 and "- email: is not an e-mail address" in refused.output
+    assert "b-at-example.com" not in refused.output
+
+    changed = await _mentoring("people", "update", MENTEE, "--by", HR, "--email", "bd@example.com",
+                               "--time-zone", "America/Montreal", database_url=database_url)
+    assert changed.exit_code == 0, changed.output
+    row = await pool.fetchrow("SELECT email, time_zone FROM people WHERE employee_id = $1", MENTEE)
+    assert tuple(row) == ("bd@example.com", "America/Montreal")
+    [event] = await store.read_stream(f"person-{MENTEE}")
+    assert event.event_type == "ContactDetailsChanged" and event.metadata["actor"] == HR
+    assert event.payload == {"employee_id": MENTEE, "fields": ["email", "time_zone"]}
+
+    await _mentoring("people", "erase", MENTEE, "--by", HR, database_url=database_url)
+    after_erasure = await _mentoring("people", "update", MENTEE, "--by", HR, "--name", "B.",
+                                     database_url=database_url)
+    assert after_erasure.exit_code != 0 and "erased" in after_erasure.output

@@ -90,7 +90,8 @@ async def test_people_and_private_notes_are_idempotent(store: PostgresEventStore
     await run(people.register_people, RegisterPeopleRequest(people=[contact]))
     await run(people.register_people, RegisterPeopleRequest(people=[contact.model_copy(update={"email": "bd@example.com"})]))
     rows = await store.pool.fetch("SELECT employee_id, email FROM people")
-    assert [tuple(r) for r in rows] == [(MENTEE, "bd@example.com")]
+    # Registering again changes nothing: contact details change only by `change_contact`.
+    assert [tuple(r) for r in rows] == [(MENTEE, "b@example.com")]
     note = PrivateNoteRequest(event_id=str(uuid.uuid4()), pair_id="x", author_id=MENTEE, body="first")
     await run(people.record_private_note, note)
     await run(people.record_private_note, note.model_copy(update={"body": "retried"}))
