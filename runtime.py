@@ -16,11 +16,11 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter, SpanExporter
 from temporalio.client import Client, TLSConfig
 from temporalio.contrib.opentelemetry import TracingInterceptor
-from temporalio.contrib.pydantic import pydantic_data_converter
 
 from events.migrations import MigrationError, migrate
 from events.store import create_pool
 from settings import Settings
+from workflows.payloads import DATA_CONVERTER
 
 
 class StartupError(Exception):
@@ -90,7 +90,7 @@ async def connect_temporal(settings: Settings, *, address: str | None = None) ->
             namespace=settings.temporal_namespace,
             api_key=settings.temporal_api_key,
             tls=tls,
-            data_converter=pydantic_data_converter,
+            data_converter=DATA_CONVERTER,
             interceptors=[TracingInterceptor()],
         )
     except Exception as exc:  # the SDK raises several types for one cause: unreachable or refused

@@ -232,14 +232,14 @@ def _task_failures(history: WorkflowHistory) -> list[str]:
 
 async def check_histories(client: Client, runs: Sequence[PairRun],
                           figures: dict[str, Any]) -> tuple[Check, Check]:
-    from temporalio.contrib.pydantic import pydantic_data_converter
     from temporalio.worker import Replayer
 
     from workflows.pair import MentoringPair
+    from workflows.payloads import DATA_CONVERTER
 
     failed = Check("no workflow task failed (history, or a query's replay)")
     replays = Check("every history replays")
-    replayer = Replayer(workflows=[MentoringPair], data_converter=pydantic_data_converter)
+    replayer = Replayer(workflows=[MentoringPair], data_converter=DATA_CONVERTER)
     counts: Counter[str] = Counter()
     for run in runs:
         try:

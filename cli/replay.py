@@ -13,8 +13,9 @@ from dataclasses import dataclass
 
 from temporalio.api.history.v1 import HistoryEvent
 from temporalio.client import WorkflowHistory
-from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Replayer
+
+from workflows.payloads import DATA_CONVERTER
 
 _BAD_EVENT = re.compile(r"HistoryEvent\(id: (\d+)")
 _MESSAGE = re.compile(r"\[TMPRL1100\][^\"]*")  # the SDK's message, without its Rust wrapping
@@ -38,7 +39,7 @@ async def diagnose(history_json: str, workflow_id: str = "replayed") -> ReplayDi
     from workflows import WORKFLOWS
 
     history = WorkflowHistory.from_json(workflow_id, history_json)
-    result = await Replayer(workflows=WORKFLOWS, data_converter=pydantic_data_converter) \
+    result = await Replayer(workflows=WORKFLOWS, data_converter=DATA_CONVERTER) \
         .replay_workflow(history, raise_on_replay_failure=False)
     if result.replay_failure is None:
         return ReplayDiagnosis(workflow_id, len(history.events))

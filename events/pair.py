@@ -35,6 +35,7 @@ class PairNominated(DomainEvent):
     sessions_planned: int = Field(ge=1)
     nominated_by: str
     policy: dict[str, str] = Field(description="durations in force, ISO 8601")
+    hr_team: list[str] = Field(default_factory=list, description="other HR people who may act for the pair")
 
 
 # --- 2. the mentor's motivation ------------------------------------------------------------------

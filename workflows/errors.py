@@ -7,6 +7,7 @@ name fields and rules, never a person's name, e-mail or free text (they may end 
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from pydantic import ValidationError
@@ -63,11 +64,19 @@ class OutsideAvailability(PairError):
     """A session time falls outside the mentee's availability windows."""
 
 
+class DataRefused(PairError):
+    """The database refused a value of the action (an activity's final `DATA_REFUSED` error)."""
+
+
 class RuleViolation(PairError):
     """Any other domain rule: the message says which and what to do."""
 
 
 # --- pydantic errors, rewritten for HR -----------------------------------------------------------
+
+_FIELD_NAME = re.compile(r"[A-Za-z0-9_]{1,40}")
+MAX_PROBLEMS = 10
+
 
 def _where(loc: tuple[Any, ...], prefix: str = "") -> str:
     text = prefix
@@ -75,7 +84,10 @@ def _where(loc: tuple[Any, ...], prefix: str = "") -> str:
         if isinstance(part, int):
             text += f"[{part}]"
         else:
-            text += f".{part}" if text else str(part)
+            # A field name is the input's too (an unknown one is typed by the sender): only a
+            # plain, short one is named back.
+            name = str(part) if _FIELD_NAME.fullmatch(str(part)) else "(a field with an unusual name)"
+            text += f".{name}" if text else name
     return text or "(the whole object)"
 
 
@@ -103,11 +115,22 @@ def _why(error: ErrorDetails) -> str:
 
 
 def describe_validation_error(exc: ValidationError, prefix: str = "") -> list[str]:
-    """One line per bad field: `where: why`. Input values are never echoed (personal data)."""
-    return [
-        f"{_where(tuple(err['loc']), prefix)}: {_why(err)}"
-        for err in exc.errors(include_url=False, include_input=False)
-    ]
+    """One line per bad field: `where: why`. Input values are never echoed (personal data);
+    past MAX_PROBLEMS, one line says how many more."""
+    errors = exc.errors(include_url=False, include_input=False)
+    lines = [f"{_where(tuple(err['loc']), prefix)}: {_why(err)}" for err in errors[:MAX_PROBLEMS]]
+    if len(errors) > MAX_PROBLEMS:
+        lines.append(f"... and {len(errors) - MAX_PROBLEMS} more problem(s)")
+    return lines
+
+
+def excerpt(value: object) -> str:
+    """A value quoted back in a message: short, one line, and never an e-mail address."""
+    text = str(value)
+    if "@" in text:
+        return "the value given"
+    clean = "".join(c if c.isprintable() else "?" for c in text)
+    return repr(clean if len(clean) <= 40 else clean[:37] + "...")
 
 
 def bullet_list(lines: list[str]) -> str:

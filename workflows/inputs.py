@@ -17,15 +17,13 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
-    ValidationError,
     ValidationInfo,
     field_validator,
     model_validator,
 )
-from temporalio import workflow
 
 from workflows import timezones
-from workflows.errors import InvalidUpdatePayload, bullet_list, describe_validation_error
+from workflows.errors import excerpt
 from workflows.policy import Policy
 
 # --- building blocks -----------------------------------------------------------------------------
@@ -59,8 +57,7 @@ def _email(value: str) -> str:
 def _time_zone(value: str) -> str:
     if not timezones.is_known(value):
         raise ValueError(
-            f"{value!r} is not a known time zone: use an IANA name such as Europe/Paris, "
-            "America/New_York or UTC"
+            "is not a known time zone: use an IANA name such as Europe/Paris, America/New_York or UTC"
         )
     return value
 
@@ -69,9 +66,20 @@ def _unique(values: list[str]) -> list[str]:
     seen: set[str] = set()
     for value in values:
         if value.casefold() in seen:
-            raise ValueError(f"{value!r} is listed twice")
+            raise ValueError(f"{excerpt(value)} is listed twice")
         seen.add(value.casefold())
     return values
+
+
+EARLIEST_SESSION_YEAR, LATEST_SESSION_YEAR = 2000, 2999
+
+
+def _session_time(value: datetime) -> datetime:
+    # Only the calendar's sanity here (arithmetic on year 1 or 9999 overflows); the rule that a
+    # session is in the future and within reach is the pair's (workflows/rules.py).
+    if not EARLIEST_SESSION_YEAR <= value.year <= LATEST_SESSION_YEAR:
+        raise ValueError(f"must be a date and time between {EARLIEST_SESSION_YEAR} and {LATEST_SESSION_YEAR}")
+    return value
 
 
 # The checks are ours (their messages are written for HR); the schema hints mirror them.
@@ -121,6 +129,31 @@ class _Form(BaseModel):
     @classmethod
     def _no_control_characters(cls, value: Any, info: ValidationInfo) -> Any:
         return _printable(value, multiline=info.field_name in MULTILINE_FIELDS)
+
+
+class ContactChange(_Form):
+    """A change of someone's contact details (`mentoring people update`): the only way they change."""
+
+    employee_id: EmployeeId
+    display_name: str | None = Field(None, min_length=1, max_length=200)
+    email: Email | None = None
+    time_zone: TimeZoneName | None = None
+
+    @model_validator(mode="after")
+    def _something(self) -> ContactChange:
+        if not self.fields_changed():
+            raise ValueError("give at least one of display_name, email, time_zone")
+        return self
+
+    def fields_changed(self) -> list[Literal["display_name", "email", "time_zone"]]:
+        changed: list[Literal["display_name", "email", "time_zone"]] = []
+        if self.display_name is not None:
+            changed.append("display_name")
+        if self.email is not None:
+            changed.append("email")
+        if self.time_zone is not None:
+            changed.append("time_zone")
+        return changed
 
 
 # --- the start input -----------------------------------------------------------------------------
@@ -191,11 +224,18 @@ class PairInput(_Form):
         description="modules the mentor completes before HR signs them off",
     )
     policy: Policy = Field(default_factory=Policy)
+    hr_team: Annotated[list[EmployeeId], Field(max_length=10), AfterValidator(_unique)] = Field(
+        default_factory=list,
+        description="other HR people who may act for this pair, besides nominated_by (employee ids)")
 
     @model_validator(mode="after")
-    def _two_people(self) -> PairInput:
+    def _roles_apart(self) -> PairInput:
         if self.mentor.employee_id == self.mentee.employee_id:
             raise ValueError("mentor and mentee must be two different people")
+        hr = {self.nominated_by.employee_id, *self.hr_team}
+        if hr & {self.mentor.employee_id, self.mentee.employee_id}:
+            raise ValueError("the HR people of a pair (nominated_by, hr_team) can be neither its mentor "
+                             "nor its mentee: someone else records the pair's HR acts")
         return self
 
     @property
@@ -219,31 +259,10 @@ def pair_workflow_id(programme_id: str, mentor_id: str, mentee_id: str) -> str:
 # --- the human actions (updates) -----------------------------------------------------------------
 
 class _Action(_Form):
-    """Base of update payloads.
-
-    Temporal decodes an update's payload into its model *before* the validator runs; a payload
-    that does not fit would be rejected as "Failed decoding arguments" with pydantic's raw text,
-    which quotes the input (personal data) and reads like a stack trace. Inside the workflow we
-    raise our own non-retryable error instead, which Temporal passes through as the rejection
-    (and, for a signal, which cannot be rejected, logs instead of pydantic's text). Signals are
-    decoded on the sandbox thread outside the workflow's event loop, hence both checks.
-    """
+    """Base of update payloads; the workflow reads them itself (workflows/payloads.py), so a bad
+    one is refused in words naming the update and the field."""
 
     recorded_by: EmployeeId = Field(description="who enters this action (the person, or HR on their behalf)")
-
-    @model_validator(mode="wrap")
-    @classmethod
-    def _explain(cls, data: Any, handler: Any) -> Any:
-        try:
-            return handler(data)
-        except ValidationError as exc:
-            if not (workflow.in_workflow() or workflow.unsafe.in_sandbox()):
-                raise
-            raise InvalidUpdatePayload(
-                f"This {cls.__name__} form has problems:\n"
-                + bullet_list(describe_validation_error(exc))
-                + "\nCorrect the fields and send it again; nothing was recorded."
-            ) from None
 
 
 class ConfirmMotivation(_Action):
@@ -275,8 +294,11 @@ class SignOffMentor(_Action):
     """HR signs the mentor off as ready: recorded_by is the HR person signing."""
 
 
+SessionTime = Annotated[datetime, AfterValidator(_session_time)]
+
+
 class ProposeSession(_Action):
-    starts_at: datetime = Field(
+    starts_at: SessionTime = Field(
         description="start; without an offset it is read in the mentee's time zone, e.g. 2026-03-03T10:00")
     duration_minutes: int = Field(60, ge=15, le=240)
     format: Literal["individual", "group"] = "individual"
@@ -292,7 +314,7 @@ class ConfirmSession(SessionRef):
 
 
 class RescheduleSession(SessionRef):
-    starts_at: datetime = Field(description="new start; without an offset, the mentee's time zone")
+    starts_at: SessionTime = Field(description="new start; without an offset, the mentee's time zone")
 
 
 class CancelSession(SessionRef):
@@ -353,3 +375,19 @@ class FollowUpAnswer(_Action):
     days_after_end: int = Field(ge=0)
     by_role: Participant
     still_using: bool
+
+
+UPDATE_FORMS: dict[str, type[_Action]] = {
+    "confirm_motivation": ConfirmMotivation, "decline_mentoring": DeclineMentoring,
+    "accept_invitation": InvitationAnswer, "decline_invitation": InvitationAnswer,
+    "agree_curriculum": AgreeCurriculum, "complete_training_module": CompleteTrainingModule,
+    "onboard_mentee": OnboardMentee, "sign_off_mentor": SignOffMentor,
+    "propose_session": ProposeSession, "confirm_session": ConfirmSession,
+    "reschedule_session": RescheduleSession, "cancel_session": CancelSession,
+    "record_session_held": RecordSessionHeld, "record_no_show": RecordNoShow,
+    "give_feedback": GiveFeedback, "give_final_evaluation": GiveFinalEvaluation,
+    "pause": PausePair, "resume": ResumePair, "withdraw": WithdrawPair,
+    "replace_mentor": ReplaceMentor, "extend": ExtendPair,
+}
+"""The form each update of `MentoringPair` reads its one JSON object into (README, tests, schema)."""
+SIGNAL_FORMS: dict[str, type[_Action]] = {"answer_follow_up": FollowUpAnswer}

@@ -21,6 +21,7 @@ with workflow.unsafe.imports_passed_through():
     # zoneinfo may read the tz database. Import submodules by their full name: `from workflows
     # import rules` would load a sandboxed copy, the sandbox holding this module's package.
     import events.pair as ev
+    import workflows.authority as authority
     import workflows.rules as rules
     from events.base import DomainEvent
     from events.messages import (
@@ -29,7 +30,7 @@ with workflow.unsafe.imports_passed_through():
         PrivateNoteRequest,
         RegisterPeopleRequest,
     )
-    from workflows.errors import PairAlreadyNominated
+    from workflows.errors import DataRefused, InvalidPairInput, PairAlreadyNominated, PairError
     from workflows.inputs import (
         AgreeCurriculum,
         CancelSession,
@@ -58,6 +59,7 @@ with workflow.unsafe.imports_passed_through():
     from workflows.pair_effects import (
         BOTH,
         CLOCK_FREE_PATCH,
+        SIGNAL_CHECKS_PATCH,
         PairEffects,
         contact,
         decode_input,
@@ -73,6 +75,7 @@ with workflow.unsafe.imports_passed_through():
         next_timer,
         waiting_for,
     )
+    from workflows.payloads import read_form
 
 TASK_QUEUE = "mentoring"
 
@@ -101,15 +104,15 @@ class MentoringPair(PairEffects):
     # --- 1. nomination -------------------------------------------------------------------------
 
     @workflow.run
-    async def run(self, raw: RawValue = None) -> PairOutcome:  # type: ignore[assignment]
-        # Raw, not PairInput: a payload that fails to decode into a typed argument fails the
-        # workflow *task*, which Temporal retries forever. We validate ourselves and fail the
-        # workflow at once with a message for HR.
+    async def run(self, *inputs: RawValue) -> PairOutcome:
+        # Raw, not PairInput (workflows/payloads.py): a payload that fails to decode into a typed
+        # argument fails the workflow *task*, which Temporal retries for ever. We read it
+        # ourselves and fail the workflow at once with a message for HR.
         nomination = None
         if workflow.info().continued_run_id:  # a continued run gets the carried state, not HR's input
-            self.pair = workflow.payload_converter().from_payload(raw.payload, PairState)
+            self.pair = workflow.payload_converter().from_payload(inputs[0].payload, PairState)
         else:
-            nomination = decode_input(raw)  # a bad input ends the run here, with nothing recorded
+            nomination = decode_input(inputs)  # a bad input ends the run here, with nothing recorded
         # Before any decision, so that a run decides one way from its first step to its last.
         self._clock_free = workflow.patched(CLOCK_FREE_PATCH)
         if nomination is not None:
@@ -130,7 +133,10 @@ class MentoringPair(PairEffects):
     async def _nominate(self, nomination: PairInput) -> None:
         """Contact details go to the erasable `people` table; the log gets ids only."""
         people = [contact(nomination.mentor), contact(nomination.mentee), contact(nomination.nominated_by)]
-        await self._activity("register_people", RegisterPeopleRequest(people=people))
+        try:
+            await self._activity("register_people", RegisterPeopleRequest(people=people))
+        except DataRefused as refusal:
+            raise InvalidPairInput(f"This pair cannot start: {refusal.message}") from None
         async with self._log:
             try:
                 await self._record(ev.PairNominated(
@@ -265,26 +271,30 @@ class MentoringPair(PairEffects):
 
     @workflow.update(description="The mentor confirms their own motivation. Rule: HR picks motivated "
                      "juniors, and the junior says yes themself (recorded_by = the mentor).")
-    async def confirm_motivation(self, request: ConfirmMotivation) -> ActionResult:
+    async def confirm_motivation(self, *payloads: RawValue) -> ActionResult:
+        request = self._read(ConfirmMotivation, payloads)
         async with self._log:
             rules.confirm_motivation(self.pair, request)  # again: another action may have come first
             await self._record(ev.MentorMotivationConfirmed(mentor_id=self.pair.mentor_id), by=request)
             return await self._done()
 
     @confirm_motivation.validator
-    def _check_confirm_motivation(self, request: ConfirmMotivation) -> None:
+    def _check_confirm_motivation(self, *payloads: RawValue) -> None:
+        request = self._vet(ConfirmMotivation, payloads)
         # In the validator, a rejection writes nothing to the history nor to the event log.
         rules.confirm_motivation(self._state(), request)
 
     @workflow.update(description="The mentor declines the nomination with a reason code; the pair ends politely.")
-    async def decline_mentoring(self, request: DeclineMentoring) -> ActionResult:
+    async def decline_mentoring(self, *payloads: RawValue) -> ActionResult:
+        request = self._read(DeclineMentoring, payloads)
         async with self._log:
             rules.decline_mentoring(self.pair, request.recorded_by)
             await self._close(ev.MentorDeclined(mentor_id=self.pair.mentor_id, reason=request.reason), by=request)
             return await self._done()
 
     @decline_mentoring.validator
-    def _check_decline_mentoring(self, request: DeclineMentoring) -> None:
+    def _check_decline_mentoring(self, *payloads: RawValue) -> None:
+        request = self._vet(DeclineMentoring, payloads)
         rules.decline_mentoring(self._state(), request.recorded_by)
 
     # --- 3. the senior is invited and consents (or declines; the invitation may expire) ----------
@@ -297,7 +307,8 @@ class MentoringPair(PairEffects):
 
     @workflow.update(description="The mentee accepts the invitation: their explicit, recorded consent. "
                      "Rule: never force the seniors.")
-    async def accept_invitation(self, request: InvitationAnswer) -> ActionResult:
+    async def accept_invitation(self, *payloads: RawValue) -> ActionResult:
+        request = self._read(InvitationAnswer, payloads)
         async with self._log:
             rules.answer_invitation(self.pair, "accept_invitation")
             await self._record(ev.MenteeConsentGiven(mentee_id=self.pair.mentee_id, channel=request.channel,
@@ -305,11 +316,13 @@ class MentoringPair(PairEffects):
             return await self._done()
 
     @accept_invitation.validator
-    def _check_accept_invitation(self, request: InvitationAnswer) -> None:
-        rules.answer_invitation(self._state(), "accept_invitation", request.recorded_by)
+    def _check_accept_invitation(self, *payloads: RawValue) -> None:
+        self._vet(InvitationAnswer, payloads)
+        rules.answer_invitation(self._state(), "accept_invitation")
 
     @workflow.update(description="The mentee declines the invitation: recorded, and the pair closes politely.")
-    async def decline_invitation(self, request: InvitationAnswer) -> ActionResult:
+    async def decline_invitation(self, *payloads: RawValue) -> ActionResult:
+        request = self._read(InvitationAnswer, payloads)
         async with self._log:
             rules.answer_invitation(self.pair, "decline_invitation")
             await self._close(ev.MenteeDeclined(mentee_id=self.pair.mentee_id, channel=request.channel,
@@ -317,8 +330,9 @@ class MentoringPair(PairEffects):
             return await self._done()
 
     @decline_invitation.validator
-    def _check_decline_invitation(self, request: InvitationAnswer) -> None:
-        rules.answer_invitation(self._state(), "decline_invitation", request.recorded_by)
+    def _check_decline_invitation(self, *payloads: RawValue) -> None:
+        self._vet(InvitationAnswer, payloads)
+        rules.answer_invitation(self._state(), "decline_invitation")
 
     # --- 4. preparation: curriculum, training, sign-off; the senior's onboarding ----------------
 
@@ -339,7 +353,8 @@ class MentoringPair(PairEffects):
 
     @workflow.update(description="Record the curriculum: the topics and objectives the mentor will "
                      "transmit. Rule: define what the mentor transmits, so the mentor is credible.")
-    async def agree_curriculum(self, request: AgreeCurriculum) -> ActionResult:
+    async def agree_curriculum(self, *payloads: RawValue) -> ActionResult:
+        request = self._read(AgreeCurriculum, payloads)
         async with self._log:
             rules.agree_curriculum(self.pair, request)
             await self._record(ev.CurriculumAgreed(topics=list(request.topics),
@@ -347,12 +362,14 @@ class MentoringPair(PairEffects):
             return await self._done()
 
     @agree_curriculum.validator
-    def _check_agree_curriculum(self, request: AgreeCurriculum) -> None:
+    def _check_agree_curriculum(self, *payloads: RawValue) -> None:
+        request = self._vet(AgreeCurriculum, payloads)
         rules.agree_curriculum(self._state(), request)
 
     @workflow.update(description="The mentor completed one of the programme's training modules. "
                      "Rule: HR prepares the mentors well.")
-    async def complete_training_module(self, request: CompleteTrainingModule) -> ActionResult:
+    async def complete_training_module(self, *payloads: RawValue) -> ActionResult:
+        request = self._read(CompleteTrainingModule, payloads)
         async with self._log:
             rules.complete_training_module(self.pair, request)
             await self._record(ev.TrainingModuleCompleted(mentor_id=self.pair.mentor_id,
@@ -360,24 +377,28 @@ class MentoringPair(PairEffects):
             return await self._done()
 
     @complete_training_module.validator
-    def _check_complete_training_module(self, request: CompleteTrainingModule) -> None:
+    def _check_complete_training_module(self, *payloads: RawValue) -> None:
+        request = self._vet(CompleteTrainingModule, payloads)
         rules.complete_training_module(self._state(), request)
 
     @workflow.update(description="The mentee received the onboarding (what to expect, ground rules, "
                      "confidentiality). Rule: prepare the senior too.")
-    async def onboard_mentee(self, request: OnboardMentee) -> ActionResult:
+    async def onboard_mentee(self, *payloads: RawValue) -> ActionResult:
+        request = self._read(OnboardMentee, payloads)
         async with self._log:
             rules.onboard_mentee(self.pair)
             await self._record(ev.MenteeOnboarded(mentee_id=self.pair.mentee_id), by=request)
             return await self._done()
 
     @onboard_mentee.validator
-    def _check_onboard_mentee(self, request: OnboardMentee) -> None:
+    def _check_onboard_mentee(self, *payloads: RawValue) -> None:
+        self._vet(OnboardMentee, payloads)
         rules.onboard_mentee(self._state())
 
     @workflow.update(description="HR signs the mentor off as ready (needs the curriculum and every "
                      "training module). Rule: HR sign-off before any session.")
-    async def sign_off_mentor(self, request: SignOffMentor) -> ActionResult:
+    async def sign_off_mentor(self, *payloads: RawValue) -> ActionResult:
+        request = self._read(SignOffMentor, payloads)
         async with self._log:
             rules.sign_off_mentor(self.pair, request.recorded_by)
             await self._record(ev.MentorSignedOff(mentor_id=self.pair.mentor_id,
@@ -385,7 +406,8 @@ class MentoringPair(PairEffects):
             return await self._done()
 
     @sign_off_mentor.validator
-    def _check_sign_off_mentor(self, request: SignOffMentor) -> None:
+    def _check_sign_off_mentor(self, *payloads: RawValue) -> None:
+        request = self._vet(SignOffMentor, payloads)
         rules.sign_off_mentor(self._state(), request.recorded_by)
 
     # --- 5. sessions: proposed, confirmed, then held, cancelled, rescheduled or missed ----------
@@ -401,7 +423,8 @@ class MentoringPair(PairEffects):
 
     @workflow.update(description="Propose a session inside the mentee's availability windows (a time "
                      "without offset is read in the mentee's time zone). Rule: fit the seniors' agendas.")
-    async def propose_session(self, request: ProposeSession) -> ActionResult:
+    async def propose_session(self, *payloads: RawValue) -> ActionResult:
+        request = self._read(ProposeSession, payloads)
         # The time HR asked, as the validator saw it: the lock may come in a later step, whose
         # clock a query can make stale (see `_clock_free`).
         asked_at = workflow.now()
@@ -416,25 +439,30 @@ class MentoringPair(PairEffects):
             return await self._done(session_no=number)
 
     @propose_session.validator
-    def _check_propose_session(self, request: ProposeSession) -> None:
+    def _check_propose_session(self, *payloads: RawValue) -> None:
+        request = self._vet(ProposeSession, payloads)
         state = self._state()
         rules.propose_session(state, rules.session_start(state, request.starts_at),
                               request.duration_minutes, workflow.now())
+        rules.new_session_time(state, request.starts_at, request.duration_minutes, workflow.now())
 
     @workflow.update(description="Both people confirmed a proposed session.")
-    async def confirm_session(self, request: ConfirmSession) -> ActionResult:
+    async def confirm_session(self, *payloads: RawValue) -> ActionResult:
+        request = self._read(ConfirmSession, payloads)
         async with self._log:
             rules.confirm_session(self.pair, request)
             await self._record(ev.SessionConfirmed(session_no=request.session_no), by=request)
             return await self._done(session_no=request.session_no)
 
     @confirm_session.validator
-    def _check_confirm_session(self, request: ConfirmSession) -> None:
+    def _check_confirm_session(self, *payloads: RawValue) -> None:
+        request = self._vet(ConfirmSession, payloads)
         rules.confirm_session(self._state(), request)
 
     @workflow.update(description="Move a session to another time inside the mentee's availability; "
                      "both get an updated calendar invitation. Rule: easy rescheduling.")
-    async def reschedule_session(self, request: RescheduleSession) -> ActionResult:
+    async def reschedule_session(self, *payloads: RawValue) -> ActionResult:
+        request = self._read(RescheduleSession, payloads)
         asked_at = workflow.now()  # as in propose_session
         async with self._log:
             session = rules.reschedule_session(self.pair, request, asked_at)
@@ -445,12 +473,16 @@ class MentoringPair(PairEffects):
             return await self._done(session_no=session.session_no)
 
     @reschedule_session.validator
-    def _check_reschedule_session(self, request: RescheduleSession) -> None:
-        rules.reschedule_session(self._state(), request, workflow.now())
+    def _check_reschedule_session(self, *payloads: RawValue) -> None:
+        request = self._vet(RescheduleSession, payloads)
+        session = rules.reschedule_session(self._state(), request, workflow.now())
+        rules.new_session_time(self._state(), request.starts_at, session.duration_minutes, workflow.now(),
+                               rescheduled=session.session_no)
 
     @workflow.update(description="Cancel a proposed or confirmed session (who cancels, reason code); "
                      "both get a calendar cancellation.")
-    async def cancel_session(self, request: CancelSession) -> ActionResult:
+    async def cancel_session(self, *payloads: RawValue) -> ActionResult:
+        request = self._read(CancelSession, payloads)
         async with self._log:
             rules.cancel_session(self.pair, request)
             await self._record(ev.SessionCancelled(session_no=request.session_no, cancelled_by=request.cancelled_by,
@@ -459,12 +491,14 @@ class MentoringPair(PairEffects):
             return await self._done(session_no=request.session_no)
 
     @cancel_session.validator
-    def _check_cancel_session(self, request: CancelSession) -> None:
+    def _check_cancel_session(self, *payloads: RawValue) -> None:
+        request = self._vet(CancelSession, payloads)
         rules.cancel_session(self._state(), request)
 
     @workflow.update(description="A confirmed session took place, with the topics it covered; both are "
                      "asked for feedback. Rule: sessions are centred on uses.")
-    async def record_session_held(self, request: RecordSessionHeld) -> ActionResult:
+    async def record_session_held(self, *payloads: RawValue) -> ActionResult:
+        request = self._read(RecordSessionHeld, payloads)
         asked_at = workflow.now()  # as in propose_session
         async with self._log:
             session = rules.record_session_held(self.pair, request, asked_at)
@@ -475,11 +509,13 @@ class MentoringPair(PairEffects):
             return await self._done(session_no=request.session_no)
 
     @record_session_held.validator
-    def _check_record_session_held(self, request: RecordSessionHeld) -> None:
+    def _check_record_session_held(self, *payloads: RawValue) -> None:
+        request = self._vet(RecordSessionHeld, payloads)
         rules.record_session_held(self._state(), request, workflow.now())
 
     @workflow.update(description="A confirmed session did not happen: who was absent (no-show).")
-    async def record_no_show(self, request: RecordNoShow) -> ActionResult:
+    async def record_no_show(self, *payloads: RawValue) -> ActionResult:
+        request = self._read(RecordNoShow, payloads)
         asked_at = workflow.now()  # as in propose_session
         async with self._log:
             session = rules.record_no_show(self.pair, request, asked_at)
@@ -488,7 +524,8 @@ class MentoringPair(PairEffects):
             return await self._done(session_no=request.session_no)
 
     @record_no_show.validator
-    def _check_record_no_show(self, request: RecordNoShow) -> None:
+    def _check_record_no_show(self, *payloads: RawValue) -> None:
+        request = self._vet(RecordNoShow, payloads)
         rules.record_no_show(self._state(), request, workflow.now())
 
     def _reminders_too_late(self, session: SessionState) -> list[DomainEvent]:
@@ -512,7 +549,8 @@ class MentoringPair(PairEffects):
 
     @workflow.update(description="Feedback on a held session from the mentor or the mentee: rating 1-5, "
                      "engaging or not, topics. The comment stays private to the pair (not in the log).")
-    async def give_feedback(self, request: GiveFeedback) -> ActionResult:
+    async def give_feedback(self, *payloads: RawValue) -> ActionResult:
+        request = self._read(GiveFeedback, payloads)
         async with self._log:
             rules.give_feedback(self.pair, request)
             event_id = await self._keep_private(request.comment, request.by_role, request.share_comment)
@@ -523,12 +561,14 @@ class MentoringPair(PairEffects):
             return await self._done(session_no=request.session_no)
 
     @give_feedback.validator
-    def _check_give_feedback(self, request: GiveFeedback) -> None:
+    def _check_give_feedback(self, *payloads: RawValue) -> None:
+        request = self._vet(GiveFeedback, payloads)
         rules.give_feedback(self._state(), request)
 
     @workflow.update(description="The final evaluation of the programme by the mentor or the mentee "
                      "(rating, would recommend, private comment).")
-    async def give_final_evaluation(self, request: GiveFinalEvaluation) -> ActionResult:
+    async def give_final_evaluation(self, *payloads: RawValue) -> ActionResult:
+        request = self._read(GiveFinalEvaluation, payloads)
         async with self._log:
             rules.give_final_evaluation(self.pair, request)
             event_id = await self._keep_private(request.comment, request.by_role, request.share_comment)
@@ -538,7 +578,8 @@ class MentoringPair(PairEffects):
             return await self._done()
 
     @give_final_evaluation.validator
-    def _check_give_final_evaluation(self, request: GiveFinalEvaluation) -> None:
+    def _check_give_final_evaluation(self, *payloads: RawValue) -> None:
+        request = self._vet(GiveFinalEvaluation, payloads)
         rules.give_final_evaluation(self._state(), request)
 
     async def _keep_private(self, comment: str | None, role: str, shared: bool) -> Any:
@@ -560,13 +601,23 @@ class MentoringPair(PairEffects):
 
     @workflow.signal(description="An answer to a follow-up (days_after_end of the follow-up, by_role, "
                      "still_using). A signal, so e-mail integrations can send it without waiting; "
-                     "an answer that does not fit is logged and ignored.")
-    async def answer_follow_up(self, answer: FollowUpAnswer) -> None:
+                     "an answer that cannot be read or does not fit is ignored, counted in the "
+                     "state and the current details, and logged without its content.")
+    async def answer_follow_up(self, *payloads: RawValue) -> None:
+        if not self._nominated:  # a signal waits for the nomination (an update is refused instead)
+            await workflow.wait_condition(lambda: self._nominated)
         async with self._log:
-            problem = ("the pair is still starting" if self._pair is None else
-                       rules.follow_up_answer_problem(self.pair, answer.days_after_end, answer.by_role))
+            checks_who = workflow.patched(SIGNAL_CHECKS_PATCH)
+            try:
+                answer = read_form(FollowUpAnswer, payloads, "The signal 'answer_follow_up' was ignored")
+                if checks_who:
+                    authority.check(self.pair, "answer_follow_up", answer)
+            except PairError as refusal:
+                self._ignore_signal(refusal.message, counted=checks_who)
+                return
+            problem = rules.follow_up_answer_problem(self.pair, answer.days_after_end, answer.by_role)
             if problem:  # a signal cannot be rejected: log why (no personal data) and ignore it
-                workflow.logger.warning("follow-up answer ignored: %s", problem)
+                self._ignore_signal(f"follow-up answer ignored: {problem}", counted=checks_who)
                 return
             await self._record(ev.FollowUpAnswered(days_after_end=answer.days_after_end,
                                                    still_using=answer.still_using, by_role=answer.by_role), by=answer)
@@ -577,7 +628,8 @@ class MentoringPair(PairEffects):
 
     @workflow.update(description="Pause the pair (reason code): the current stage's reminders and "
                      "deadlines stop counting until it resumes. Rule: fit the seniors' agendas.")
-    async def pause(self, request: PausePair) -> ActionResult:
+    async def pause(self, *payloads: RawValue) -> ActionResult:
+        request = self._read(PausePair, payloads)
         async with self._log:
             rules.pause(self.pair)
             await self._record(ev.PairPaused(paused_by=request.recorded_by, stage=self.pair.stage.value,
@@ -585,11 +637,13 @@ class MentoringPair(PairEffects):
             return await self._done()
 
     @pause.validator
-    def _check_pause(self, request: PausePair) -> None:
+    def _check_pause(self, *payloads: RawValue) -> None:
+        self._vet(PausePair, payloads)
         rules.pause(self._state())
 
     @workflow.update(description="Resume a paused pair: its deadlines move on by the time it was paused.")
-    async def resume(self, request: ResumePair) -> ActionResult:
+    async def resume(self, *payloads: RawValue) -> ActionResult:
+        request = self._read(ResumePair, payloads)
         asked_at = workflow.now()  # as in propose_session
         async with self._log:
             pause = rules.resume(self.pair)
@@ -599,12 +653,14 @@ class MentoringPair(PairEffects):
             return await self._done()
 
     @resume.validator
-    def _check_resume(self, request: ResumePair) -> None:
+    def _check_resume(self, *payloads: RawValue) -> None:
+        self._vet(ResumePair, payloads)
         rules.resume(self._state())
 
     @workflow.update(description="Withdraw from the pair at any time, without penalty: the mentor, the "
                      "mentee or HR, with a reason code. The pair closes.")
-    async def withdraw(self, request: WithdrawPair) -> ActionResult:
+    async def withdraw(self, *payloads: RawValue) -> ActionResult:
+        request = self._read(WithdrawPair, payloads)
         async with self._log:
             rules.withdraw(self.pair, request)
             await self._close(ev.PairWithdrawn(withdrawn_by=request.recorded_by, role=request.role,
@@ -613,12 +669,14 @@ class MentoringPair(PairEffects):
             return await self._done()
 
     @withdraw.validator
-    def _check_withdraw(self, request: WithdrawPair) -> None:
+    def _check_withdraw(self, *payloads: RawValue) -> None:
+        request = self._vet(WithdrawPair, payloads)
         rules.withdraw(self._state(), request)
 
     @workflow.update(description="Replace the mentor (new mentor's contact, reason code). The newcomer "
                      "confirms their own motivation and is prepared and signed off like the first.")
-    async def replace_mentor(self, request: ReplaceMentor) -> ActionResult:
+    async def replace_mentor(self, *payloads: RawValue) -> ActionResult:
+        request = self._read(ReplaceMentor, payloads)
         async with self._log:
             rules.replace_mentor(self.pair, request)
             await self._activity("register_people", RegisterPeopleRequest(people=[contact(request.new_mentor)]))
@@ -629,11 +687,13 @@ class MentoringPair(PairEffects):
             return await self._done()
 
     @replace_mentor.validator
-    def _check_replace_mentor(self, request: ReplaceMentor) -> None:
+    def _check_replace_mentor(self, *payloads: RawValue) -> None:
+        request = self._vet(ReplaceMentor, payloads)
         rules.replace_mentor(self._state(), request)
 
     @workflow.update(description="Extend the programme by a number of sessions (until the follow-ups start).")
-    async def extend(self, request: ExtendPair) -> ActionResult:
+    async def extend(self, *payloads: RawValue) -> ActionResult:
+        request = self._read(ExtendPair, payloads)
         async with self._log:
             rules.extend(self.pair, request)
             await self._record(ev.PairExtended(additional_sessions=request.additional_sessions,
@@ -641,13 +701,14 @@ class MentoringPair(PairEffects):
             return await self._done()
 
     @extend.validator
-    def _check_extend(self, request: ExtendPair) -> None:
+    def _check_extend(self, *payloads: RawValue) -> None:
+        request = self._vet(ExtendPair, payloads)
         rules.extend(self._state(), request)
 
     @workflow.query(description="The pair's current state: stage, facts so far, sessions and "
                     "deadlines. Pseudonymous ids only.")
     def state(self) -> PairState:
-        return self._state()
+        return self.pair
 
     # --- after each fact ----------------------------------------------------------------------
 

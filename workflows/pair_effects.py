@@ -9,10 +9,12 @@ Deterministic like the rest of `workflows/`: every effect goes through an activi
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import Iterator
 from datetime import timedelta
-from typing import Any
+from typing import Any, TypeVar
 
-from pydantic import ValidationError
+from pydantic import BaseModel
 from temporalio import workflow
 from temporalio.common import RawValue, RetryPolicy, SearchAttributeKey
 from temporalio.exceptions import (
@@ -24,9 +26,11 @@ from temporalio.exceptions import (
 )
 
 import events.pair as ev
+import workflows.authority as authority
 import workflows.search_attributes as attrs
 from events.base import DomainEvent, EventMetadata, NewEvent
 from events.messages import (
+    DATA_REFUSED,
     UNDELIVERABLE,
     AppendRequest,
     AppendResponse,
@@ -35,8 +39,8 @@ from events.messages import (
     PersonContact,
     SessionDetails,
 )
-from workflows.errors import InvalidPairInput, WrongStage, bullet_list, describe_validation_error
-from workflows.inputs import HrManager, PairInput, Person, _Action
+from workflows.errors import DataRefused, InvalidPairInput, WrongStage
+from workflows.inputs import UPDATE_FORMS, HrManager, PairInput, Person, _Action
 from workflows.pair_state import (
     PairState,
     SessionState,
@@ -47,6 +51,7 @@ from workflows.pair_state import (
     is_activity,
     next_timer,
 )
+from workflows.payloads import read_form
 
 HISTORY_LIMIT_MEMO = "continue_as_new_after_events"
 """Memo key (an int) that lowers the history length at which a run continues as new (tests, ops)."""
@@ -84,12 +89,15 @@ SHORTEST_TIMER_MEMO = "shortest_timer_seconds"
 """Memo key (a number) that lengthens that timer: tests use it to act before it fires."""
 CLOCK_FREE_PATCH = "decisions-from-history"
 """Runs started with this patch decide only from their history (see `PairEffects._clock_free`)."""
+SIGNAL_CHECKS_PATCH = "signal-checks-who"
+"""Signals handled after this patch check who sends them and count those they ignore."""
 # History events each kind of step adds (its own events plus a workflow task's three), counted
 # high: the continue-as-new decision is taken from this count, not from the server's.
 _HISTORY_COST = {"activity": 6, "timer": 5, "update": 5, "signal": 4, "upsert": 1}
 DELIVERY_TIMED_OUT = "DeliveryTimedOut"
 BOTH = ("mentor", "mentee")
 _UNSET = object()
+F = TypeVar("F", bound=BaseModel)
 
 
 class PairEffects:
@@ -122,8 +130,43 @@ class PairEffects:
     def pair(self, state: PairState) -> None:
         self._pair = state
 
+    @property
+    def _nominated(self) -> bool:
+        """`PairNominated` is in the log: before it, nothing else may be recorded."""
+        return self._pair is not None and self._pair.version > 0
+
     def _state(self) -> PairState:
+        """The state a validator checks an update against: refused until the nomination is
+        recorded (an update taken during the nomination's first step would come first in the log)."""
+        if not self._nominated:
+            raise WrongStage("the pair is still being nominated: nothing can be recorded before the "
+                             "nomination is. Try again in a moment.")
         return self.pair
+
+    def _read(self, form: type[F], payloads: tuple[RawValue, ...]) -> F:
+        """An update's payload as its form, or a refusal naming the update and each bad field."""
+        update = workflow.current_update_info()
+        name = update.name if update else form.__name__
+        if UPDATE_FORMS.get(name, form) is not form:  # a slip in the code, not in the input
+            raise RuntimeError(f"update {name} reads {form.__name__}, and UPDATE_FORMS says otherwise")
+        return read_form(form, payloads, f"The update '{name}' was refused")
+
+    def _vet(self, form: type[F], payloads: tuple[RawValue, ...]) -> F:
+        """In a validator: the form, read from the payload and sent by someone who may record it
+        (workflows/authority.py)."""
+        request = self._read(form, payloads)
+        update = workflow.current_update_info()
+        if update is not None and isinstance(request, _Action):
+            authority.check(self._state(), update.name, request)
+        return request
+
+    def _ignore_signal(self, reason: str, *, counted: bool = True) -> None:
+        """A signal cannot be refused: say why in the log (never its content), count it for HR."""
+        workflow.logger.warning("signal ignored: %s", reason.splitlines()[0])
+        if counted:
+            self._count("signal")
+            self.pair.signals_ignored += 1
+            self._publish()
 
     async def _record(self, *events: DomainEvent, by: _Action | str, ids: list[Any] | None = None) -> None:
         """Append events to the pair's stream, then fold them into the state.
@@ -147,8 +190,9 @@ class PairEffects:
                 causation_id=update.id if update else None, occurred_at=now),
         )
         self._count("activity")
-        appended = await workflow.execute_activity(
-            "append_events", request, result_type=AppendResponse, **_APPEND)
+        with _refused_data_refuses_the_action():
+            appended = await workflow.execute_activity(
+                "append_events", request, result_type=AppendResponse, **_APPEND)
         self.pair.version = appended.version
         # The append's own time, part of the history as the activity's result (the clock `now`
         # came from may be stale in a step run for a query; see `_clock_free`).
@@ -205,7 +249,8 @@ class PairEffects:
     async def _activity(self, name: str, request: Any) -> None:
         # Activities are called by name: workflows never import activity code (nor asyncpg).
         self._count("activity")
-        await workflow.execute_activity(name, request, **_SIDE_EFFECT)
+        with _refused_data_refuses_the_action():
+            await workflow.execute_activity(name, request, **_SIDE_EFFECT)
 
     def _due(self, policy_field: str) -> Any:
         """A deadline of the stage just entered, as its timer will count it."""
@@ -275,13 +320,28 @@ class PairEffects:
             workflow.continue_as_new(self.pair)  # the state, with its stream version, and no personal data
 
 
+@contextlib.contextmanager
+def _refused_data_refuses_the_action() -> Iterator[None]:
+    """A value the database refuses (activities/database_errors.py) refuses the action that
+    brought it, in words, and the pair goes on answering; any other failure is left as it is."""
+    try:
+        yield
+    except ActivityError as err:
+        cause = err.cause
+        if isinstance(cause, ApplicationError) and cause.type == DATA_REFUSED:
+            raise DataRefused(f"This could not be recorded: {cause.message}. Nothing more was recorded "
+                              "for it; correct the values typed and send it again.") from None
+        raise
+
+
 def _undeliverable(outcome: BaseException) -> bool:
     if not isinstance(outcome, ActivityError):
         return False
     cause = outcome.cause
     # Out of time: the server ends the retries when the next one would pass schedule-to-close
     # (with the last attempt's error) or when the timeout itself fires.
-    return _out_of_time(outcome) or (isinstance(cause, ApplicationError) and cause.type in UNDELIVERABLE)
+    return _out_of_time(outcome) or (isinstance(cause, ApplicationError)
+                                      and cause.type in (*UNDELIVERABLE, DATA_REFUSED))
 
 
 def _out_of_time(outcome: ActivityError) -> bool:
@@ -300,28 +360,13 @@ def contact(person: Person | HrManager) -> PersonContact:
                          email=person.email, time_zone=person.time_zone)
 
 
-def decode_input(raw: RawValue | None) -> PairInput:
+def decode_input(inputs: tuple[RawValue, ...]) -> PairInput:
     """HR's start input, or `InvalidPairInput` naming each bad field: the workflow fails at once."""
-    how = "Start the pair again with one JSON object as described in schemas/pair-input.schema.json."
-    if raw is None:
-        raise InvalidPairInput(f"This pair cannot start: it was started without an input. {how}")
     try:
-        data = workflow.payload_converter().from_payload(raw.payload)
-    except ValidationError as exc:
-        problem = describe_validation_error(exc)[0].split(": ", 1)[-1]
-        raise InvalidPairInput(f"This pair cannot start: its input is not valid JSON ({problem}). {how}") from None
-    except Exception:
-        raise InvalidPairInput(f"This pair cannot start: its input could not be read as JSON. {how}") from None
-    if not isinstance(data, dict):
-        kind = {list: "a list", str: "a text", int: "a number", float: "a number", bool: "true/false"}.get(
-            type(data), "empty")
-        raise InvalidPairInput(f"This pair cannot start: its input must be one JSON object "
-                               f"(fields between {{ and }}), not {kind}. {how}")
-    try:
-        return PairInput.model_validate(data)
-    except ValidationError as exc:
-        lines = describe_validation_error(exc)
-        raise InvalidPairInput(
-            f"This pair cannot start: {len(lines)} problem(s) in its input:\n{bullet_list(lines)}\n"
-            "Correct these fields and start the pair again; nothing was recorded."
-        ) from None
+        return read_form(PairInput, inputs, "This pair cannot start", InvalidPairInput)
+    except InvalidPairInput as refusal:
+        raise InvalidPairInput(f"{refusal.message}\n{START_HELP}") from None
+
+
+START_HELP = ("The input is one JSON object: the README's section 'Start a pair' lists its fields, "
+              "and the worker's folder holds its JSON Schema (schemas/pair-input.schema.json).")

@@ -77,6 +77,7 @@ class PairState(_State):
     mentor_id: str
     mentee_id: str
     hr_id: str
+    hr_team: list[str] = Field(default_factory=list, description="other HR people who may act for the pair")
     mentee_time_zone: str
     availability: list[AvailabilityWindow]
     topics: list[str]
@@ -110,6 +111,7 @@ class PairState(_State):
     ended_at: datetime | None = None
     last_fact_at: datetime | None = Field(
         default=None, description="when the log recorded the latest fact: a new stage's clock starts here")
+    signals_ignored: int = Field(0, description="signals that could not be read or did not fit, ignored")
 
     @classmethod
     def nominated(cls, pair: PairInput, now: datetime) -> PairState:
@@ -117,6 +119,7 @@ class PairState(_State):
             pair_id=pair.pair_id, stream_id=ev.pair_stream(pair.pair_id),
             programme_id=pair.programme_id, mentor_id=pair.mentor.employee_id,
             mentee_id=pair.mentee.employee_id, hr_id=pair.nominated_by.employee_id,
+            hr_team=list(pair.hr_team),
             mentee_time_zone=pair.mentee.time_zone, availability=list(pair.mentee.availability),
             topics=list(pair.topics), training_modules=list(pair.training_modules),
             sessions_planned=pair.sessions_planned, policy=pair.policy, clock_start=now,
@@ -403,6 +406,9 @@ def current_details(state: PairState, timer: Timer | None) -> str:
     lines.append(f"**Sessions held:** {state.sessions_held} of {state.sessions_planned}")
     if state.at_risk:
         lines.append("**At risk:** escalated to HR")
+    if state.signals_ignored:
+        lines.append(f"**Signals ignored:** {state.signals_ignored} (could not be read or did not fit; "
+                     "the worker log says why, without their content)")
     return "\n".join(lines)
 
 

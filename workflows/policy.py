@@ -13,11 +13,14 @@ from typing import Annotated
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
+from workflows.errors import excerpt
+
 _DURATION = re.compile(
     r"P(?:(?P<weeks>\d+)W)?(?:(?P<days>\d+)D)?"
     r"(?:T(?:(?P<hours>\d+)H)?(?:(?P<minutes>\d+)M)?(?:(?P<seconds>\d+)S)?)?"
 )
-_MAX = timedelta(days=3 * 366)
+MAX_WAIT = timedelta(days=2 * 366)
+"""The longest any wait may be: a pair lasts months, and a typo of extra digits must not pass."""
 
 
 def parse_duration(text: str) -> timedelta:
@@ -25,25 +28,30 @@ def parse_duration(text: str) -> timedelta:
 
     Raises ValueError with a message written for the person who typed it.
     """
+    shown = excerpt(text)
     value = text.strip().upper()
     date_part = value[1:].partition("T")[0] if value.startswith("P") else ""
     if "Y" in date_part or "M" in date_part:
         raise ValueError(
-            f"{text!r} uses years or months, which have no fixed length: "
+            f"{shown} uses years or months, which have no fixed length: "
             "give days or weeks instead (for example P30D or P4W)"
         )
     match = _DURATION.fullmatch(value)
     if not match or value in ("P", "PT") or value.endswith("T"):
         raise ValueError(
-            f"{text!r} is not an ISO 8601 duration: write for example P14D (14 days), "
+            f"{shown} is not an ISO 8601 duration: write for example P14D (14 days), "
             "P2W (2 weeks) or PT24H (24 hours)"
         )
+    too_long = ValueError(f"{shown} is longer than two years, the longest wait a pair may have: "
+                          "check the number")
+    if any(len(v) > 7 for v in match.groupdict().values() if v is not None):
+        raise too_long  # more digits than any wait of two years needs (and than timedelta holds)
     parts = {k: int(v) for k, v in match.groupdict().items() if v is not None}
     duration = timedelta(**parts)
     if duration <= timedelta(0):
-        raise ValueError(f"{text!r} is zero: a deadline must be later than its start")
-    if duration > _MAX:
-        raise ValueError(f"{text!r} is longer than three years: check the number")
+        raise ValueError(f"{shown} is zero: a deadline must be later than its start")
+    if duration > MAX_WAIT:
+        raise too_long
     return duration
 
 

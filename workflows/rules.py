@@ -100,16 +100,10 @@ def decline_mentoring(state: PairState, recorded_by: str) -> None:
 
 # --- 3. the senior's consent ---------------------------------------------------------------------
 
-def answer_invitation(state: PairState, action: str, recorded_by: str | None = None) -> None:
-    """`recorded_by` is checked by the validators only: the handlers run again on replay, and
-    pairs answered before this rule existed must replay as they ran."""
+def answer_invitation(state: PairState, action: str) -> None:
+    # Who answers (the senior, or HR on their behalf; never the mentor) is workflows/authority.py.
     require_stage(state, action, {Stage.MENTEE_INVITED},
                   "the mentee answers while the invitation is open")
-    # Consent is the senior's own: never the mentor's to give, only HR may enter it for them.
-    if recorded_by is not None and recorded_by not in (state.mentee_id, state.hr_id):
-        raise NotAParticipant(
-            f"{recorded_by} cannot answer this invitation: only the mentee ({state.mentee_id}) or "
-            f"the pair's HR ({state.hr_id}) on their behalf records the senior's answer.")
 
 
 # --- 4. preparation ------------------------------------------------------------------------------
@@ -190,6 +184,39 @@ def check_availability(state: PairState, starts_at: datetime, minutes: int, now:
         f"mentee's time zone) is outside the mentee's availability windows: {windows} "
         f"({state.mentee_time_zone}). Propose a time inside one of these windows."
     )
+
+
+MAX_AHEAD = timedelta(days=2 * 366)
+"""How far ahead a session may be planned: a programme runs months, not years."""
+
+
+def new_session_time(state: PairState, typed: datetime, minutes: int, now: datetime,
+                     rescheduled: int | None = None) -> None:
+    """Checks on a time HR types, beyond `check_availability`: a wall-clock time that exists,
+    within two years, not over another session of the pair (a second click of 'propose').
+
+    Validators only: pairs that recorded such times before these checks must replay as they ran.
+    """
+    zone = state.mentee_time_zone
+    if typed.tzinfo is None and (after := timezones.skipped(typed, zone)) is not None:
+        raise RuleViolation(
+            f"{typed:{_FMT}} does not exist in {zone}: the clocks go forward that night and skip it. "
+            f"Propose {after:{_FMT}} (the same moment on the new clock) or another time."
+        )
+    starts_at = session_start(state, typed)
+    if starts_at > now + MAX_AHEAD:
+        raise RuleViolation(
+            f"the session start {starts_at:%Y-%m-%d} is more than two years ahead: propose a time "
+            "within the programme."
+        )
+    ends_at = starts_at + timedelta(minutes=minutes)
+    for other in state.open_sessions:
+        if other.session_no != rescheduled and other.starts_at < ends_at and starts_at < other.ends_at:
+            raise RuleViolation(
+                f"session {other.session_no} is already {other.status} for {other.starts_at:{_FMT}} UTC "
+                f"({other.duration_minutes} min), overlapping this time: confirm or move that session "
+                "instead of proposing it twice."
+            )
 
 
 def _sessions_stage(state: PairState, action: str) -> None:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import re
 import zoneinfo
-from datetime import datetime
+from datetime import UTC, datetime
 from functools import lru_cache
 from importlib import resources
 
@@ -55,8 +55,36 @@ def to_local(moment: datetime, name: str) -> datetime:
 
 
 def localize(wall_clock: datetime, name: str) -> datetime:
-    """A naive wall-clock time read in the zone `name`, made timezone-aware."""
+    """A naive wall-clock time read in the zone `name`, made timezone-aware.
+
+    A time the clocks pass twice (when they go back) is its first occurrence, before the change
+    (`fold=0`); a time they skip (when they go forward) is the caller's to refuse (`skipped`)."""
     zone = _zone(name)
     if zone is None:
         raise ValueError(f"unknown time zone {name!r}")
     return wall_clock.replace(tzinfo=zone)
+
+
+def skipped(wall_clock: datetime, name: str) -> datetime | None:
+    """If the clocks skip `wall_clock` in zone `name` (it does not exist there), the first wall
+    time after the skip that does, naive; otherwise None."""
+    zone = _zone(name)
+    if zone is None:
+        raise ValueError(f"unknown time zone {name!r}")
+    aware = wall_clock.replace(tzinfo=zone)
+    back = aware.astimezone(UTC).astimezone(zone).replace(tzinfo=None)
+    if back == wall_clock:
+        return None
+    # The wall clock jumps from the start of the gap to its end: the end is the first valid time.
+    later = wall_clock.replace(tzinfo=zone, fold=1).astimezone(UTC).astimezone(zone)
+    gap = aware.utcoffset() - later.utcoffset()  # type: ignore[operator]
+    return (wall_clock + abs(gap)).replace(tzinfo=None) if gap else back
+
+
+def repeated(wall_clock: datetime, name: str) -> bool:
+    """Whether the clocks pass `wall_clock` twice in zone `name` (they go back over it)."""
+    zone = _zone(name)
+    if zone is None:
+        raise ValueError(f"unknown time zone {name!r}")
+    first, second = wall_clock.replace(tzinfo=zone, fold=0), wall_clock.replace(tzinfo=zone, fold=1)
+    return first.utcoffset() != second.utcoffset() and skipped(wall_clock, name) is None

@@ -20,13 +20,13 @@ from pathlib import Path
 
 import pytest
 from temporalio.client import Client, WorkflowHistory
-from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Replayer
 
 from devstack.postgres import free_port
 from devstack.temporal import TemporalDevServer, temporal_cli_path
 from runtime import connect_temporal
 from settings import Settings
+from workflows.payloads import DATA_CONVERTER
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -65,7 +65,7 @@ async def replay_every_history(address: str) -> tuple[int, list[str]]:
         for history in histories:
             yield history
 
-    results = await Replayer(workflows=WORKFLOWS, data_converter=pydantic_data_converter) \
+    results = await Replayer(workflows=WORKFLOWS, data_converter=DATA_CONVERTER) \
         .replay_workflows(each(), raise_on_replay_failure=False)
     return len(histories), [f"{run_id}: {str(error)[:300]}" for run_id, error in results.replay_failures.items()]
 

@@ -24,7 +24,6 @@ from datetime import timedelta
 
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client, WorkflowHandle
-from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Replayer
 
 from devstack.temporal import TemporalDevServer
@@ -33,6 +32,7 @@ from tests.workflow.pairs import MENTEE, MENTOR, pair_input
 from workflows.inputs import pair_workflow_id
 from workflows.pair import MentoringPair
 from workflows.pair_state import PairOutcome, PairState
+from workflows.payloads import DATA_CONVERTER
 
 REMINDER_AFTER_S = 8
 
@@ -100,6 +100,6 @@ async def test_a_query_answered_by_a_fresh_worker_after_a_timer_fired_keeps_the_
                 await handle.terminate(reason="test finished")
 
     assert "EVENT_TYPE_WORKFLOW_TASK_FAILED" not in kinds
-    replay = await Replayer(workflows=[MentoringPair], data_converter=pydantic_data_converter) \
+    replay = await Replayer(workflows=[MentoringPair], data_converter=DATA_CONVERTER) \
         .replay_workflow(history, raise_on_replay_failure=False)
     assert replay.replay_failure is None, replay.replay_failure

@@ -15,7 +15,6 @@ import pytest
 from temporalio.api.enums.v1 import IndexedValueType
 from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest
 from temporalio.client import Client
-from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
@@ -23,6 +22,7 @@ from activities.heartbeat import HeartbeatWhileRunning
 from events.store import PostgresEventStore
 from tests.workflow.pairs import Harness, notification_activity
 from workflows.pair import MentoringPair
+from workflows.payloads import DATA_CONVERTER
 from workflows.search_attributes import SEARCH_ATTRIBUTE_TYPES
 
 TEST_SERVER = Path(sys.executable).parent / "temporal-test-server"
@@ -47,7 +47,7 @@ async def register_search_attributes(client: Client) -> None:
 @pytest.fixture(scope="session")
 async def temporal_env() -> AsyncIterator[WorkflowEnvironment]:
     env = await WorkflowEnvironment.start_time_skipping(
-        test_server_existing_path=str(TEST_SERVER), data_converter=pydantic_data_converter,
+        test_server_existing_path=str(TEST_SERVER), data_converter=DATA_CONVERTER,
     )
     await register_search_attributes(env.client)
     yield env

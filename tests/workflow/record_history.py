@@ -19,7 +19,6 @@ import uuid
 from pathlib import Path
 
 import asyncpg
-from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
@@ -30,6 +29,7 @@ from events.store import PostgresEventStore, create_pool
 from tests.workflow.conftest import TEST_SERVER, register_search_attributes
 from tests.workflow.pairs import LIFECYCLES, Harness, notification_activity
 from workflows.pair import MentoringPair
+from workflows.payloads import DATA_CONVERTER
 
 HISTORIES = Path(__file__).resolve().parent / "histories"
 
@@ -47,7 +47,7 @@ async def record(target: Path, lifecycle: str = "full") -> None:
             await conn.close()
             pool = await create_pool(server.admin_url("history"))
             env = await WorkflowEnvironment.start_time_skipping(
-                test_server_existing_path=str(TEST_SERVER), data_converter=pydantic_data_converter)
+                test_server_existing_path=str(TEST_SERVER), data_converter=DATA_CONVERTER)
             try:
                 await register_search_attributes(env.client)
                 harness = Harness(env, PostgresEventStore(pool), f"record-{uuid.uuid4()}")

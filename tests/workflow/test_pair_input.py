@@ -52,7 +52,7 @@ async def test_bad_fields_are_each_named_for_hr(harness: Harness):
     assert message.startswith("This pair cannot start: 7 problem(s) in its input:")
     expected = [
         "- mentor.email: is not an e-mail address",
-        "- mentee.time_zone: 'Europe/Pariss' is not a known time zone: use an IANA name such as Europe/Paris",
+        "- mentee.time_zone: is not a known time zone: use an IANA name such as Europe/Paris",
         "- mentee.availability[1]: end must be after start",
         "- sessions_planned: should be greater than or equal to 1",
         "- nominated_by.email: is required",
@@ -76,7 +76,7 @@ async def test_bad_fields_are_each_named_for_hr(harness: Harness):
     (b'{"programme_id": "digital-2026", "mentor": ', "its input is not valid JSON (invalid JSON: EOF while parsing"),
     (b'[{"programme_id": "digital-2026"}]', "its input must be one JSON object (fields between { and }), not a list"),
     (b'"pair please"', "its input must be one JSON object (fields between { and }), not a text"),
-    (None, "it was started without an input"),
+    (None, "no input was sent, and it takes one JSON object"),
 ])
 async def test_malformed_json_or_not_an_object(harness: Harness, payload: bytes | None, says: str):
     handle = await harness.start_raw(None if payload is None else json_plain(payload))
@@ -135,7 +135,7 @@ def test_iso_durations(text: str, days: int, seconds: int):
 @pytest.mark.parametrize(("text", "says"), [
     ("P1M", "years or months"), ("P1Y2D", "years or months"), ("14D", "not an ISO 8601 duration"),
     ("P", "not an ISO 8601 duration"), ("PT", "not an ISO 8601 duration"), ("P1DT", "not an ISO 8601"),
-    ("P0D", "is zero"), ("P2000D", "longer than three years"), ("-P1D", "not an ISO 8601"),
+    ("P0D", "is zero"), ("P2000D", "longer than two years"), ("P9999999999D", "longer than two years"), ("-P1D", "not an ISO 8601"),
 ])
 def test_bad_iso_durations(text: str, says: str):
     with pytest.raises(ValueError, match=says):

@@ -10,18 +10,18 @@ from pathlib import Path
 import pytest
 import temporalio.workflow
 from temporalio.client import WorkflowHistory
-from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Replayer
 
 from cli.replay import diagnose
 from tests.workflow.pairs import Harness, full_lifecycle
 from workflows.pair import MentoringPair
+from workflows.payloads import DATA_CONVERTER
 
 HISTORIES = Path(__file__).resolve().parent / "histories"
 
 
 def _replayer() -> Replayer:
-    return Replayer(workflows=[MentoringPair], data_converter=pydantic_data_converter)
+    return Replayer(workflows=[MentoringPair], data_converter=DATA_CONVERTER)
 
 
 def _patches(name: str) -> set[str]:

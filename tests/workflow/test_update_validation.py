@@ -36,7 +36,8 @@ async def test_wrong_stage_and_wrong_person(harness: Harness):
                        "and the mentee answers while the invitation is open (stage 'mentee_invited').")
     kind, message = await _rejected(pair, "confirm_motivation", recorded_by=HR)
     assert kind == "NotAParticipant"
-    assert message.startswith("HR001 is not this pair's mentor: only the mentor can confirm their own motivation")
+    assert message == ("HR001 may not record 'confirm_motivation' for this pair: it is recorded by the "
+                       "mentor (E1042). Nothing was recorded.")
     kind, message = await _rejected(pair, "sign_off_mentor", recorded_by=HR)
     assert kind == "WrongStage" and "HR signs the mentor off at the end of preparation" in message
     kind, message = await _rejected(pair, "resume", recorded_by=HR)
@@ -54,8 +55,8 @@ async def test_only_the_senior_or_hr_records_the_senior_s_answer(harness: Harnes
         for intruder in (MENTOR, "E5555"):
             kind, message = await _rejected(pair, update, recorded_by=intruder)
             assert kind == "NotAParticipant"
-            assert message.startswith(f"{intruder} cannot answer this invitation: only the mentee "
-                                      f"({MENTEE}) or the pair's HR ({HR})")
+            assert message.startswith(f"{intruder} may not record '{update}' for this pair: it is "
+                                      f"recorded by the mentee ({MENTEE}) or the pair's HR ({HR})")
     assert (await pair.act("accept_invitation", recorded_by=MENTEE)).stage == "preparation"
 
 
@@ -69,12 +70,12 @@ async def test_bad_payloads_name_each_field_without_echoing_it(harness: Harness)
         comment="Bernard Dupont thinks the mentor is great", mood="happy")
     assert kind == "InvalidUpdatePayload"
     assert message == (
-        "This GiveFeedback form has problems:\n"
+        "The update 'give_feedback' was refused: 4 problem(s) in its input:\n"
         "- by_role: is required\n"
         "- rating: should be less than or equal to 5\n"
         "- engaging: should be a valid boolean, unable to interpret input\n"
         "- mood: is not a field of this form (check the spelling)\n"
-        "Correct the fields and send it again; nothing was recorded.")
+        "Correct these fields and send it again; nothing was recorded.")
     assert "Bernard" not in message and "happy" not in message
 
     kind, message = await _rejected(pair, "propose_session", recorded_by="Bernard Dupont",
@@ -98,7 +99,8 @@ async def test_bad_payloads_name_each_field_without_echoing_it(harness: Harness)
         await pair.handle.execute_update("pause", ["leave"])
     except WorkflowUpdateFailedError as exc:
         assert exc.cause.type == "InvalidUpdatePayload"
-        assert "- (the whole object): must be a JSON object with named fields" in exc.cause.message
+        assert exc.cause.message == ("The update 'pause' was refused: its input must be one JSON object "
+                                     "(fields between { and }), not a list. Nothing was recorded.")
     else:
         raise AssertionError("a list was accepted as a payload")
 
