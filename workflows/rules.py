@@ -19,6 +19,7 @@ from workflows.errors import (
     RuleViolation,
     UnknownSession,
     WrongStage,
+    excerpt,
 )
 from workflows.inputs import (
     AgreeCurriculum,
@@ -124,7 +125,7 @@ def complete_training_module(state: PairState, request: CompleteTrainingModule) 
                   "training modules are recorded during preparation")
     if request.module not in state.training_modules:
         raise RuleViolation(
-            f"'{request.module}' is not one of this programme's training modules: "
+            f"{excerpt(request.module)} is not one of this programme's training modules: "
             + ", ".join(state.training_modules) + "."
         )
     if request.module in state.modules_done:
