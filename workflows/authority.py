@@ -83,6 +83,13 @@ def check(state: PairState, update: str, request: Any) -> None:
         f"{_people(state, allowed)}. Nothing was recorded.")
 
 
+def not_hr(state: PairState, person_id: str, who: str) -> None:
+    """The pair's HR records the pair's HR acts, so it is never a participant too."""
+    if HR in roles_of(state, person_id):
+        raise NotAParticipant(f"{person_id} is HR for this pair and cannot be {who}: choose someone "
+                              "else, or take them off the pair's HR first. Nothing was recorded.")
+
+
 def _people(state: PairState, roles: Iterable[str]) -> str:
     names = []
     for role in roles:

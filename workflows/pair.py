@@ -690,6 +690,7 @@ class MentoringPair(PairEffects):
     def _check_replace_mentor(self, *payloads: RawValue) -> None:
         request = self._vet(ReplaceMentor, payloads)
         rules.replace_mentor(self._state(), request)
+        authority.not_hr(self._state(), request.new_mentor.employee_id, "the new mentor")
 
     @workflow.update(description="Extend the programme by a number of sessions (until the follow-ups start).")
     async def extend(self, *payloads: RawValue) -> ActionResult:

@@ -193,6 +193,9 @@ async def test_each_act_is_recorded_only_by_whom_it_belongs_to(harness: Harness)
                             ("extend", {"recorded_by": MENTOR, "additional_sessions": 1}),
                             ("decline_mentoring", {"recorded_by": HR, "reason": "no_time"})]:
         assert (await refusal(pair, update, payload)).type == "NotAParticipant"
+    new_mentor = {**data["mentor"], "employee_id": "HR002"}
+    cause = await refusal(pair, "replace_mentor", {"recorded_by": HR, "reason": "other", "new_mentor": new_mentor})
+    assert cause.message.startswith("HR002 is HR for this pair and cannot be the new mentor")
     await pair.act("confirm_motivation", recorded_by=MENTOR)
     await pair.act("accept_invitation", recorded_by="HR002")  # HR enters the senior's written answer
     await pair.prepare_rest()
