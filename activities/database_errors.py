@@ -34,12 +34,25 @@ def refused_data_is_final(work: Callable[P, Awaitable[R]]) -> Callable[P, Awaita
     return activity
 
 
+# What each refusal means, in words; the rest of its class gets the class's words.
+_MEANINGS = {
+    "22001": "a text is longer than the database keeps",
+    "22003": "a number is out of the range the database keeps",
+    "22021": "a text holds a character the database cannot store",
+    "22P05": "a text holds a character the database cannot store",
+    "23502": "a required value is missing",
+    "23505": "the same value is already recorded",
+    "23514": "a value breaks a rule of the database",
+}
+_CLASSES = {"22": "a value the database cannot store", "23": "a value breaks a rule of the database"}
+
+
 def describe(exc: asyncpg.PostgresError) -> str:
     """Which rule PostgreSQL applied, from the error's fields; never its detail (which quotes the
     value: personal data) nor the message of a class that may quote it."""
+    code = exc.sqlstate or ""
+    meaning = _MEANINGS.get(code) or _CLASSES.get(code[:2], "the database refused a value")
     where = ", ".join(f"{label} {value}" for label, value in (
         ("table", getattr(exc, "table_name", None)), ("column", getattr(exc, "column_name", None)),
         ("constraint", getattr(exc, "constraint_name", None))) if value)
-    kind = type(exc).__name__.removesuffix("Error")
-    return (f"the database refused a value ({kind}, SQLSTATE {exc.sqlstate}"
-            + (f"; {where}" if where else "") + "): the same value would be refused again")
+    return f"{meaning} (SQLSTATE {code}" + (f"; {where}" if where else "") + ")"

@@ -6,9 +6,10 @@ feedback); HR acts are recorded by the pair's HR: the person who nominated it or
 the invitation, a session the senior cancelled by phone); never a participant's feedback, nor the
 mentor's motivation.
 
-Checked by the update validators only, never by the handlers: handlers run again on every replay,
+Checked by the update validators, never by their handlers: handlers run again on every replay,
 and a pair whose acts were recorded before these rules must replay as it ran. A validator's
-refusal records nothing anywhere.
+refusal records nothing anywhere. The signal, which has no validator, checks in its handler
+behind the patch `signal-checks-who`.
 
 The limit, said plainly: `recorded_by` is typed by whoever sends the update. Anyone with write
 access to the Temporal namespace can type another person's id; production restricts that access

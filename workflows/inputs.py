@@ -24,6 +24,7 @@ from pydantic import (
 
 from workflows import timezones
 from workflows.errors import excerpt
+from workflows.payloads import checking_new_input
 from workflows.policy import Policy
 
 # --- building blocks -----------------------------------------------------------------------------
@@ -74,10 +75,10 @@ def _unique(values: list[str]) -> list[str]:
 EARLIEST_SESSION_YEAR, LATEST_SESSION_YEAR = 2000, 2999
 
 
-def _session_time(value: datetime) -> datetime:
+def _session_time(value: datetime, info: ValidationInfo) -> datetime:
     # Only the calendar's sanity here (arithmetic on year 1 or 9999 overflows); the rule that a
     # session is in the future and within reach is the pair's (workflows/rules.py).
-    if not EARLIEST_SESSION_YEAR <= value.year <= LATEST_SESSION_YEAR:
+    if checking_new_input(info) and not EARLIEST_SESSION_YEAR <= value.year <= LATEST_SESSION_YEAR:
         raise ValueError(f"must be a date and time between {EARLIEST_SESSION_YEAR} and {LATEST_SESSION_YEAR}")
     return value
 
@@ -128,6 +129,8 @@ class _Form(BaseModel):
     @field_validator("*", mode="after")
     @classmethod
     def _no_control_characters(cls, value: Any, info: ValidationInfo) -> Any:
+        if not checking_new_input(info):
+            return value
         return _printable(value, multiline=info.field_name in MULTILINE_FIELDS)
 
 
@@ -229,11 +232,11 @@ class PairInput(_Form):
         description="other HR people who may act for this pair, besides nominated_by (employee ids)")
 
     @model_validator(mode="after")
-    def _roles_apart(self) -> PairInput:
+    def _roles_apart(self, info: ValidationInfo) -> PairInput:
         if self.mentor.employee_id == self.mentee.employee_id:
             raise ValueError("mentor and mentee must be two different people")
         hr = {self.nominated_by.employee_id, *self.hr_team}
-        if hr & {self.mentor.employee_id, self.mentee.employee_id}:
+        if checking_new_input(info) and hr & {self.mentor.employee_id, self.mentee.employee_id}:
             raise ValueError("the HR people of a pair (nominated_by, hr_team) can be neither its mentor "
                              "nor its mentee: someone else records the pair's HR acts")
         return self
@@ -306,7 +309,7 @@ class ProposeSession(_Action):
 
 
 class SessionRef(_Action):
-    session_no: int = Field(ge=1)
+    session_no: int = Field(ge=1, le=100)
 
 
 class ConfirmSession(SessionRef):
@@ -372,7 +375,7 @@ class ExtendPair(_Action):
 class FollowUpAnswer(_Action):
     """Signal payload: an answer to a follow-up (is the senior still using what was learnt?)."""
 
-    days_after_end: int = Field(ge=0)
+    days_after_end: int = Field(ge=0, le=3660)
     by_role: Participant
     still_using: bool
 

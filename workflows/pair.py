@@ -59,6 +59,8 @@ with workflow.unsafe.imports_passed_through():
     from workflows.pair_effects import (
         BOTH,
         CLOCK_FREE_PATCH,
+        INPUT_CHECKS_PATCH,
+        NO_OVERLAP_PATCH,
         SIGNAL_CHECKS_PATCH,
         PairEffects,
         contact,
@@ -75,7 +77,7 @@ with workflow.unsafe.imports_passed_through():
         next_timer,
         waiting_for,
     )
-    from workflows.payloads import read_form
+    from workflows.payloads import AS_RECORDED, read_form
 
 TASK_QUEUE = "mentoring"
 
@@ -110,9 +112,13 @@ class MentoringPair(PairEffects):
         # ourselves and fail the workflow at once with a message for HR.
         nomination = None
         if workflow.info().continued_run_id:  # a continued run gets the carried state, not HR's input
-            self.pair = workflow.payload_converter().from_payload(inputs[0].payload, PairState)
+            carried = workflow.payload_converter().from_payload(inputs[0].payload, object)
+            self.pair = PairState.model_validate(carried, context=AS_RECORDED)
         else:
-            nomination = decode_input(inputs)  # a bad input ends the run here, with nothing recorded
+            # Pairs started before today's checks on input replay with the checks they started with.
+            checked = workflow.patched(INPUT_CHECKS_PATCH)
+            # A bad input ends the run here, with nothing recorded.
+            nomination = decode_input(inputs, as_recorded=not checked)
         # Before any decision, so that a run decides one way from its first step to its last.
         self._clock_free = workflow.patched(CLOCK_FREE_PATCH)
         if nomination is not None:
@@ -144,7 +150,7 @@ class MentoringPair(PairEffects):
                     mentor_id=nomination.mentor.employee_id, mentee_id=nomination.mentee.employee_id,
                     topics=list(nomination.topics), sessions_planned=nomination.sessions_planned,
                     nominated_by=nomination.nominated_by.employee_id,
-                    policy=nomination.policy.in_force(),
+                    policy=nomination.policy.in_force(), hr_team=list(nomination.hr_team),
                 ), by=nomination.nominated_by.employee_id)
             except ActivityError as err:
                 if isinstance(err.cause, ApplicationError) and err.cause.type == STREAM_CONFLICT:
@@ -288,14 +294,14 @@ class MentoringPair(PairEffects):
     async def decline_mentoring(self, *payloads: RawValue) -> ActionResult:
         request = self._read(DeclineMentoring, payloads)
         async with self._log:
-            rules.decline_mentoring(self.pair, request.recorded_by)
+            rules.decline_mentoring(self.pair)
             await self._close(ev.MentorDeclined(mentor_id=self.pair.mentor_id, reason=request.reason), by=request)
             return await self._done()
 
     @decline_mentoring.validator
     def _check_decline_mentoring(self, *payloads: RawValue) -> None:
-        request = self._vet(DeclineMentoring, payloads)
-        rules.decline_mentoring(self._state(), request.recorded_by)
+        self._vet(DeclineMentoring, payloads)
+        rules.decline_mentoring(self._state())
 
     # --- 3. the senior is invited and consents (or declines; the invitation may expire) ----------
 
@@ -400,15 +406,15 @@ class MentoringPair(PairEffects):
     async def sign_off_mentor(self, *payloads: RawValue) -> ActionResult:
         request = self._read(SignOffMentor, payloads)
         async with self._log:
-            rules.sign_off_mentor(self.pair, request.recorded_by)
+            rules.sign_off_mentor(self.pair)
             await self._record(ev.MentorSignedOff(mentor_id=self.pair.mentor_id,
                                                   signed_off_by=request.recorded_by), by=request)
             return await self._done()
 
     @sign_off_mentor.validator
     def _check_sign_off_mentor(self, *payloads: RawValue) -> None:
-        request = self._vet(SignOffMentor, payloads)
-        rules.sign_off_mentor(self._state(), request.recorded_by)
+        self._vet(SignOffMentor, payloads)
+        rules.sign_off_mentor(self._state())
 
     # --- 5. sessions: proposed, confirmed, then held, cancelled, rescheduled or missed ----------
 
@@ -431,6 +437,8 @@ class MentoringPair(PairEffects):
         async with self._log:
             starts_at = rules.session_start(self.pair, request.starts_at)
             rules.propose_session(self.pair, starts_at, request.duration_minutes, asked_at)
+            if workflow.patched(NO_OVERLAP_PATCH):  # two clicks whose validators ran side by side
+                rules.no_overlap(self.pair, starts_at, request.duration_minutes)
             number = len(self.pair.sessions) + 1
             await self._record(ev.SessionProposed(
                 session_no=number, starts_at=starts_at, duration_minutes=request.duration_minutes,
@@ -442,9 +450,9 @@ class MentoringPair(PairEffects):
     def _check_propose_session(self, *payloads: RawValue) -> None:
         request = self._vet(ProposeSession, payloads)
         state = self._state()
+        rules.new_session_time(state, request.starts_at, request.duration_minutes, workflow.now())
         rules.propose_session(state, rules.session_start(state, request.starts_at),
                               request.duration_minutes, workflow.now())
-        rules.new_session_time(state, request.starts_at, request.duration_minutes, workflow.now())
 
     @workflow.update(description="Both people confirmed a proposed session.")
     async def confirm_session(self, *payloads: RawValue) -> ActionResult:
@@ -604,12 +612,16 @@ class MentoringPair(PairEffects):
                      "an answer that cannot be read or does not fit is ignored, counted in the "
                      "state and the current details, and logged without its content.")
     async def answer_follow_up(self, *payloads: RawValue) -> None:
-        if not self._nominated:  # a signal waits for the nomination (an update is refused instead)
-            await workflow.wait_condition(lambda: self._nominated)
+        checks_who = workflow.patched(SIGNAL_CHECKS_PATCH)  # pairs started before: as they ran
+        if not self._nominated:
+            if not checks_who:
+                workflow.logger.warning("signal ignored: the pair is still starting")
+                return
+            await workflow.wait_condition(lambda: self._nominated)  # an update is refused instead
         async with self._log:
-            checks_who = workflow.patched(SIGNAL_CHECKS_PATCH)
             try:
-                answer = read_form(FollowUpAnswer, payloads, "The signal 'answer_follow_up' was ignored")
+                answer = read_form(FollowUpAnswer, payloads, "The signal 'answer_follow_up' was ignored",
+                                   as_recorded=not checks_who)
                 if checks_who:
                     authority.check(self.pair, "answer_follow_up", answer)
             except PairError as refusal:

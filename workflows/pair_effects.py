@@ -12,9 +12,8 @@ import asyncio
 import contextlib
 from collections.abc import Iterator
 from datetime import timedelta
-from typing import Any, TypeVar
+from typing import Any
 
-from pydantic import BaseModel
 from temporalio import workflow
 from temporalio.common import RawValue, RetryPolicy, SearchAttributeKey
 from temporalio.exceptions import (
@@ -51,7 +50,7 @@ from workflows.pair_state import (
     is_activity,
     next_timer,
 )
-from workflows.payloads import read_form
+from workflows.payloads import F, read_form
 
 HISTORY_LIMIT_MEMO = "continue_as_new_after_events"
 """Memo key (an int) that lowers the history length at which a run continues as new (tests, ops)."""
@@ -91,13 +90,16 @@ CLOCK_FREE_PATCH = "decisions-from-history"
 """Runs started with this patch decide only from their history (see `PairEffects._clock_free`)."""
 SIGNAL_CHECKS_PATCH = "signal-checks-who"
 """Signals handled after this patch check who sends them and count those they ignore."""
+INPUT_CHECKS_PATCH = "input-checks-2026-11"
+"""Pairs started with this patch had their start input checked by today's rules (see `AS_RECORDED`)."""
+NO_OVERLAP_PATCH = "no-overlapping-sessions"
+"""Sessions proposed after this patch are checked against overlaps again under the log lock."""
 # History events each kind of step adds (its own events plus a workflow task's three), counted
 # high: the continue-as-new decision is taken from this count, not from the server's.
 _HISTORY_COST = {"activity": 6, "timer": 5, "update": 5, "signal": 4, "upsert": 1}
 DELIVERY_TIMED_OUT = "DeliveryTimedOut"
 BOTH = ("mentor", "mentee")
 _UNSET = object()
-F = TypeVar("F", bound=BaseModel)
 
 
 class PairEffects:
@@ -143,21 +145,22 @@ class PairEffects:
                              "nomination is. Try again in a moment.")
         return self.pair
 
-    def _read(self, form: type[F], payloads: tuple[RawValue, ...]) -> F:
-        """An update's payload as its form, or a refusal naming the update and each bad field."""
-        update = workflow.current_update_info()
-        name = update.name if update else form.__name__
-        if UPDATE_FORMS.get(name, form) is not form:  # a slip in the code, not in the input
-            raise RuntimeError(f"update {name} reads {form.__name__}, and UPDATE_FORMS says otherwise")
-        return read_form(form, payloads, f"The update '{name}' was refused")
+    def _read(self, form: type[F], payloads: tuple[RawValue, ...], *, as_recorded: bool = True) -> F:
+        """An update's payload as its form, or a refusal naming the update and each bad field.
+
+        In a handler, as it was accepted (the validator checked it; on replay, with the checks of
+        its day); `_vet` reads it with today's checks."""
+        update = _current_update()
+        if UPDATE_FORMS.get(update, form) is not form:  # a slip in the code, not in the input
+            raise RuntimeError(f"update {update} reads {form.__name__}, and UPDATE_FORMS says otherwise")
+        return read_form(form, payloads, f"The update '{update}' was refused", as_recorded=as_recorded)
 
     def _vet(self, form: type[F], payloads: tuple[RawValue, ...]) -> F:
-        """In a validator: the form, read from the payload and sent by someone who may record it
-        (workflows/authority.py)."""
-        request = self._read(form, payloads)
-        update = workflow.current_update_info()
-        if update is not None and isinstance(request, _Action):
-            authority.check(self._state(), update.name, request)
+        """In a validator: the form, read from the payload with today's checks and sent by
+        someone who may record it (workflows/authority.py)."""
+        request = self._read(form, payloads, as_recorded=False)
+        if isinstance(request, _Action):
+            authority.check(self._state(), _current_update(), request)
         return request
 
     def _ignore_signal(self, reason: str, *, counted: bool = True) -> None:
@@ -320,18 +323,30 @@ class PairEffects:
             workflow.continue_as_new(self.pair)  # the state, with its stream version, and no personal data
 
 
+def _current_update() -> str:
+    update = workflow.current_update_info()
+    if update is None:
+        raise RuntimeError("an update's form read outside an update")
+    return update.name
+
+
 @contextlib.contextmanager
 def _refused_data_refuses_the_action() -> Iterator[None]:
-    """A value the database refuses (activities/database_errors.py) refuses the action that
-    brought it, in words, and the pair goes on answering; any other failure is left as it is."""
+    """A value the database refuses (activities/database_errors.py) refuses the update that
+    brought it, in words, and the pair goes on answering. Outside an update the value is the
+    workflow's own: a bug, so the workflow task fails (and is retried) until the code is fixed,
+    rather than the pair ending. Any other failure is left as it is."""
     try:
         yield
     except ActivityError as err:
         cause = err.cause
-        if isinstance(cause, ApplicationError) and cause.type == DATA_REFUSED:
-            raise DataRefused(f"This could not be recorded: {cause.message}. Nothing more was recorded "
-                              "for it; correct the values typed and send it again.") from None
-        raise
+        if not (isinstance(cause, ApplicationError) and cause.type == DATA_REFUSED):
+            raise
+        update = workflow.current_update_info()
+        if update is None:
+            raise RuntimeError(f"the database refused a value the workflow produced: {cause.message}") from None
+        raise DataRefused(f"The update '{update.name}' could not be recorded: {cause.message}. Nothing "
+                          "more was recorded for it; correct the values typed and send it again.") from None
 
 
 def _undeliverable(outcome: BaseException) -> bool:
@@ -360,10 +375,10 @@ def contact(person: Person | HrManager) -> PersonContact:
                          email=person.email, time_zone=person.time_zone)
 
 
-def decode_input(inputs: tuple[RawValue, ...]) -> PairInput:
+def decode_input(inputs: tuple[RawValue, ...], *, as_recorded: bool) -> PairInput:
     """HR's start input, or `InvalidPairInput` naming each bad field: the workflow fails at once."""
     try:
-        return read_form(PairInput, inputs, "This pair cannot start", InvalidPairInput)
+        return read_form(PairInput, inputs, "This pair cannot start", InvalidPairInput, as_recorded=as_recorded)
     except InvalidPairInput as refusal:
         raise InvalidPairInput(f"{refusal.message}\n{START_HELP}") from None
 

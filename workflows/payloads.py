@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, TypeVar
 
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, ValidationError, ValidationInfo
 from temporalio import workflow
 from temporalio.common import RawValue
 from temporalio.contrib.pydantic import PydanticPayloadConverter
@@ -38,6 +38,16 @@ class PayloadConverter(PydanticPayloadConverter):
 
 DATA_CONVERTER = DataConverter(payload_converter_class=PayloadConverter)
 """The data converter of every Temporal client, worker and replayer of the project."""
+
+AS_RECORDED: dict[str, Any] = {"as_recorded": True}
+"""Validation context for what a pair already accepted (a replayed start or update, the state a
+continued run carries): the checks added since it was accepted are not applied again, so a pair
+replays as it ran. Each such check asks `checking_new_input` first."""
+
+
+def checking_new_input(info: ValidationInfo) -> bool:
+    return not (info.context or {}).get("as_recorded")
+
 
 F = TypeVar("F", bound=BaseModel)
 _KINDS = {list: "a list", str: "a text", int: "a number", float: "a number", bool: "true or false"}
@@ -79,11 +89,13 @@ def decode(payload: Any, door: str, refusal: type[PairError]) -> Any:
 
 
 def read_form(form: type[F], payloads: Sequence[Any], door: str,
-              refusal: type[PairError] = InvalidUpdatePayload) -> F:
-    """The payloads as `form`, or `refusal` listing each bad field (values never quoted)."""
+              refusal: type[PairError] = InvalidUpdatePayload, *, as_recorded: bool = False) -> F:
+    """The payloads as `form`, or `refusal` listing each bad field (values never quoted).
+
+    `as_recorded`: the input was accepted before (a replay): see `AS_RECORDED`."""
     data = read_object(payloads, door, refusal)
     try:
-        return form.model_validate(data)
+        return form.model_validate(data, context=AS_RECORDED if as_recorded else None)
     except ValidationError as exc:
         lines = describe_validation_error(exc)
         raise refusal(f"{door}: {len(lines)} problem(s) in its input:\n{bullet_list(lines)}\n"

@@ -11,9 +11,10 @@ import re
 from datetime import timedelta
 from typing import Annotated
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationInfo, model_validator
 
 from workflows.errors import excerpt
+from workflows.payloads import checking_new_input
 
 _DURATION = re.compile(
     r"P(?:(?P<weeks>\d+)W)?(?:(?P<days>\d+)D)?"
@@ -42,21 +43,20 @@ def parse_duration(text: str) -> timedelta:
             f"{shown} is not an ISO 8601 duration: write for example P14D (14 days), "
             "P2W (2 weeks) or PT24H (24 hours)"
         )
-    too_long = ValueError(f"{shown} is longer than two years, the longest wait a pair may have: "
-                          "check the number")
     if any(len(v) > 7 for v in match.groupdict().values() if v is not None):
-        raise too_long  # more digits than any wait of two years needs (and than timedelta holds)
+        # More digits than any wait needs, and than timedelta holds.
+        raise ValueError(f"{shown} is far too long for a wait: check the number")
     parts = {k: int(v) for k, v in match.groupdict().items() if v is not None}
     duration = timedelta(**parts)
     if duration <= timedelta(0):
         raise ValueError(f"{shown} is zero: a deadline must be later than its start")
-    if duration > MAX_WAIT:
-        raise too_long
     return duration
 
 
-def _checked(text: str) -> str:
-    parse_duration(text)
+def _checked(text: str, info: ValidationInfo) -> str:
+    if parse_duration(text) > MAX_WAIT and checking_new_input(info):
+        raise ValueError(f"{excerpt(text)} is longer than two years, the longest wait a pair may have: "
+                         "check the number")
     return text.strip().upper()
 
 

@@ -12,7 +12,6 @@ from datetime import UTC, datetime, timedelta
 
 from workflows import timezones
 from workflows.errors import (
-    NotAParticipant,
     OutsideAvailability,
     PairIsClosed,
     PairIsPaused,
@@ -76,27 +75,17 @@ def require_stage(state: PairState, action: str, stages: set[Stage], when: str) 
         )
 
 
-def require_person(state: PairState, role: str, person_id: str, rule: str) -> None:
-    if person_id != state.person_of(role):
-        raise NotAParticipant(
-            f"{person_id} is not this pair's {role}: {rule}."
-        )
-
-
 # --- 2. the mentor's motivation ------------------------------------------------------------------
 
 def confirm_motivation(state: PairState, request: ConfirmMotivation) -> None:
+    # Who confirms (the mentor themself) is workflows/authority.py, as for every act.
     require_stage(state, "confirm_motivation", {Stage.AWAITING_MOTIVATION},
                   "the mentor confirms their motivation while the pair awaits it")
-    require_person(state, "mentor", request.recorded_by,
-                   "only the mentor can confirm their own motivation (HR picks motivated juniors, "
-                   "but the junior says yes themself)")
 
 
-def decline_mentoring(state: PairState, recorded_by: str) -> None:
+def decline_mentoring(state: PairState) -> None:
     require_stage(state, "decline_mentoring", {Stage.AWAITING_MOTIVATION},
                   "the mentor can decline while the pair awaits their motivation (later, use 'withdraw')")
-    require_person(state, "mentor", recorded_by, "only the mentor can decline for themself")
 
 
 # --- 3. the senior's consent ---------------------------------------------------------------------
@@ -138,10 +127,8 @@ def onboard_mentee(state: PairState) -> None:
         raise RuleViolation("the mentee's onboarding is already recorded.")
 
 
-def sign_off_mentor(state: PairState, recorded_by: str) -> None:
+def sign_off_mentor(state: PairState) -> None:
     require_stage(state, "sign_off_mentor", _PREPARING, "HR signs the mentor off at the end of preparation")
-    if recorded_by in (state.mentor_id, state.mentee_id):
-        raise NotAParticipant("the sign-off is HR's: the mentor or the mentee cannot sign it.")
     missing = []
     if not state.curriculum_topics:
         missing.append("the curriculum (agree_curriculum)")
@@ -210,6 +197,11 @@ def new_session_time(state: PairState, typed: datetime, minutes: int, now: datet
             f"the session start {starts_at:%Y-%m-%d} is more than two years ahead: propose a time "
             "within the programme."
         )
+    no_overlap(state, starts_at, minutes, rescheduled)
+
+
+def no_overlap(state: PairState, starts_at: datetime, minutes: int, rescheduled: int | None = None) -> None:
+    """One pair, one session at a time: a second click on 'propose' does not make two."""
     ends_at = starts_at + timedelta(minutes=minutes)
     for other in state.open_sessions:
         if other.session_no != rescheduled and other.starts_at < ends_at and starts_at < other.ends_at:
@@ -342,9 +334,6 @@ def resume(state: PairState) -> Pause:
 
 def withdraw(state: PairState, request: WithdrawPair) -> None:
     require_open(state, "withdraw")
-    if request.role in ("mentor", "mentee"):
-        require_person(state, request.role, request.recorded_by,
-                       f"a withdrawal as {request.role} is recorded by that person (HR withdraws with role 'hr')")
 
 
 def replace_mentor(state: PairState, request: ReplaceMentor) -> None:

@@ -66,25 +66,11 @@ def localize(wall_clock: datetime, name: str) -> datetime:
 
 
 def skipped(wall_clock: datetime, name: str) -> datetime | None:
-    """If the clocks skip `wall_clock` in zone `name` (it does not exist there), the first wall
-    time after the skip that does, naive; otherwise None."""
+    """If the clocks skip `wall_clock` in zone `name` (it does not exist there), the same moment
+    on the new clock (02:30 when Paris goes from 02:00 to 03:00 gives 03:30), naive; else None."""
     zone = _zone(name)
     if zone is None:
         raise ValueError(f"unknown time zone {name!r}")
-    aware = wall_clock.replace(tzinfo=zone)
-    back = aware.astimezone(UTC).astimezone(zone).replace(tzinfo=None)
-    if back == wall_clock:
-        return None
-    # The wall clock jumps from the start of the gap to its end: the end is the first valid time.
-    later = wall_clock.replace(tzinfo=zone, fold=1).astimezone(UTC).astimezone(zone)
-    gap = aware.utcoffset() - later.utcoffset()  # type: ignore[operator]
-    return (wall_clock + abs(gap)).replace(tzinfo=None) if gap else back
-
-
-def repeated(wall_clock: datetime, name: str) -> bool:
-    """Whether the clocks pass `wall_clock` twice in zone `name` (they go back over it)."""
-    zone = _zone(name)
-    if zone is None:
-        raise ValueError(f"unknown time zone {name!r}")
-    first, second = wall_clock.replace(tzinfo=zone, fold=0), wall_clock.replace(tzinfo=zone, fold=1)
-    return first.utcoffset() != second.utcoffset() and skipped(wall_clock, name) is None
+    # A skipped time read with the offset before the change lands, on the way back, after the gap.
+    back = wall_clock.replace(tzinfo=zone).astimezone(UTC).astimezone(zone).replace(tzinfo=None)
+    return None if back == wall_clock else back

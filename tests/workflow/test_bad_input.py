@@ -7,11 +7,12 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, time, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
+from pydantic import ValidationError
 from temporalio import activity
 from temporalio.api.common.v1 import Payload
 from temporalio.api.enums.v1 import EventType
@@ -35,12 +36,14 @@ from tests.workflow.pairs import (
     json_plain,
     notification_activity,
     pair_input,
+    two_sessions_held,
 )
-from workflows.inputs import pair_workflow_id
+from workflows.inputs import PairInput, pair_workflow_id
 from workflows.pair import MentoringPair
-from workflows.pair_state import ActionResult
+from workflows.pair_state import ActionResult, PairState
+from workflows.payloads import AS_RECORDED
 
-LEAKS = ("Traceback", "File \"", ".py", "/work/", "site-packages", "pydantic", "input_value", "@")
+LEAKS = ("Traceback", "File \"", ".py", "/work/", "site-packages", "pydantic", "input_value", "@")  # no e-mail
 
 
 async def workflow_task_failures(handle: WorkflowHandle) -> int:
@@ -111,7 +114,7 @@ async def test_a_bad_signal_is_ignored_counted_and_shown_never_failing_a_task(ha
 
 @pytest.mark.parametrize(("args", "says"), [
     ([pair_input(), pair_input()], "2 inputs were sent, and it takes one JSON object"),
-    ([pair_input(policy={"lapse_after": "P9999999999D"})], "- policy.lapse_after: 'P9999999999D' is longer than two years"),
+    ([pair_input(policy={"lapse_after": "P9999999999D"})], "- policy.lapse_after: 'P9999999999D' is far too long for a wait"),
     ([pair_input(policy={"lapse_after": "P800D"})], "- policy.lapse_after: 'P800D' is longer than two years"),
     ([pair_input(nominated_by={"employee_id": MENTOR, "display_name": "L", "email": "l@example.com"})],
      "can be neither its mentor nor its mentee"),
@@ -182,6 +185,20 @@ async def test_a_second_click_does_not_make_a_second_session(harness: Harness):
     assert len((await pair.state()).sessions) == 1
 
 
+async def test_two_clicks_at_once_make_one_session(harness: Harness):
+    """Both validators may run before either handler: the handler checks again under the lock."""
+    pair = await harness.start()
+    await pair.prepare()
+    starts = (await pair.session_slot(weekday=3, at=time(15, 0))).isoformat()  # a Thursday
+    payload = {"recorded_by": HR, "starts_at": starts, "topics": ["apps"]}
+    results = await asyncio.gather(*(pair.handle.execute_update("propose_session", payload, result_type=ActionResult)
+                                     for _ in range(2)), return_exceptions=True)
+    refused = [r for r in results if isinstance(r, WorkflowUpdateFailedError)]
+    assert len(refused) == 1 and "is already proposed" in str(refused[0].cause), results
+    assert len((await pair.state()).sessions) == 1
+    assert await workflow_task_failures(pair.handle) == 0
+
+
 async def test_each_act_is_recorded_only_by_whom_it_belongs_to(harness: Harness):
     data = pair_input(hr_team=["HR002"])
     pair = await harness.start(data)
@@ -218,8 +235,9 @@ async def test_a_refused_nomination_does_not_rewrite_anyone_s_contact_details(ha
     again["mentee"]["display_name"] = "Someone Else"
     handle = await harness.client.start_workflow("MentoringPair", again, id=pair.handle.id,
                                                  task_queue=harness.task_queue)
-    with pytest.raises(WorkflowFailureError):
+    with pytest.raises(WorkflowFailureError) as failed:
         await handle.result()
+    assert failed.value.cause.type == "PairAlreadyNominated"
     row = await harness.store.pool.fetchrow("SELECT display_name, email FROM people WHERE employee_id = $1", MENTEE)
     assert tuple(row) == (data["mentee"]["display_name"], data["mentee"]["email"])
 
@@ -280,3 +298,29 @@ async def test_a_value_the_database_refuses_refuses_the_action_and_the_pair_answ
                    engaging=True, comment="fine")
     assert (await pair.act("pause", recorded_by=HR, reason="agenda")).paused
     assert await workflow_task_failures(pair.handle) == 0
+
+
+async def test_a_follow_up_answer_from_someone_else_is_ignored_and_counted(harness: Harness):
+    pair = await two_sessions_held(harness)
+    for who, role in ((MENTOR, "mentor"), (MENTEE, "mentee")):
+        await pair.act("give_final_evaluation", recorded_by=who, by_role=role, rating=5, would_recommend=True)
+    await harness.skip(days=31)
+    await pair.wait_for(lambda s: 30 in s.follow_ups_sent)
+    answer = {"days_after_end": 30, "by_role": "mentee", "still_using": True}
+    await pair.handle.signal("answer_follow_up", {**answer, "recorded_by": MENTOR})  # not the mentee
+    await pair.wait_for(lambda s: s.signals_ignored == 1)
+    await pair.handle.signal("answer_follow_up", {**answer, "recorded_by": HR})  # HR passing it on
+    state = await pair.wait_for(lambda s: "30:mentee" in s.follow_up_answers)
+    assert state.signals_ignored == 1
+    assert (await pair.timeline()).count("FollowUpAnswered") == 1
+
+
+def test_a_carried_state_is_read_as_it_was_accepted():
+    """A continued run reads the state its predecessor carried with the checks of its day: a wait
+    of 800 days was fine under the three-year limit of older code."""
+    state = PairState.nominated(PairInput.model_validate(pair_input()), datetime(2026, 1, 1, tzinfo=UTC))
+    carried = json.loads(state.model_dump_json())
+    carried["policy"]["lapse_after"] = "P800D"
+    with pytest.raises(ValidationError, match="longer than two years"):
+        PairState.model_validate(carried)
+    assert PairState.model_validate(carried, context=AS_RECORDED).policy.lapse_after == "P800D"

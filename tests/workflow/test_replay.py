@@ -106,3 +106,38 @@ async def test_the_operator_is_told_where_to_reset_a_frozen_pair(name: str, rese
     assert (found.bad_event_id, found.reset_event_id) == (reset_to + 1, reset_to)
     assert found.activities_after_reset == activities_after
     assert (await diagnose((STUCK / REPLAYS_DESPITE_THE_KILLS).read_text(encoding="utf-8"))).replays
+
+
+def _with_start_input(name: str, change) -> str:
+    """A recorded history whose start input is changed by `change` (a dict -> None)."""
+    history = json.loads((HISTORIES / name).read_text(encoding="utf-8"))
+    started = history["events"][0]["workflowExecutionStartedEventAttributes"]["input"]["payloads"][0]
+    data = json.loads(base64.b64decode(started["data"]))
+    change(data)
+    started["data"] = base64.b64encode(json.dumps(data).encode()).decode()
+    return json.dumps(history)
+
+
+async def test_a_pair_accepted_before_today_s_input_checks_replays_as_it_ran():
+    """Inputs the checks added since would refuse (a wait over two years, the nominating HR also the
+    mentee, a control character in a name) were accepted by pairs started before them: those
+    pairs replay, their input read as it was accepted (patch input-checks-2026-11)."""
+    def older_input(data: dict) -> None:
+        data["policy"] = {**data.get("policy", {}), "lapse_after": "P800D"}
+        data["nominated_by"]["employee_id"] = data["mentee"]["employee_id"]
+        data["mentor"]["display_name"] = "Léa\tMartin\x07"
+
+    text = _with_start_input("full_lifecycle_decisions_from_history.json", older_input)
+    result = await _replayer().replay_workflow(WorkflowHistory.from_json("pair-replay-older-input", text))
+    assert result.replay_failure is None
+    # The same input, started today, is refused.
+    from pydantic import ValidationError
+
+    from workflows.inputs import PairInput
+    from workflows.payloads import AS_RECORDED
+    history = json.loads(text)
+    payload = history["events"][0]["workflowExecutionStartedEventAttributes"]["input"]["payloads"][0]
+    data = json.loads(base64.b64decode(payload["data"]))
+    with pytest.raises(ValidationError):
+        PairInput.model_validate(data)
+    assert PairInput.model_validate(data, context=AS_RECORDED).policy.lapse_after == "P800D"

@@ -9,9 +9,9 @@ import pytest
 
 import events.pair as ev
 from tests.workflow.pairs import EXAMPLE, HR, MENTEE, MENTOR
-from workflows import rules
-from workflows.errors import OutsideAvailability, RuleViolation
-from workflows.inputs import PairInput
+from workflows import authority, rules
+from workflows.errors import NotAParticipant, OutsideAvailability, RuleViolation
+from workflows.inputs import PairInput, SignOffMentor
 from workflows.pair_state import PairState, Stage, apply, next_stage, next_timer
 
 T0 = datetime(2026, 3, 2, 8, 0, tzinfo=UTC)  # a Monday, Paris on winter time (UTC+1)
@@ -96,8 +96,10 @@ def test_sign_off_needs_the_curriculum_and_every_module():
     state.curriculum_topics = ["apps"]
     state.modules_done = ["confidentiality"]
     with pytest.raises(RuleViolation, match="training modules reverse-mentoring-basics"):
-        rules.sign_off_mentor(state, HR)
+        rules.sign_off_mentor(state)
     state.modules_done.append("reverse-mentoring-basics")
-    rules.sign_off_mentor(state, HR)
-    with pytest.raises(Exception, match="cannot sign it"):
-        rules.sign_off_mentor(state, MENTEE)
+    rules.sign_off_mentor(state)
+    signing = SignOffMentor(recorded_by=MENTEE)
+    with pytest.raises(NotAParticipant, match="it is recorded by the pair's HR"):
+        authority.check(state, "sign_off_mentor", signing)
+    authority.check(state, "sign_off_mentor", signing.model_copy(update={"recorded_by": HR}))
