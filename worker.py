@@ -92,7 +92,7 @@ def build_worker(client, pool, settings: Settings):
         client,
         task_queue=settings.temporal_task_queue,
         workflows=WORKFLOWS,
-        activities=build_activities(pool, settings),
+        activities=build_activities(pool, settings, client),
         interceptors=[HeartbeatWhileRunning()],
         # A workflow task waits this long for the worker that has the pair cached before any
         # worker takes it (replaying the history): 5 s, not 10, after that worker died.

@@ -4,6 +4,7 @@
     people.py          contact details and private notes, kept out of the log
     notifications.py   the one notification activity and its channels (mail folder, SMTP)
     email_message.py   builds the e-mail (and its iCalendar invitation) for a notice
+    temporal_facts.py  what Temporal knows and the workflow cannot see (who asked to cancel)
 
 `build_activities` is what the worker registers; tests build the same list.
 """
@@ -15,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     import asyncpg
+    from temporalio.client import Client
 
     from activities.notifications import NotificationChannel
     from settings import Settings
@@ -31,10 +33,11 @@ def notification_channel(settings: Settings) -> NotificationChannel:
     return MailFolderChannel(settings.outbox_dir)
 
 
-def build_activities(pool: asyncpg.Pool, settings: Settings) -> list[Callable[..., Any]]:
+def build_activities(pool: asyncpg.Pool, settings: Settings, client: Client) -> list[Callable[..., Any]]:
     from activities.event_log import EventLogActivities
     from activities.notifications import NotificationActivities
     from activities.people import PeopleActivities
+    from activities.temporal_facts import TemporalFacts
     from events.store import PostgresEventStore
 
     people = PeopleActivities(pool)
@@ -45,4 +48,5 @@ def build_activities(pool: asyncpg.Pool, settings: Settings) -> list[Callable[..
         people.register_people,
         people.record_private_note,
         notifications.send_notification,
+        TemporalFacts(client).cancel_request,
     ]

@@ -48,6 +48,20 @@ class RegisterPeopleRequest(_Message):
     people: list[PersonContact]
 
 
+class CancelRequestQuery(_Message):
+    """Which run's cancellation to look up in Temporal."""
+
+    workflow_id: str
+    run_id: str
+
+
+class CancelRequest(_Message):
+    """Who asked Temporal to cancel a run (its identity, e-mail addresses masked)."""
+
+    identity: str
+    with_reason: bool = False
+
+
 class PrivateNoteRequest(_Message):
     """A feedback comment: kept in `private_notes`, out of the log and the read models."""
 

@@ -266,6 +266,29 @@ class PairWithdrawn(DomainEvent):
 
 
 @event
+class PairCancelled(DomainEvent):
+    """The pair's workflow was cancelled in Temporal (the Web UI's Request Cancellation, `temporal
+    workflow cancel`): the pair closes politely, as on a withdrawal by HR."""
+
+    event_type = "PairCancelled"
+    stage: str
+    requested_by: str = Field(description="the Temporal identity that asked (e-mail addresses masked)")
+    with_reason: bool = Field(False, description="a reason was typed; its free text stays in Temporal")
+
+
+@event
+class PairEndedInTemporal(DomainEvent):
+    """The pair's workflow ended without recording its own end (terminated, timed out, failed, or
+    cancelled by older code): recorded afterwards by the reconciler, from what Temporal says."""
+
+    event_type = "PairEndedInTemporal"
+    status: Literal["terminated", "timed_out", "failed", "canceled"]
+    stage: str
+    closed_at: datetime
+    run_id: str
+
+
+@event
 class MentorReplaced(DomainEvent):
     event_type = "MentorReplaced"
     previous_mentor_id: str

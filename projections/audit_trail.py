@@ -62,6 +62,9 @@ def _list(values: list[str]) -> str:
 
 
 _SUMMARIES: dict[str, Callable[[dict[str, Any]], str]] = {
+    "PairCancelled": lambda p: f"pair cancelled in Temporal by {p['requested_by']} at stage {p['stage']}",
+    "PairEndedInTemporal": lambda p: (
+        f"the pair's workflow ended in Temporal ({p['status']}) at stage {p['stage']}; recorded by the reconciler"),
     "PersonalDataErased": lambda p: (
         f"personal data of {p['employee_id']} erased ({p['reason']}; {p['notes_erased']} private comment(s))"),
     "ContactDetailsChanged": lambda p: f"contact details of {p['employee_id']} changed: {_list(p['fields'])}",

@@ -23,7 +23,7 @@ FINAL_EVALUATION = "final_evaluation"
 FOLLOW_UP = "follow_up"
 LIVE_STAGES = (AWAITING_MOTIVATION, MENTEE_INVITED, PREPARATION, SESSIONS, FINAL_EVALUATION,
                FOLLOW_UP)
-CLOSED_STAGES = ("completed", "declined", "expired", "withdrawn", "lapsed")
+CLOSED_STAGES = ("completed", "declined", "expired", "withdrawn", "lapsed", "cancelled", "ended")
 STAGES = LIVE_STAGES + CLOSED_STAGES
 
 # Event type -> (closed stage, outcome): the outcome keeps apart what the stage merges.
@@ -35,6 +35,8 @@ ENDINGS: dict[str, tuple[str, str]] = {
     "PairWithdrawn": ("withdrawn", "withdrawn"),
     "PairLapsed": ("lapsed", "lapsed"),
     "PairCompleted": ("completed", "completed"),
+    "PairCancelled": ("cancelled", "cancelled"),
+    "PairEndedInTemporal": ("ended", "ended_in_temporal"),
 }
 OPEN_SESSION = ("proposed", "confirmed")
 SYSTEM_ACTOR = "system"

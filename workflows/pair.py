@@ -8,11 +8,12 @@ through the `send_notification` activity and is recorded as `NotificationSent`.
 
 from __future__ import annotations
 
+import asyncio
 from datetime import timedelta
 from typing import Any
 
 from temporalio import workflow
-from temporalio.common import RawValue
+from temporalio.common import RawValue, RetryPolicy
 from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
@@ -27,6 +28,8 @@ with workflow.unsafe.imports_passed_through():
     from events.messages import (
         SESSION_ALREADY_STARTED,
         STREAM_CONFLICT,
+        CancelRequest,
+        CancelRequestQuery,
         PrivateNoteRequest,
         RegisterPeopleRequest,
     )
@@ -121,16 +124,23 @@ class MentoringPair(PairEffects):
             nomination = decode_input(inputs, as_recorded=not checked)
         # Before any decision, so that a run decides one way from its first step to its last.
         self._clock_free = workflow.patched(CLOCK_FREE_PATCH)
-        if nomination is not None:
-            self.pair = PairState.nominated(nomination, workflow.now())
-            await self._nominate(nomination)
-        self._publish()
-        while not self.pair.closed:
-            async with self._log:
-                await self._advance()
-            if not self.pair.closed:
-                await self._wait_for_next_deadline()
-                await self._continue_as_new_if_history_is_long()
+        try:
+            if nomination is not None:
+                self.pair = PairState.nominated(nomination, workflow.now())
+                await self._nominate(nomination)
+            self._publish()
+            while not self.pair.closed:
+                async with self._log:
+                    await self._advance()
+                if not self.pair.closed:
+                    await self._wait_for_next_deadline()
+                    await self._continue_as_new_if_history_is_long()
+        except asyncio.CancelledError:
+            # Request Cancellation in the Web UI (or `temporal workflow cancel`): the log says so,
+            # the people are told, then the run ends as Canceled in Temporal too.
+            await self._on_cancellation()
+            await workflow.wait_condition(workflow.all_handlers_finished)
+            raise
         # Handlers still running would be cut off by the return: let them finish first.
         await workflow.wait_condition(workflow.all_handlers_finished)
         return PairOutcome(pair_id=self.pair.pair_id, stage=self.pair.stage.value,
@@ -160,6 +170,22 @@ class MentoringPair(PairEffects):
                         "nominated once per programme (a senior who declined is not asked again)."
                     ) from None
                 raise
+
+    async def _on_cancellation(self) -> None:
+        """Close the pair as cancelled, with who asked (read from Temporal), unless it had ended."""
+        async with self._log:
+            if not self._nominated or self.pair.closed:
+                return
+            info = workflow.info()
+            try:
+                asked = await workflow.execute_activity(
+                    "cancel_request", CancelRequestQuery(workflow_id=info.workflow_id, run_id=info.run_id),
+                    result_type=CancelRequest, start_to_close_timeout=timedelta(seconds=30),
+                    retry_policy=RetryPolicy(maximum_attempts=3))  # who asked must not hold the closing
+            except ActivityError:
+                asked = CancelRequest(identity="unknown")
+            await self._close(ev.PairCancelled(stage=self.pair.stage.value, requested_by=asked.identity,
+                                               with_reason=asked.with_reason), by=f"temporal:{asked.identity}")
 
     # --- the stage machine ----------------------------------------------------------------------
 

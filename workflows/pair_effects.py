@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Awaitable, Iterator
 from datetime import timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 from temporalio import workflow
 from temporalio.common import RawValue, RetryPolicy, SearchAttributeKey
@@ -66,7 +66,7 @@ _APPEND: dict[str, Any] = {
     "heartbeat_timeout": HEARTBEAT_TIMEOUT,
     "retry_policy": RetryPolicy(maximum_interval=timedelta(minutes=1)),
 }
-_SIDE_EFFECT: dict[str, Any] = {
+SIDE_EFFECT: dict[str, Any] = {
     # Contact details and private notes: one small write each.
     "start_to_close_timeout": timedelta(seconds=10),
     "heartbeat_timeout": HEARTBEAT_TIMEOUT,
@@ -100,6 +100,7 @@ _HISTORY_COST = {"activity": 6, "timer": 5, "update": 5, "signal": 4, "upsert": 
 DELIVERY_TIMED_OUT = "DeliveryTimedOut"
 BOTH = ("mentor", "mentee")
 _UNSET = object()
+T = TypeVar("T")
 
 
 class PairEffects:
@@ -194,8 +195,8 @@ class PairEffects:
         )
         self._count("activity")
         with _refused_data_refuses_the_action():
-            appended = await workflow.execute_activity(
-                "append_events", request, result_type=AppendResponse, **_APPEND)
+            appended, cancelled = await _through_cancellation(workflow.start_activity(
+                "append_events", request, result_type=AppendResponse, **_APPEND))
         self.pair.version = appended.version
         # The append's own time, part of the history as the activity's result (the clock `now`
         # came from may be stale in a step run for a query; see `_clock_free`).
@@ -204,6 +205,8 @@ class PairEffects:
         for event in batch:
             apply(self.pair, event, at)
         self._changed()
+        if cancelled:  # the append finished and is folded: now the cancellation goes on
+            raise asyncio.CancelledError()
 
     async def _notify(self, kind: str, roles: list[str] | tuple[str, ...], *, deadline: Any = None,
                       session: SessionDetails | None = None) -> None:
@@ -217,9 +220,9 @@ class PairEffects:
             counterpart_id={"mentor": self.pair.mentee_id, "mentee": self.pair.mentor_id}.get(role),
             deadline=deadline, session=session) for role in roles]
         self._count("activity", len(requests))
-        outcomes = await asyncio.gather(*(
+        outcomes, cancelled = await _through_cancellation(asyncio.gather(*(
             workflow.execute_activity("send_notification", r, result_type=NotificationReceipt, **_NOTIFY)
-            for r in requests), return_exceptions=True)
+            for r in requests), return_exceptions=True))
         session_no = session.session_no if session else None
         recorded: list[DomainEvent] = []
         for r, outcome in zip(requests, outcomes, strict=True):
@@ -240,6 +243,8 @@ class PairEffects:
             else:
                 raise outcome
         await self._record(*recorded, by="system")
+        if cancelled:  # the notices under way were sent and recorded first
+            raise asyncio.CancelledError()
 
     async def _notify_session(self, kind: str, session: SessionState | int) -> None:
         if isinstance(session, int):
@@ -253,7 +258,7 @@ class PairEffects:
         # Activities are called by name: workflows never import activity code (nor asyncpg).
         self._count("activity")
         with _refused_data_refuses_the_action():
-            await workflow.execute_activity(name, request, **_SIDE_EFFECT)
+            await workflow.execute_activity(name, request, **SIDE_EFFECT)
 
     def _due(self, policy_field: str) -> Any:
         """A deadline of the stage just entered, as its timer will count it."""
@@ -321,6 +326,19 @@ class PairEffects:
             await workflow.wait_condition(workflow.all_handlers_finished)
             workflow.logger.info("continuing as new at stream version %s", self.pair.version)
             workflow.continue_as_new(self.pair)  # the state, with its stream version, and no personal data
+
+
+async def _through_cancellation(work: Awaitable[T]) -> tuple[T, bool]:
+    """`work`'s result, even when the workflow is cancelled meanwhile, and whether it was: an
+    append or a notice under way finishes (and is recorded) before the cancellation goes on, so
+    the log never misses what was done, nor the workflow the stream version it produced."""
+    task = asyncio.ensure_future(work)
+    try:
+        return await asyncio.shield(task), False
+    except asyncio.CancelledError:
+        if task.cancelled():
+            raise
+        return await task, True
 
 
 def _current_update() -> str:

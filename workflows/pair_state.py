@@ -21,7 +21,7 @@ from workflows.policy import Policy
 
 
 class Stage(StrEnum):
-    """The lifecycle (README, "The lifecycle"); the last five are the ways a pair ends."""
+    """The lifecycle (README, "The lifecycle"); the last seven are the ways a pair ends."""
 
     NOMINATED = "nominated"
     AWAITING_MOTIVATION = "awaiting_motivation"
@@ -35,9 +35,12 @@ class Stage(StrEnum):
     EXPIRED = "expired"
     WITHDRAWN = "withdrawn"
     LAPSED = "lapsed"
+    CANCELLED = "cancelled"
+    ENDED = "ended"
 
 
-CLOSED = {Stage.COMPLETED, Stage.DECLINED, Stage.EXPIRED, Stage.WITHDRAWN, Stage.LAPSED}
+CLOSED = {Stage.COMPLETED, Stage.DECLINED, Stage.EXPIRED, Stage.WITHDRAWN, Stage.LAPSED, Stage.CANCELLED,
+          Stage.ENDED}
 SessionStatus = Literal["proposed", "confirmed", "held", "cancelled", "missed"]
 OPEN: set[str] = {"proposed", "confirmed"}
 
@@ -267,6 +270,10 @@ def apply(state: PairState, event: DomainEvent, at: datetime) -> None:
             _close(state, Stage.LAPSED, at)
         case ev.PairCompleted():
             _close(state, Stage.COMPLETED, at)
+        case ev.PairCancelled():
+            _close(state, Stage.CANCELLED, at)
+        case ev.PairEndedInTemporal():
+            _close(state, Stage.ENDED, at)
 
 
 def _session(state: PairState, number: int) -> SessionState:

@@ -26,6 +26,7 @@ from temporalio.testing import WorkflowEnvironment
 
 from activities.event_log import EventLogActivities
 from activities.people import PeopleActivities
+from activities.temporal_facts import TemporalFacts
 from events.messages import NotificationReceipt, NotificationRequest
 from events.store import PostgresEventStore
 from workflows.inputs import pair_workflow_id
@@ -96,7 +97,7 @@ class Harness:
     def activities(self) -> list[Callable]:
         people = PeopleActivities(self.store.pool)
         return [EventLogActivities(self.store).append_events, people.register_people,
-                people.record_private_note]
+                people.record_private_note, TemporalFacts(self.client).cancel_request]
 
     async def start(self, data: dict[str, Any] | None = None, *, memo: dict | None = None) -> Pair:
         data = data or pair_input()
