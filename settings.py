@@ -50,6 +50,10 @@ class Settings(BaseSettings):
     api_port: int = Field(default=8400, ge=1, le=65535)
     mentoring_api_tokens: dict[str, str] = Field(default_factory=dict, repr=False)
 
+    # How often the worker checks that every open pair's workflow still runs in Temporal, and
+    # records the end of those terminated, timed out or failed there (activities/reconcile.py).
+    reconcile_interval_seconds: float = Field(default=60.0, gt=0)
+
     # OpenTelemetry, from the standard variable names.
     otel_service_name: str = "reverse-mentoring"
     otel_traces_exporter: str = Field(default="none", description="none, console or otlp")

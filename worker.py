@@ -111,6 +111,7 @@ async def serve(settings: Settings, stop: asyncio.Event, *, dev: bool) -> None:
         worker = build_worker(client, pool, settings)
         tasks.append(asyncio.create_task(worker.run(), name="temporal-worker"))
         tasks += start_projections_and_api(pool, settings)
+        tasks.append(start_reconciler(client, pool, settings))
         _banner(settings, dev)
         stopper = asyncio.create_task(stop.wait())
         done, _ = await asyncio.wait([stopper, *tasks], return_when=asyncio.FIRST_COMPLETED)
@@ -136,11 +137,21 @@ def start_projections_and_api(pool, settings: Settings) -> list[asyncio.Task]:
     return [start_projection_runner(pool, settings), start_api_server(pool, settings)]
 
 
+def start_reconciler(client, pool, settings: Settings) -> asyncio.Task:
+    """Pairs whose workflow ended in Temporal without recording it get their end recorded."""
+    from activities.reconcile import reconcile_forever
+    from events.store import PostgresEventStore
+
+    return asyncio.create_task(reconcile_forever(client, PostgresEventStore(pool), settings.reconcile_interval_seconds),
+                               name="reconciler")
+
+
 def _banner(settings: Settings, dev: bool) -> None:
     host = settings.temporal_address.rpartition(":")[0]
     lines = [
         f"worker polling task queue '{settings.temporal_task_queue}' on {settings.temporal_address}",
         "projection runner following the event log",
+        f"reconciler checking open pairs against Temporal every {settings.reconcile_interval_seconds:g} s",
         f"audit API on http://{settings.api_host}:{settings.api_port}/docs",
     ]
     if not settings.mentoring_api_tokens:

@@ -262,6 +262,39 @@ def audit_verify(json: Json = False, database_url: DatabaseUrl = None) -> None:
         raise typer.Exit(1)
 
 
+@audit_app.command("drift")
+def audit_drift(
+    record: Annotated[bool, typer.Option("--record", help="Record the ends Temporal saw and the log "
+                                         "missed (what the worker's reconciler does every minute).")] = False,
+    json: Json = False, database_url: DatabaseUrl = None,
+) -> None:
+    """Pairs on which the log and Temporal disagree: open in the log while their workflow ended
+    (terminated, timed out, failed), or closed in the log while it still runs. Exit code 1 if any."""
+    from activities.reconcile import drift
+    from runtime import StartupError, connect_temporal
+    from settings import get_settings
+
+    async def work(pool: asyncpg.Pool, _url: str) -> list:
+        try:
+            client = await connect_temporal(get_settings())
+        except StartupError as exc:
+            raise _fail(str(exc), 2) from None
+        return await drift(client, PostgresEventStore(pool), record=record)
+
+    found = _run(database_url, work)
+    if json:
+        _json(found)
+    elif not found:
+        typer.echo("ok: the log and Temporal agree on every pair")
+    else:
+        table = _table("log and Temporal disagree", "pair stream", "the log says", "Temporal says", "recorded now")
+        for d in found:
+            table.add_row(d.stream_id, d.log_says, d.temporal_says, "yes" if d.recorded else "")
+        Console().print(table)
+    if found and not all(d.recorded for d in found):
+        raise typer.Exit(1)
+
+
 @audit_app.command("as-of")
 def audit_as_of(
     time: Annotated[str, typer.Argument(help="The moment (ISO 8601, UTC if no zone).")],

@@ -3,13 +3,18 @@ a cancelled pair records its end and tells its people."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import json
 
 import pytest
 from temporalio.client import WorkflowFailureError
 from temporalio.exceptions import CancelledError
 from temporalio.service import RPCError
+from typer.testing import CliRunner
 
+from activities.reconcile import drift
+from cli.main import app
 from events.store import PostgresEventStore
 from tests.projections.conftest import make_runner
 from tests.workflow.pairs import HR, PREPARED, Harness, both
@@ -68,3 +73,41 @@ async def test_cancelling_an_ended_pair_adds_nothing(harness: Harness):
     with contextlib.suppress(RPCError):  # a real server refuses it: the run is over
         await pair.handle.cancel()
     assert await pair.timeline() == before
+
+
+async def test_a_terminated_pair_gets_its_end_recorded_by_the_reconciler(
+        harness: Harness, store: PostgresEventStore, database_url: str):
+    still_running = await harness.start()
+    pair = await harness.start()
+    await make_runner(store, database_url).run_until_caught_up()
+    await pair.handle.terminate(reason="Léa left the company")  # Terminate: the workflow says nothing
+
+    seen = await drift(harness.client, store)
+    assert [(d.stream_id, d.log_says, d.temporal_says, d.recorded) for d in seen] == [
+        (pair.stream_id, "open", "terminated", False)]
+    assert (await drift(harness.client, store, record=True))[0].recorded
+    [ended] = [e for e in await store.read_stream(pair.stream_id) if e.event_type == "PairEndedInTemporal"]
+    assert (ended.payload["status"], ended.payload["stage"]) == ("terminated", "awaiting_motivation")
+    assert ended.metadata["actor"] == "reconciler" and "Léa" not in json.dumps(ended.payload)
+
+    assert await drift(harness.client, store) == []  # agreed now; the running pair never disagreed
+    await make_runner(store, database_url).run_until_caught_up()
+    stage = await store.pool.fetchval("SELECT stage FROM pair_overview.pairs WHERE pair_id = $1",
+                                      pair.stream_id.removeprefix("pair-"))
+    assert stage == "ended"
+    assert (await still_running.state()).stage.value == "awaiting_motivation"
+
+
+async def test_drift_is_listed_by_the_cli(harness: Harness, store: PostgresEventStore, database_url: str,
+                                          monkeypatch: pytest.MonkeyPatch):
+    pair = await harness.start()
+    await pair.handle.terminate()
+    monkeypatch.setenv("TEMPORAL_ADDRESS", harness.env.client.service_client.config.target_host)
+    from settings import get_settings
+    get_settings.cache_clear()
+    try:
+        listed = await asyncio.to_thread(CliRunner().invoke, app, ["audit", "drift", "--database-url", database_url])
+    finally:
+        get_settings.cache_clear()
+    assert listed.exit_code == 1, listed.output
+    assert pair.stream_id in listed.output and "terminated" in listed.output
