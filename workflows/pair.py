@@ -76,6 +76,7 @@ with workflow.unsafe.imports_passed_through():
         SessionState,
         Stage,
         Timer,
+        next_actions,
         next_stage,
         next_timer,
         waiting_for,
@@ -747,7 +748,10 @@ class MentoringPair(PairEffects):
     @workflow.query(description="The pair's current state: stage, facts so far, sessions and "
                     "deadlines. Pseudonymous ids only.")
     def state(self) -> PairState:
-        return self.pair
+        pair, timer = self.pair, self._next_timer()
+        return pair.model_copy(update={
+            "waiting_for": waiting_for(pair), "next_actions": next_actions(pair),
+            "next_deadline": timer.due if timer else None, "next_deadline_kind": timer.kind if timer else None})
 
     # --- after each fact ----------------------------------------------------------------------
 
@@ -757,7 +761,7 @@ class MentoringPair(PairEffects):
         await self._advance()
         return ActionResult(stage=self.pair.stage.value, paused=self.pair.paused is not None,
                             waiting_for=waiting_for(self.pair), stream_version=self.pair.version,
-                            session_no=session_no)
+                            session_no=session_no, next_actions=next_actions(self.pair))
 
     async def _close(self, event: DomainEvent, by: _Action | str = "system", role: str = "hr") -> None:
         """End the pair politely: the closing fact, calendar cancellations for the sessions still

@@ -41,6 +41,7 @@ from events.messages import (
 from workflows.errors import DataRefused, InvalidPairInput, WrongStage
 from workflows.inputs import UPDATE_FORMS, HrManager, PairInput, Person, _Action
 from workflows.pair_state import (
+    LastAction,
     PairState,
     SessionState,
     Stage,
@@ -202,6 +203,10 @@ class PairEffects:
         # came from may be stale in a step run for a query; see `_clock_free`).
         at = appended.appended_at if self._clock_free and appended.appended_at else now
         self.pair.last_fact_at = at
+        if isinstance(by, _Action):  # a person's act: shown to HR as the last action
+            update = workflow.current_update_info()
+            self.pair.last_action = LastAction(action=update.name if update else "answer_follow_up",
+                                               by=by.recorded_by, at=at)
         for event in batch:
             apply(self.pair, event, at)
         self._changed()

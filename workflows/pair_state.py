@@ -8,6 +8,7 @@ off the facts: the workflow enters the stage the facts call for and waits for th
 
 from __future__ import annotations
 
+import json
 from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Literal
@@ -16,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from events import pair as ev
 from events.base import DomainEvent
+from workflows import timezones
 from workflows.inputs import AvailabilityWindow, PairInput
 from workflows.policy import Policy
 
@@ -71,8 +73,25 @@ class Pause(_State):
     reason: str
 
 
+class LastAction(_State):
+    action: str
+    by: str
+    at: datetime
+
+
 class PairState(_State):
-    """Everything the workflow knows about the pair; returned by the `state` query."""
+    """Everything the workflow knows about the pair; returned by the `state` query.
+
+    First where it stands and what can be done next (filled in for each query), then the facts,
+    then the policy."""
+
+    stage: Stage = Stage.NOMINATED
+    waiting_for: str = Field("", description="what the pair waits for, in HR's words (filled in for the query)")
+    next_deadline: datetime | None = Field(None, description="when the next timer fires (filled in for the query)")
+    next_deadline_kind: str | None = Field(None, description="what happens then (filled in for the query)")
+    next_actions: list[str] = Field(default_factory=list, description=(
+        "the updates that move the pair on, each with a JSON example for this pair (filled in for the query)"))
+    last_action: LastAction | None = Field(None, description="the last act a person recorded")
 
     pair_id: str
     stream_id: str
@@ -81,14 +100,12 @@ class PairState(_State):
     mentee_id: str
     hr_id: str
     hr_team: list[str] = Field(default_factory=list, description="other HR people who may act for the pair")
+    hr_time_zone: str = Field("UTC", description="the nominating HR's zone: times HR reads are shown in it")
     mentee_time_zone: str
     availability: list[AvailabilityWindow]
     topics: list[str]
     training_modules: list[str]
     sessions_planned: int
-    policy: Policy
-
-    stage: Stage = Stage.NOMINATED
     clock_start: datetime = Field(description="the current stage's timers count from here; moved on by pauses and, while preparing or holding sessions, by activity")
     timers_fired: list[str] = Field(default_factory=list, description="timers of the current stage already acted on")
     paused: Pause | None = None
@@ -115,6 +132,7 @@ class PairState(_State):
     last_fact_at: datetime | None = Field(
         default=None, description="when the log recorded the latest fact: a new stage's clock starts here")
     signals_ignored: int = Field(0, description="signals that could not be read or did not fit, ignored")
+    policy: Policy
 
     @classmethod
     def nominated(cls, pair: PairInput, now: datetime) -> PairState:
@@ -122,7 +140,7 @@ class PairState(_State):
             pair_id=pair.pair_id, stream_id=ev.pair_stream(pair.pair_id),
             programme_id=pair.programme_id, mentor_id=pair.mentor.employee_id,
             mentee_id=pair.mentee.employee_id, hr_id=pair.nominated_by.employee_id,
-            hr_team=list(pair.hr_team),
+            hr_team=list(pair.hr_team), hr_time_zone=pair.nominated_by.time_zone,
             mentee_time_zone=pair.mentee.time_zone, availability=list(pair.mentee.availability),
             topics=list(pair.topics), training_modules=list(pair.training_modules),
             sessions_planned=pair.sessions_planned, policy=pair.policy, clock_start=now,
@@ -392,7 +410,8 @@ def waiting_for(state: PairState) -> str:
                 pending.append("mentee onboarding")
             return "; ".join(pending)
         case Stage.SESSIONS:
-            open_ = ", ".join(f"session {s.session_no} {s.status} for {s.starts_at:%Y-%m-%d %H:%M} UTC"
+            open_ = ", ".join(f"session {s.session_no} {s.status} for "
+                              f"{timezones.shown(s.starts_at, state.mentee_time_zone)}"
                               for s in state.open_sessions)
             todo = f"{state.sessions_to_schedule} session(s) to propose" if state.sessions_to_schedule else ""
             return "; ".join(x for x in (open_, todo) if x) or "session outcomes"
@@ -405,18 +424,93 @@ def waiting_for(state: PairState) -> str:
 
 
 def current_details(state: PairState, timer: Timer | None) -> str:
-    """The UI's current-details text: stage, what the pair waits for, until when. No names."""
+    """The UI's current details (Markdown): where the pair stands, until when, what was done last
+    and what can be done next, ready to paste into Send an Update. Times in HR's zone; no names."""
     stage = state.stage.value + (" (paused)" if state.paused is not None else "")
+    zone = state.hr_time_zone
     lines = [f"**Stage:** {stage}", f"**Waiting for:** {waiting_for(state)}"]
     if timer is not None:
-        lines.append(f"**Next deadline:** {timer.due:%Y-%m-%d %H:%M} UTC ({TIMER_LABELS[timer.kind]})")
+        lines.append(f"**Next deadline:** {timezones.shown(timer.due, zone)} ({TIMER_LABELS[timer.kind]})")
+    if state.last_action is not None:
+        last = state.last_action
+        lines.append(f"**Last action:** {last.action} by {last.by}, {timezones.shown(last.at, zone)}")
     lines.append(f"**Sessions held:** {state.sessions_held} of {state.sessions_planned}")
     if state.at_risk:
         lines.append("**At risk:** escalated to HR")
     if state.signals_ignored:
         lines.append(f"**Signals ignored:** {state.signals_ignored} (could not be read or did not fit; "
                      "the worker log says why, without their content)")
+    actions = next_actions(state)
+    if actions:
+        lines.append("**Next actions** (Send an Update: the name, then the JSON):")
+        lines += [f"- `{action}`" for action in actions]
     return "\n".join(lines)
+
+
+def next_actions(state: PairState) -> list[str]:
+    """The updates that move the pair on now, each as `name {json}` with this pair's ids."""
+    if state.closed:
+        return []
+    mentor, mentee, hr = state.mentor_id, state.mentee_id, state.hr_id
+    if state.paused is not None:
+        return [_example("resume", recorded_by=hr)]
+    actions: list[str] = []
+    match state.stage:
+        case Stage.AWAITING_MOTIVATION:
+            actions += [_example("confirm_motivation", recorded_by=mentor),
+                        _example("decline_mentoring", recorded_by=mentor, reason="no_time")]
+        case Stage.MENTEE_INVITED:
+            actions += [_example("accept_invitation", recorded_by=mentee, channel="email"),
+                        _example("decline_invitation", recorded_by=mentee, channel="email")]
+        case Stage.PREPARATION:
+            if not state.curriculum_topics:
+                actions.append(_example("agree_curriculum", recorded_by=mentor, topics=state.topics[:2],
+                                        objectives=["an objective the senior will reach"]))
+            if state.modules_missing:
+                actions.append(_example("complete_training_module", recorded_by=mentor,
+                                        module=state.modules_missing[0]))
+            if not state.mentee_onboarded:
+                actions.append(_example("onboard_mentee", recorded_by=hr))
+            if state.curriculum_topics and not state.modules_missing and not state.signed_off:
+                actions.append(_example("sign_off_mentor", recorded_by=hr))
+        case Stage.SESSIONS:
+            for session in state.open_sessions:
+                if session.status == "proposed":
+                    actions.append(_example("confirm_session", recorded_by=hr, session_no=session.session_no))
+                else:
+                    actions.append(_example("record_session_held", recorded_by=hr, session_no=session.session_no,
+                                            topics_covered=session.topics))
+            if state.sessions_to_schedule > 0 and (slot := _next_slot(state)) is not None:
+                actions.append(_example("propose_session", recorded_by=hr, starts_at=slot, duration_minutes=60,
+                                        topics=state.topics[:1]))
+        case Stage.FINAL_EVALUATION:
+            for role, person in (("mentor", mentor), ("mentee", mentee)):
+                if role not in state.final_evaluations:
+                    actions.append(_example("give_final_evaluation", recorded_by=person, by_role=role, rating=5,
+                                            would_recommend=True))
+    for session in state.sessions:
+        for role, person in (("mentor", mentor), ("mentee", mentee)):
+            if session.status == "held" and role not in session.feedback_from and len(actions) < 6:
+                actions.append(_example("give_feedback", recorded_by=person, session_no=session.session_no,
+                                        by_role=role, rating=5, engaging=True))
+    return actions + [_example("pause", recorded_by=hr, reason="agenda")]
+
+
+def _example(update: str, **payload: object) -> str:
+    return f"{update} {json.dumps(payload, ensure_ascii=False)}"
+
+
+def _next_slot(state: PairState) -> str | None:
+    """The first start of an availability window a day after the latest fact, in the mentee's
+    wall-clock time (as propose_session reads a time without offset)."""
+    after = state.last_fact_at or state.clock_start
+    local = timezones.to_local(after + timedelta(days=1), state.mentee_time_zone)
+    for days in range(8):
+        day = (local + timedelta(days=days)).date()
+        for window in sorted(state.availability, key=lambda w: w.start):
+            if window.weekday == f"{day:%A}".lower():
+                return f"{day.isoformat()}T{window.start:%H:%M}"
+    return None
 
 
 class ActionResult(BaseModel):
@@ -427,6 +521,7 @@ class ActionResult(BaseModel):
     waiting_for: str
     stream_version: int
     session_no: int | None = None
+    next_actions: list[str] = Field(default_factory=list, description="what can be done next, with JSON examples")
 
 
 class PairOutcome(BaseModel):

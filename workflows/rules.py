@@ -156,7 +156,8 @@ def check_availability(state: PairState, starts_at: datetime, minutes: int, now:
     """Rule: sessions fit the senior's agenda, inside their availability windows and time zone."""
     if starts_at <= now:
         raise RuleViolation(
-            f"the session start {starts_at:{_FMT}} UTC is in the past: propose a future time."
+            f"the session start {timezones.shown(starts_at, state.mentee_time_zone)} is in the past: "
+            "propose a future time."
         )
     local = timezones.to_local(starts_at, state.mentee_time_zone)
     local_end = local + timedelta(minutes=minutes)
@@ -206,7 +207,8 @@ def no_overlap(state: PairState, starts_at: datetime, minutes: int, rescheduled:
     for other in state.open_sessions:
         if other.session_no != rescheduled and other.starts_at < ends_at and starts_at < other.ends_at:
             raise RuleViolation(
-                f"session {other.session_no} is already {other.status} for {other.starts_at:{_FMT}} UTC "
+                f"session {other.session_no} is already {other.status} for "
+                f"{timezones.shown(other.starts_at, state.mentee_time_zone)} "
                 f"({other.duration_minutes} min), overlapping this time: confirm or move that session "
                 "instead of proposing it twice."
             )
@@ -259,10 +261,10 @@ def cancel_session(state: PairState, request: CancelSession) -> SessionState:
     return _session(state, request, "cancel_session", {"proposed", "confirmed"})
 
 
-def _started(session: SessionState, action: str, now: datetime) -> None:
+def _started(state: PairState, session: SessionState, action: str, now: datetime) -> None:
     if session.starts_at > now:
         raise RuleViolation(
-            f"{action}: session {session.session_no} starts {session.starts_at:{_FMT}} UTC; its "
+            f"{action}: session {session.session_no} starts {timezones.shown(session.starts_at, state.mentee_time_zone)}; its "
             "outcome can be recorded once it has started."
         )
 
@@ -270,14 +272,14 @@ def _started(session: SessionState, action: str, now: datetime) -> None:
 def record_session_held(state: PairState, request: RecordSessionHeld, now: datetime) -> SessionState:
     _sessions_stage(state, "record_session_held")
     session = _session(state, request, "record_session_held", {"confirmed"})
-    _started(session, "record_session_held", now)
+    _started(state, session, "record_session_held", now)
     return session
 
 
 def record_no_show(state: PairState, request: RecordNoShow, now: datetime) -> SessionState:
     _sessions_stage(state, "record_no_show")
     session = _session(state, request, "record_no_show", {"confirmed"})
-    _started(session, "record_no_show", now)
+    _started(state, session, "record_no_show", now)
     return session
 
 

@@ -74,3 +74,9 @@ def skipped(wall_clock: datetime, name: str) -> datetime | None:
     # A skipped time read with the offset before the change lands, on the way back, after the gap.
     back = wall_clock.replace(tzinfo=zone).astimezone(UTC).astimezone(zone).replace(tzinfo=None)
     return None if back == wall_clock else back
+
+
+def shown(moment: datetime, name: str) -> str:
+    """A time as a person reads it, in their zone and naming it: `Tue 8 Dec 2026 10:00 Europe/Paris`."""
+    local = to_local(moment, name)
+    return f"{local:%a} {local.day} {local:%b %Y %H:%M} {name}"

@@ -174,8 +174,10 @@ async def test_a_pair_driven_through_the_temporal_cli(temporal_dev_server: Tempo
         assert (proposed["stage"], proposed["session_no"]) == ("sessions", 1)
         confirmed = (await update(server, "confirm_session", {"recorded_by": HR, "session_no": 1}))["result"]
         assert confirmed["session_no"] == 1
-        starts_utc = slot.replace(tzinfo=ZoneInfo(EXAMPLE["mentee"]["time_zone"])).astimezone(UTC)
-        assert f"session 1 confirmed for {starts_utc:%Y-%m-%d %H:%M} UTC" in confirmed["waiting_for"]
+        local = slot.replace(tzinfo=ZoneInfo(EXAMPLE["mentee"]["time_zone"]))  # as HR typed it
+        starts_utc = local.astimezone(UTC)
+        assert f"session 1 confirmed for {local:%a} {local.day} {local:%b %Y %H:%M} Europe/Paris" \
+            in confirmed["waiting_for"]
 
         state = await query_state(server)
         assert state["stage"] == "sessions"
