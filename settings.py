@@ -37,6 +37,9 @@ class Settings(BaseSettings):
     state_dir: Path = PROJECT_ROOT / ".state"
 
     # Notifications: e-mails are written as .eml files into the outbox unless an SMTP host is set.
+    # Outside --dev, without an SMTP host, the outbox must be named (OUTBOX_DIR, or STATE_DIR):
+    # e-mails hold names and addresses, and must not land unnoticed beside the installed code.
+    outbox_dir: Path | None = None
     smtp_host: str | None = None
     smtp_port: int = Field(default=587, ge=1, le=65535)
     smtp_username: str | None = None
@@ -60,8 +63,15 @@ class Settings(BaseSettings):
     otel_exporter_otlp_endpoint: str | None = None
 
     @property
-    def outbox_dir(self) -> Path:
-        return self.state_dir / "outbox"
+    def outbox(self) -> Path:
+        return self.outbox_dir or self.state_dir / "outbox"
+
+    def outbox_problem(self) -> str | None:
+        """Why e-mails have nowhere sensible to go outside --dev, or None."""
+        if self.smtp_host or self.model_fields_set & {"outbox_dir", "state_dir"}:
+            return None
+        return (f"no SMTP_HOST is set, so e-mails would be written to {self.outbox}, beside the "
+                "installed code: set SMTP_HOST to send them, or OUTBOX_DIR to the folder that keeps them")
 
     @field_validator("database_url")
     @classmethod

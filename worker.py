@@ -101,13 +101,15 @@ def build_worker(client, pool, settings: Settings):
 
 
 async def serve(settings: Settings, stop: asyncio.Event, *, dev: bool) -> None:
-    from runtime import connect_temporal, open_database, setup_telemetry
+    from runtime import StartupError, connect_temporal, open_database, setup_telemetry
 
     provider = setup_telemetry(settings)
     pool = await open_database(settings.database_url)
     tasks: list[asyncio.Task] = []
     try:
         client = await connect_temporal(settings)
+        if not dev and (problem := settings.outbox_problem()):
+            raise StartupError(problem)
         worker = build_worker(client, pool, settings)
         tasks.append(asyncio.create_task(worker.run(), name="temporal-worker"))
         tasks += start_projections_and_api(pool, settings)

@@ -30,7 +30,7 @@ def notification_channel(settings: Settings) -> NotificationChannel:
         return SmtpChannel(settings.smtp_host, settings.smtp_port, settings.smtp_username,
                            settings.smtp_password, from_address=settings.smtp_from,
                            starttls=settings.smtp_starttls)
-    return MailFolderChannel(settings.outbox_dir)
+    return MailFolderChannel(settings.outbox)
 
 
 def build_activities(pool: asyncpg.Pool, settings: Settings, client: Client) -> list[Callable[..., Any]]:

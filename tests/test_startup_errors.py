@@ -66,3 +66,17 @@ async def test_an_edited_migration_gives_one_clear_line(database_url: str):
     assert result.returncode == 2, result.stderr
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and "cannot be migrated" in lines[0], result.stderr
+
+
+def test_without_smtp_the_outbox_must_be_named(monkeypatch: pytest.MonkeyPatch):
+    """Outside --dev, e-mails (names, addresses) are not written beside the installed code unless
+    someone chose that folder."""
+    from settings import Settings
+
+    for name in ("SMTP_HOST", "OUTBOX_DIR", "STATE_DIR"):
+        monkeypatch.delenv(name, raising=False)
+    assert "set SMTP_HOST to send them, or OUTBOX_DIR" in (Settings().outbox_problem() or "")
+    assert Settings(outbox_dir="/srv/mentoring/outbox").outbox_problem() is None
+    assert Settings(smtp_host="mail.example.org").outbox_problem() is None
+    monkeypatch.setenv("STATE_DIR", "/srv/mentoring")
+    assert Settings().outbox_problem() is None
