@@ -25,12 +25,14 @@ import asyncpg
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Path, Query, Request, status
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from events.store import PostgresEventStore, create_pool
 from projections import all_projections, queries
 from projections.runner import ProjectionStatus, projection_status
+from workflows.pair_effects import SCHEMA_PATH
+from workflows.schema import pair_input_schema
 
 # What each role may do; "audit" covers /audit/..., "operations" covers /projections/...
 ROLES: dict[str, frozenset[str]] = {
@@ -184,6 +186,12 @@ def create_app(pool_or_dsn: asyncpg.Pool | str, tokens: Mapping[str, str]) -> Fa
 
     app.include_router(audit)
     app.include_router(operations)
+
+    @app.get(SCHEMA_PATH, tags=["formats"], response_class=Response)
+    async def pair_input_format() -> Response:
+        """The JSON Schema of a pair's start input: public (no token), at a stable address, so a
+        refused start can point HR to it."""
+        return Response(pair_input_schema(), media_type="application/schema+json")
 
     @app.exception_handler(RequestValidationError)
     async def bad_parameters(_request: Request, exc: RequestValidationError) -> JSONResponse:

@@ -406,5 +406,8 @@ def decode_input(inputs: tuple[RawValue, ...], *, as_recorded: bool) -> PairInpu
         raise InvalidPairInput(f"{refusal.message}\n{START_HELP}") from None
 
 
-START_HELP = ("The input is one JSON object: the README's section 'Start a pair' lists its fields, "
-              "and the worker's folder holds its JSON Schema (schemas/pair-input.schema.json).")
+SCHEMA_PATH = "/formats/pair-input.schema.json"
+"""Where the audit API serves the start input's JSON Schema (no token needed)."""
+START_HELP = ("The input is one JSON object: its fields are in the README, section 'Your first pair', "
+              f"and its JSON Schema is served by the audit API at {SCHEMA_PATH} "
+              "(for example http://127.0.0.1:8400" + SCHEMA_PATH + " on `make run`).")

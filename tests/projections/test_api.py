@@ -180,3 +180,11 @@ async def _counts(store: PostgresEventStore) -> tuple:
     return tuple([await store.pool.fetchval(f"SELECT count(*) FROM {table}") for table in (
         "events", "pair_overview.pairs", "audit_trail.entries", "consent_register.entries",
         "programme_funnel.pairs", "people")])
+
+
+async def test_the_start_input_s_json_schema_is_served_without_a_token(client):
+    response = await client.get("/formats/pair-input.schema.json")
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("application/schema+json")
+    schema = response.json()
+    assert schema["title"] == "MentoringPair input" and "nominated_by" in schema["required"]

@@ -82,7 +82,7 @@ async def test_malformed_json_or_not_an_object(harness: Harness, payload: bytes 
     handle = await harness.start_raw(None if payload is None else json_plain(payload))
     message = (await _failure_of(harness, handle)).message
     assert says in message, message
-    assert "schemas/pair-input.schema.json" in message
+    assert "/formats/pair-input.schema.json" in message and "schemas/" not in message  # never a repository path
 
 
 async def test_a_running_pair_cannot_be_nominated_twice_nor_renominated_after_it_ended(harness: Harness):
