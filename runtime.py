@@ -6,6 +6,7 @@ and a wrong setting always gives the same one-line error.
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -21,6 +22,9 @@ from events.migrations import MigrationError, migrate
 from events.store import create_pool
 from settings import Settings
 from workflows.payloads import DATA_CONVERTER
+
+STARTING_SERVER_GRACE_S = 30.0
+"""How long a Temporal server that answers "not healthy yet" is given to finish starting."""
 
 
 class StartupError(Exception):
@@ -84,21 +88,28 @@ async def connect_temporal(settings: Settings, *, address: str | None = None) ->
             client_private_key=_read_tls_file(settings.temporal_tls_key, "TEMPORAL_TLS_KEY"),
             server_root_ca_cert=_read_tls_file(settings.temporal_tls_ca, "TEMPORAL_TLS_CA"),
         )
-    try:
-        return await Client.connect(
-            target,
-            namespace=settings.temporal_namespace,
-            api_key=settings.temporal_api_key,
-            tls=tls,
-            data_converter=DATA_CONVERTER,
-            interceptors=[TracingInterceptor()],
-        )
-    except Exception as exc:  # the SDK raises several types for one cause: unreachable or refused
-        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise StartupError(
-            f"cannot connect to Temporal at {target}, namespace {settings.temporal_namespace} "
-            f"(TEMPORAL_ADDRESS / TEMPORAL_NAMESPACE): {reason}"
-        ) from None
+    deadline = asyncio.get_running_loop().time() + STARTING_SERVER_GRACE_S
+    while True:
+        try:
+            return await Client.connect(
+                target,
+                namespace=settings.temporal_namespace,
+                api_key=settings.temporal_api_key,
+                tls=tls,
+                data_converter=DATA_CONVERTER,
+                interceptors=[TracingInterceptor()],
+            )
+        except Exception as exc:  # the SDK raises several types for one cause: unreachable or refused
+            # A server that listens but is still starting ("Frontend is not healthy yet"): wait
+            # for it, as `make run` connects right after the dev server opened its port.
+            if "not healthy" in str(exc) and asyncio.get_running_loop().time() < deadline:
+                await asyncio.sleep(0.5)
+                continue
+            reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise StartupError(
+                f"cannot connect to Temporal at {target}, namespace {settings.temporal_namespace} "
+                f"(TEMPORAL_ADDRESS / TEMPORAL_NAMESPACE): {reason}"
+            ) from None
 
 
 def _read_tls_file(path: Path | None, setting: str) -> bytes | None:

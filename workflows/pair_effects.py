@@ -73,14 +73,18 @@ SIDE_EFFECT: dict[str, Any] = {
     "heartbeat_timeout": HEARTBEAT_TIMEOUT,
     "retry_policy": RetryPolicy(maximum_interval=timedelta(minutes=10)),
 }
-# A notice is retried for an hour, then recorded as NotificationFailed: a mail server down for
-# longer must not hold the pair (and HR's updates, queued behind the notice) for days. One try
-# is short: the SMTP channel gives up on a silent server after 10 s (activities/notifications.py).
+# A notice is tried NOTICE_ATTEMPTS times (about an hour of retries: 1 s doubling up to 5 min),
+# then recorded as NotificationFailed with the last error's type: a mail server down for longer
+# must not hold the pair for days. Attempts, not a schedule-to-close timeout: that would also
+# count the time the notice waited for a worker, so an outage of the workers alone would turn
+# notices never tried into failures. One try is short: the SMTP channel gives up on a silent
+# server after 10 s (activities/notifications.py).
+NOTICE_ATTEMPTS = 20
 _NOTIFY: dict[str, Any] = {
     "start_to_close_timeout": timedelta(seconds=15),
     "heartbeat_timeout": HEARTBEAT_TIMEOUT,
-    "schedule_to_close_timeout": timedelta(hours=1),
-    "retry_policy": RetryPolicy(maximum_interval=timedelta(minutes=5)),
+    "retry_policy": RetryPolicy(initial_interval=timedelta(seconds=1), backoff_coefficient=2.0,
+                                maximum_interval=timedelta(minutes=5), maximum_attempts=NOTICE_ATTEMPTS),
 }
 # A deadline already past still gets a (short) durable timer: whether it has passed is a question
 # for the clock, and a replay may see another clock than the worker that first decided.
@@ -376,10 +380,10 @@ def _undeliverable(outcome: BaseException) -> bool:
     if not isinstance(outcome, ActivityError):
         return False
     cause = outcome.cause
-    # Out of time: the server ends the retries when the next one would pass schedule-to-close
-    # (with the last attempt's error) or when the timeout itself fires.
-    return _out_of_time(outcome) or (isinstance(cause, ApplicationError)
-                                      and cause.type in (*UNDELIVERABLE, DATA_REFUSED))
+    # Out of attempts; or out of time (runs started with a schedule-to-close timeout: the server
+    # ended the retries with the last attempt's error, or the timeout itself fired).
+    return outcome.retry_state is RetryState.MAXIMUM_ATTEMPTS_REACHED or _out_of_time(outcome) or (
+        isinstance(cause, ApplicationError) and cause.type in (*UNDELIVERABLE, DATA_REFUSED))
 
 
 def _out_of_time(outcome: ActivityError) -> bool:
@@ -388,6 +392,10 @@ def _out_of_time(outcome: ActivityError) -> bool:
 
 
 def _failure_reason(outcome: ActivityError) -> str:
+    """The last attempt's error type (DeliveryFailed, DeliveryRefused, ...); a timeout is
+    DeliveryTimedOut."""
+    if outcome.retry_state is RetryState.MAXIMUM_ATTEMPTS_REACHED and isinstance(outcome.cause, ApplicationError):
+        return outcome.cause.type or DELIVERY_TIMED_OUT
     if _out_of_time(outcome) or not isinstance(outcome.cause, ApplicationError):
         return DELIVERY_TIMED_OUT
     return outcome.cause.type or DELIVERY_TIMED_OUT

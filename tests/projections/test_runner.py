@@ -48,8 +48,12 @@ async def test_runner_follows_the_log_live(store: PostgresEventStore, runner: Pr
                 "SELECT stage = 'declined' FROM pair_overview.pairs WHERE pair_id = 'p-late'")
 
         await _eventually(declined_is_visible)
-        count = await store.pool.fetchval("SELECT count(*) FROM audit_trail.entries")
-        assert count == story.full_lifecycle("x").event_count() + written
+        expected = story.full_lifecycle("x").event_count() + written
+
+        async def every_event_in_the_trail():  # each read model follows on its own
+            return await store.pool.fetchval("SELECT count(*) FROM audit_trail.entries") == expected
+
+        await _eventually(every_event_in_the_trail)
 
 
 async def test_two_runners_each_projection_runs_in_one_of_them(
