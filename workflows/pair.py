@@ -120,7 +120,7 @@ class MentoringPair(PairEffects):
             self.pair = PairState.model_validate(carried, context=AS_RECORDED)
         else:
             # Pairs started before today's checks on input replay with the checks they started with.
-            checked = workflow.patched(INPUT_CHECKS_PATCH)
+            checked = self._patched(INPUT_CHECKS_PATCH)
             # A bad input ends the run here, with nothing recorded.
             nomination = decode_input(inputs, as_recorded=not checked)
         # Before any decision, so that a run decides one way from its first step to its last.
@@ -464,7 +464,7 @@ class MentoringPair(PairEffects):
         async with self._log:
             starts_at = rules.session_start(self.pair, request.starts_at)
             rules.propose_session(self.pair, starts_at, request.duration_minutes, asked_at)
-            if workflow.patched(NO_OVERLAP_PATCH):  # two clicks whose validators ran side by side
+            if self._patched(NO_OVERLAP_PATCH):  # two clicks whose validators ran side by side
                 rules.no_overlap(self.pair, starts_at, request.duration_minutes)
             number = len(self.pair.sessions) + 1
             await self._record(ev.SessionProposed(
@@ -639,7 +639,7 @@ class MentoringPair(PairEffects):
                      "an answer that cannot be read or does not fit is ignored, counted in the "
                      "state and the current details, and logged without its content.")
     async def answer_follow_up(self, *payloads: RawValue) -> None:
-        checks_who = workflow.patched(SIGNAL_CHECKS_PATCH)  # pairs started before: as they ran
+        checks_who = self._patched(SIGNAL_CHECKS_PATCH)  # pairs started before: as they ran
         if not self._nominated:
             if not checks_who:
                 workflow.logger.warning("signal ignored: the pair is still starting")

@@ -101,7 +101,7 @@ NO_OVERLAP_PATCH = "no-overlapping-sessions"
 """Sessions proposed after this patch are checked against overlaps again under the log lock."""
 # History events each kind of step adds (its own events plus a workflow task's three), counted
 # high: the continue-as-new decision is taken from this count, not from the server's.
-_HISTORY_COST = {"activity": 6, "timer": 5, "update": 5, "signal": 4, "upsert": 1}
+_HISTORY_COST = {"activity": 6, "timer": 5, "update": 5, "signal": 4, "upsert": 1, "patch": 2}
 DELIVERY_TIMED_OUT = "DeliveryTimedOut"
 BOTH = ("mentor", "mentee")
 _UNSET = object()
@@ -126,6 +126,7 @@ class PairEffects:
         # before the rule, which replay as they ran).
         self._clock_free = False
         self._history_estimate = 3  # started + the first workflow task's events
+        self._patches_taken: set[str] = set()
 
     @property
     def pair(self) -> PairState:
@@ -287,6 +288,16 @@ class PairEffects:
     def _shortest_timer(self) -> timedelta:
         seconds = workflow.memo_value(SHORTEST_TIMER_MEMO, None, type_hint=float)
         return timedelta(seconds=seconds) if seconds else SHORTEST_TIMER
+
+    def _patched(self, patch_id: str) -> bool:
+        """`workflow.patched`, counting the history events a patch marker adds (the marker and
+        Temporal's search attribute of the patches) the first time a run takes it. For the patches
+        from input-checks-2026-11 on: runs before them replay with the count they ran with."""
+        taken = workflow.patched(patch_id)
+        if taken and patch_id not in self._patches_taken:
+            self._patches_taken.add(patch_id)
+            self._count("patch")
+        return taken
 
     def _count(self, step: str, times: int = 1) -> None:
         self._history_estimate += _HISTORY_COST[step] * times
