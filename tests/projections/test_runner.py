@@ -54,6 +54,7 @@ async def test_runner_follows_the_log_live(store: PostgresEventStore, runner: Pr
             return await store.pool.fetchval("SELECT count(*) FROM audit_trail.entries") == expected
 
         await _eventually(every_event_in_the_trail)
+        assert await every_event_in_the_trail()
 
 
 async def test_two_runners_each_projection_runs_in_one_of_them(
