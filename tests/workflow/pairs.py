@@ -343,3 +343,29 @@ async def lifecycle_with_a_late_confirmation(harness: Harness) -> Pair:
 
 
 LIFECYCLES["late_confirmation"] = lifecycle_with_a_late_confirmation
+
+
+async def lifecycle_with_same_day_follow_ups(harness: Harness) -> Pair:
+    """Follow-ups hours apart (as in the demo's policy of seconds), both on day 0 after the end;
+    both people answer each of them."""
+    pair = await harness.start(pair_input(policy={
+        "first_follow_up_after": "PT2H", "second_follow_up_after": "PT5H", "follow_up_answer_within": "PT2H"}))
+    await pair.prepare()
+    await pair.hold_session()
+    await pair.hold_session()
+    for who, role in ((MENTOR, "mentor"), (MENTEE, "mentee")):
+        await pair.act("give_final_evaluation", recorded_by=who, by_role=role, rating=5, would_recommend=True)
+    await harness.skip(hours=2, minutes=5)
+    for number in (1, 2):
+        await pair.wait_for(lambda s, n=number: len(s.follow_ups_sent) == n, timeout=30)
+        for who, role in ((MENTOR, "mentor"), (MENTEE, "mentee")):
+            await pair.handle.signal("answer_follow_up", {"recorded_by": who, "days_after_end": 0,
+                                                          "by_role": role, "still_using": True})
+        if number == 1:
+            await pair.wait_for(lambda s: len(s.follow_up_answers) == 2)
+            await harness.skip(hours=3, minutes=30)
+    await pair.handle.result()
+    return pair
+
+
+LIFECYCLES["same_day_follow_ups"] = lifecycle_with_same_day_follow_ups
