@@ -60,7 +60,7 @@ from workflows.inputs import (
     SignOffMentor,
     pair_workflow_id,
 )
-from workflows.pair_state import ActionResult, PairOutcome, PairState
+from workflows.pair_state import ActionResult, PairOutcome, PairState, answer_key
 from workflows.policy import Policy
 from workflows.timezones import zone
 
@@ -244,12 +244,13 @@ class _Run:
         days = state.follow_ups_sent[-1]
 
         def answered(by_role: str) -> Callable[[PairState], bool]:
-            return lambda s: f"{days}:{by_role}" in s.follow_up_answers
+            return lambda s: answer_key(days, number, by_role) in s.follow_up_answers
 
         for role, who in (("mentor", MENTOR), ("mentee", MENTEE)):
-            # A signal, as an e-mail integration sends it: no reply, so read the state back.
+            # A signal, as an e-mail integration sends it: no reply, so read the state back. With
+            # a policy of seconds both follow-ups are "0 days after the end": the number says which.
             await self.handle.signal("answer_follow_up", FollowUpAnswer(
-                recorded_by=who, days_after_end=days, by_role=role, still_using=True))
+                recorded_by=who, days_after_end=days, by_role=role, still_using=True, follow_up_no=number))
             state = await self.wait_for(answered(role), f"the {role}'s follow-up answer", 0)
             self.step(f"answers the {ordinal} follow-up (still using it)", who, state.stage.value)
 
@@ -303,17 +304,11 @@ async def run_demo(client: Client, settings: Settings, out: Out = print) -> str:
         await run.act("give_final_evaluation", GiveFinalEvaluation(
             recorded_by=who, by_role=role, rating=rating, would_recommend=True),
             f"gives the final evaluation ({rating}/5)")
-    # 7. the follow-ups. With a policy of seconds, both are "0 days after the end", so answers
-    # to the second would read as repeats of the first: it is left unanswered, and the pair
-    # completes when its answer window closes.
+    # 7. the follow-ups, both answered: the pair completes with the last answer.
     await run.follow_up(1, "first_follow_up_after", answer=True)
-    await run.follow_up(2, "second_follow_up_after", answer=False)
-    run.say(f"waiting for the follow-up answer window to close "
-            f"({_days_in_production('follow_up_answer_within')} days in production, "
-            f"{_seconds('follow_up_answer_within')} s in this demo)...")
+    await run.follow_up(2, "second_follow_up_after", answer=True)
     try:
-        outcome: PairOutcome = await asyncio.wait_for(
-            handle.result(), _seconds("follow_up_answer_within") + WAIT_MARGIN)
+        outcome: PairOutcome = await asyncio.wait_for(handle.result(), WAIT_MARGIN)
     except TimeoutError:
         raise DemoError("the pair did not complete in time: is the worker running (`make run`)?") from None
     except WorkflowFailureError as exc:

@@ -348,6 +348,8 @@ class NotificationSkipped(DomainEvent):
 class FollowUpSent(DomainEvent):
     event_type = "FollowUpSent"
     days_after_end: int
+    follow_up_no: int | None = Field(None, description="1 or 2 (absent in older pairs): tells apart "
+                                     "follow-ups sent the same day after the end")
 
 
 @event
@@ -356,6 +358,7 @@ class FollowUpAnswered(DomainEvent):
     days_after_end: int
     still_using: bool
     by_role: Literal["mentor", "mentee"]
+    follow_up_no: int | None = Field(None, description="which follow-up it answers (absent in older pairs)")
 
 
 @event

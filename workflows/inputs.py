@@ -378,6 +378,9 @@ class FollowUpAnswer(_Action):
     days_after_end: int = Field(ge=0, le=3660)
     by_role: Participant
     still_using: bool
+    follow_up_no: int | None = Field(None, ge=1, le=2, description=(
+        "which follow-up, 1 or 2: needed only when both were sent the same day after the end "
+        "(otherwise the oldest one this person has not answered)"))
 
 
 UPDATE_FORMS: dict[str, type[_Action]] = {

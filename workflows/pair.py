@@ -64,6 +64,7 @@ with workflow.unsafe.imports_passed_through():
         CLOCK_FREE_PATCH,
         INPUT_CHECKS_PATCH,
         NO_OVERLAP_PATCH,
+        NUMBERED_FOLLOW_UPS_PATCH,
         SIGNAL_CHECKS_PATCH,
         PairEffects,
         contact,
@@ -631,7 +632,10 @@ class MentoringPair(PairEffects):
 
     async def _follow_up(self, kind: str) -> None:
         field = "first_follow_up_after" if kind == "first_follow_up" else "second_follow_up_after"
-        await self._record(ev.FollowUpSent(days_after_end=self.pair.policy.duration(field).days), by="system")
+        # Numbered: follow-ups less than a day apart share their days after the end.
+        number = (1 if kind == "first_follow_up" else 2) if self._patched(NUMBERED_FOLLOW_UPS_PATCH) else None
+        await self._record(ev.FollowUpSent(days_after_end=self.pair.policy.duration(field).days,
+                                           follow_up_no=number), by="system")
         await self._notify("follow_up", BOTH)
 
     @workflow.signal(description="An answer to a follow-up (days_after_end of the follow-up, by_role, "
@@ -654,12 +658,14 @@ class MentoringPair(PairEffects):
             except PairError as refusal:
                 self._ignore_signal(refusal.message, counted=checks_who)
                 return
-            problem = rules.follow_up_answer_problem(self.pair, answer.days_after_end, answer.by_role)
+            number, problem = rules.follow_up_answered(self.pair, answer.days_after_end, answer.by_role,
+                                                       answer.follow_up_no)
             if problem:  # a signal cannot be rejected: log why (no personal data) and ignore it
                 self._ignore_signal(f"follow-up answer ignored: {problem}", counted=checks_who)
                 return
             await self._record(ev.FollowUpAnswered(days_after_end=answer.days_after_end,
-                                                   still_using=answer.still_using, by_role=answer.by_role), by=answer)
+                                                   still_using=answer.still_using, by_role=answer.by_role,
+                                                   follow_up_no=number), by=answer)
             self._count("signal")
             await self._advance()
 

@@ -97,6 +97,8 @@ SIGNAL_CHECKS_PATCH = "signal-checks-who"
 """Signals handled after this patch check who sends them and count those they ignore."""
 INPUT_CHECKS_PATCH = "input-checks-2026-11"
 """Pairs started with this patch had their start input checked by today's rules (see `AS_RECORDED`)."""
+NUMBERED_FOLLOW_UPS_PATCH = "numbered-follow-ups"
+"""Follow-ups sent after this patch carry their number, so answers to two sent the same day differ."""
 NO_OVERLAP_PATCH = "no-overlapping-sessions"
 """Sessions proposed after this patch are checked against overlaps again under the log lock."""
 # History events each kind of step adds (its own events plus a workflow task's three), counted

@@ -125,8 +125,10 @@ class PairState(_State):
     last_session_at: datetime | None = None
     final_evaluations: list[str] = Field(default_factory=list)
     evaluation_closed: bool = False
-    follow_ups_sent: list[int] = Field(default_factory=list)
-    follow_up_answers: list[str] = Field(default_factory=list, description="'<days>:<role>'")
+    follow_ups_sent: list[int] = Field(default_factory=list, description="days after the end, in order")
+    follow_ups_numbered: bool = Field(False, description="answers name their follow-up by number")
+    follow_up_answers: list[str] = Field(default_factory=list, description=(
+        "'#<number>:<role>'; '<days>:<role>' in pairs whose follow-ups were not numbered"))
     follow_ups_closed: bool = False
     ended_at: datetime | None = None
     last_fact_at: datetime | None = Field(
@@ -271,13 +273,15 @@ def apply(state: PairState, event: DomainEvent, at: datetime) -> None:
             state.modules_done = []
         case ev.PairExtended(additional_sessions=more):
             state.sessions_planned += more
-        case ev.FollowUpSent(days_after_end=days):
+        case ev.FollowUpSent(days_after_end=days, follow_up_no=number):
             state.follow_ups_sent.append(days)
-        case ev.FollowUpAnswered(days_after_end=days, by_role=role):
-            state.follow_up_answers.append(f"{days}:{role}")
-            last = state.follow_ups_sent[-1] if len(state.follow_ups_sent) == 2 else None
-            if last is not None and {f"{last}:mentor", f"{last}:mentee"} <= set(state.follow_up_answers):
-                state.follow_ups_closed = True
+            state.follow_ups_numbered = number is not None
+        case ev.FollowUpAnswered(days_after_end=days, by_role=role, follow_up_no=number):
+            state.follow_up_answers.append(answer_key(days, number, role))
+            if len(state.follow_ups_sent) == 2:
+                last = [answer_key(state.follow_ups_sent[-1], number and 2, r) for r in ("mentor", "mentee")]
+                if set(last) <= set(state.follow_up_answers):
+                    state.follow_ups_closed = True
         case ev.MentorDeclined() | ev.MenteeDeclined():
             _close(state, Stage.DECLINED, at)
         case ev.MentorMotivationExpired() | ev.InvitationExpired():
@@ -292,6 +296,11 @@ def apply(state: PairState, event: DomainEvent, at: datetime) -> None:
             _close(state, Stage.CANCELLED, at)
         case ev.PairEndedInTemporal():
             _close(state, Stage.ENDED, at)
+
+
+def answer_key(days: int, number: int | None, role: str) -> str:
+    """How an answer is kept: by the follow-up's number, or (older pairs) its days after the end."""
+    return f"#{number}:{role}" if number else f"{days}:{role}"
 
 
 def _session(state: PairState, number: int) -> SessionState:

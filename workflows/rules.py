@@ -310,15 +310,26 @@ def give_final_evaluation(state: PairState, request: GiveFinalEvaluation) -> Non
         raise RuleViolation(f"the {request.by_role} already gave their final evaluation.")
 
 
-def follow_up_answer_problem(state: PairState, days: int, role: str) -> str | None:
-    """Why a follow-up answer cannot be recorded, or None (signals cannot reject: they log this)."""
+def follow_up_answered(state: PairState, days: int, role: str, number: int | None = None) -> tuple[int | None, str | None]:
+    """Which follow-up an answer is for, or why it cannot be recorded (signals cannot reject:
+    they log this). Pairs whose follow-ups are numbered get the number; older pairs None."""
     if state.closed:
-        return "the pair has ended"
-    if days not in state.follow_ups_sent:
-        return f"no follow-up was sent {days} days after the end"
-    if f"{days}:{role}" in state.follow_up_answers:
-        return "this follow-up was already answered by that role"
-    return None
+        return None, "the pair has ended"
+    if not state.follow_ups_numbered:  # follow-ups told apart by their days after the end only
+        if days not in state.follow_ups_sent:
+            return None, f"no follow-up was sent {days} days after the end"
+        if f"{days}:{role}" in state.follow_up_answers:
+            return None, "this follow-up was already answered by that role"
+        return None, None
+    sent = [n for n, sent_days in enumerate(state.follow_ups_sent, start=1)
+            if sent_days == days and number in (None, n)]
+    if not sent:
+        which = f" (follow-up {number})" if number else ""
+        return None, f"no follow-up{which} was sent {days} days after the end"
+    for n in sent:  # the oldest one this person has not answered
+        if f"#{n}:{role}" not in state.follow_up_answers:
+            return n, None
+    return None, "this follow-up was already answered by that role"
 
 
 # --- at any time ---------------------------------------------------------------------------------

@@ -24,7 +24,7 @@ LIFECYCLE = [
     "SessionProposed", "SessionConfirmed", "SessionHeld", "FeedbackGiven", "FeedbackGiven",
     "SessionProposed", "SessionConfirmed", "SessionHeld", "FeedbackGiven", "FeedbackGiven",
     "FinalEvaluationGiven", "FinalEvaluationGiven",
-    "FollowUpSent", "FollowUpAnswered", "FollowUpAnswered", "FollowUpSent",
+    "FollowUpSent", "FollowUpAnswered", "FollowUpAnswered", "FollowUpSent", "FollowUpAnswered", "FollowUpAnswered",
     "PairCompleted",
 ]
 
@@ -67,6 +67,7 @@ async def test_demo_runs_one_pair_end_to_end_against_the_dev_stack(tmp_path: Pat
             "-> follow_up", "waiting for the 30-day follow-up (5 s",
             "sends the first follow-up to both", "answers the first follow-up",
             "waiting for the 90-day follow-up", "sends the second follow-up to both",
+            "answers the second follow-up",
             "-> completed", f"mentoring audit pair {pair_id}",
         ]:
             assert expected in out, f"{expected!r} not printed:\n{out}"

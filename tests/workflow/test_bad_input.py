@@ -310,7 +310,7 @@ async def test_a_follow_up_answer_from_someone_else_is_ignored_and_counted(harne
     await pair.handle.signal("answer_follow_up", {**answer, "recorded_by": MENTOR})  # not the mentee
     await pair.wait_for(lambda s: s.signals_ignored == 1)
     await pair.handle.signal("answer_follow_up", {**answer, "recorded_by": HR})  # HR passing it on
-    state = await pair.wait_for(lambda s: "30:mentee" in s.follow_up_answers)
+    state = await pair.wait_for(lambda s: "#1:mentee" in s.follow_up_answers)
     assert state.signals_ignored == 1
     assert (await pair.timeline()).count("FollowUpAnswered") == 1
 

@@ -23,6 +23,7 @@ from tests.workflow.pairs import (
     Harness,
     both,
     current_details,
+    lifecycle_with_same_day_follow_ups,
     lifecycle_without_final_evaluations,
     search_attributes,
 )
@@ -503,3 +504,18 @@ async def test_an_outcome_recorded_before_the_reminder_went_out_records_it_skipp
         "SessionHeld", "NotificationSkipped", "NotificationSkipped", *both("feedback_request")]
     assert (await pair.state()).session(1).reminder_sent  # handled: no timer left for it
     assert not [r for r in harness.sent if r.kind == "session_reminder"]
+
+
+async def test_follow_ups_sent_the_same_day_are_answered_apart(harness: Harness):
+    """Follow-ups hours apart both go out "0 days after the end": each carries its number, the
+    answers to the second are not taken for repeats of the first, and the pair completes with the
+    last answer instead of waiting for the window to close."""
+    pair = await lifecycle_with_same_day_follow_ups(harness)
+    events = await harness.store.read_stream(pair.stream_id)
+    sent = [(e.payload["days_after_end"], e.payload["follow_up_no"]) for e in events if e.event_type == "FollowUpSent"]
+    assert sent == [(0, 1), (0, 2)]
+    answered = [(e.payload["follow_up_no"], e.payload["by_role"]) for e in events
+                if e.event_type == "FollowUpAnswered"]
+    assert answered == [(1, "mentor"), (1, "mentee"), (2, "mentor"), (2, "mentee")]
+    assert [e.event_type for e in events][-2:] == ["FollowUpAnswered", "PairCompleted"]
+    assert (await pair.state()).signals_ignored == 0
