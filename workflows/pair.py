@@ -64,7 +64,6 @@ with workflow.unsafe.imports_passed_through():
         CLOCK_FREE_PATCH,
         INPUT_CHECKS_PATCH,
         NO_OVERLAP_PATCH,
-        NOTICES_AFTER_THE_STEP_PATCH,
         NUMBERED_FOLLOW_UPS_PATCH,
         SIGNAL_CHECKS_PATCH,
         PairEffects,
@@ -127,14 +126,13 @@ class MentoringPair(PairEffects):
             nomination = decode_input(inputs, as_recorded=not checked)
         # Before any decision, so that a run decides one way from its first step to its last.
         self._clock_free = workflow.patched(CLOCK_FREE_PATCH)
-        self._notices_after_the_step = self._patched(NOTICES_AFTER_THE_STEP_PATCH)
         try:
             if nomination is not None:
                 self.pair = PairState.nominated(nomination, workflow.now())
                 await self._nominate(nomination)
             self._publish()
             while not self.pair.closed:
-                async with self._step():
+                async with self._log:
                     await self._advance()
                 if not self.pair.closed:
                     await self._wait_for_next_deadline()
@@ -157,7 +155,7 @@ class MentoringPair(PairEffects):
             await self._activity("register_people", RegisterPeopleRequest(people=people))
         except DataRefused as refusal:
             raise InvalidPairInput(f"This pair cannot start: {refusal.message}") from None
-        async with self._step():
+        async with self._log:
             try:
                 await self._record(ev.PairNominated(
                     pair_id=nomination.pair_id, programme_id=nomination.programme_id,
@@ -177,7 +175,7 @@ class MentoringPair(PairEffects):
 
     async def _on_cancellation(self) -> None:
         """Close the pair as cancelled, with who asked (read from Temporal), unless it had ended."""
-        async with self._step():
+        async with self._log:
             if not self._nominated or self.pair.closed:
                 return
             info = workflow.info()
@@ -239,7 +237,7 @@ class MentoringPair(PairEffects):
             return
         except TimeoutError:
             pass
-        async with self._step():
+        async with self._log:
             # The timer fired, and that is the fact we act on, not the clock's "is it due?" (see
             # `_clock_free`). Unless an action taken meanwhile moved the deadline: then decide again.
             if self._next_timer() == timer:
@@ -256,7 +254,7 @@ class MentoringPair(PairEffects):
                 return
             except TimeoutError:
                 pass
-        async with self._step():
+        async with self._log:
             # An action may have landed between the deadline and the lock: re-read the timer.
             due = next_timer(self.pair, workflow.now())
             if due is not None and (due.kind, due.session_no) == (timer.kind, timer.session_no) \
@@ -309,7 +307,7 @@ class MentoringPair(PairEffects):
                      "juniors, and the junior says yes themself (recorded_by = the mentor).")
     async def confirm_motivation(self, *payloads: RawValue) -> ActionResult:
         request = self._read(ConfirmMotivation, payloads)
-        async with self._step():
+        async with self._log:
             rules.confirm_motivation(self.pair, request)  # again: another action may have come first
             await self._record(ev.MentorMotivationConfirmed(mentor_id=self.pair.mentor_id), by=request)
             return await self._done()
@@ -323,7 +321,7 @@ class MentoringPair(PairEffects):
     @workflow.update(description="The mentor declines the nomination with a reason code; the pair ends politely.")
     async def decline_mentoring(self, *payloads: RawValue) -> ActionResult:
         request = self._read(DeclineMentoring, payloads)
-        async with self._step():
+        async with self._log:
             rules.decline_mentoring(self.pair)
             await self._close(ev.MentorDeclined(mentor_id=self.pair.mentor_id, reason=request.reason), by=request)
             return await self._done()
@@ -345,7 +343,7 @@ class MentoringPair(PairEffects):
                      "Rule: never force the seniors.")
     async def accept_invitation(self, *payloads: RawValue) -> ActionResult:
         request = self._read(InvitationAnswer, payloads)
-        async with self._step():
+        async with self._log:
             rules.answer_invitation(self.pair, "accept_invitation")
             await self._record(ev.MenteeConsentGiven(mentee_id=self.pair.mentee_id, channel=request.channel,
                                                      recorded_by=request.recorded_by), by=request)
@@ -359,7 +357,7 @@ class MentoringPair(PairEffects):
     @workflow.update(description="The mentee declines the invitation: recorded, and the pair closes politely.")
     async def decline_invitation(self, *payloads: RawValue) -> ActionResult:
         request = self._read(InvitationAnswer, payloads)
-        async with self._step():
+        async with self._log:
             rules.answer_invitation(self.pair, "decline_invitation")
             await self._close(ev.MenteeDeclined(mentee_id=self.pair.mentee_id, channel=request.channel,
                                                 recorded_by=request.recorded_by), by=request)
@@ -391,7 +389,7 @@ class MentoringPair(PairEffects):
                      "transmit. Rule: define what the mentor transmits, so the mentor is credible.")
     async def agree_curriculum(self, *payloads: RawValue) -> ActionResult:
         request = self._read(AgreeCurriculum, payloads)
-        async with self._step():
+        async with self._log:
             rules.agree_curriculum(self.pair, request)
             await self._record(ev.CurriculumAgreed(topics=list(request.topics),
                                                    objectives=list(request.objectives)), by=request)
@@ -406,7 +404,7 @@ class MentoringPair(PairEffects):
                      "Rule: HR prepares the mentors well.")
     async def complete_training_module(self, *payloads: RawValue) -> ActionResult:
         request = self._read(CompleteTrainingModule, payloads)
-        async with self._step():
+        async with self._log:
             rules.complete_training_module(self.pair, request)
             await self._record(ev.TrainingModuleCompleted(mentor_id=self.pair.mentor_id,
                                                           module=request.module), by=request)
@@ -421,7 +419,7 @@ class MentoringPair(PairEffects):
                      "confidentiality). Rule: prepare the senior too.")
     async def onboard_mentee(self, *payloads: RawValue) -> ActionResult:
         request = self._read(OnboardMentee, payloads)
-        async with self._step():
+        async with self._log:
             rules.onboard_mentee(self.pair)
             await self._record(ev.MenteeOnboarded(mentee_id=self.pair.mentee_id), by=request)
             return await self._done()
@@ -435,7 +433,7 @@ class MentoringPair(PairEffects):
                      "training module). Rule: HR sign-off before any session.")
     async def sign_off_mentor(self, *payloads: RawValue) -> ActionResult:
         request = self._read(SignOffMentor, payloads)
-        async with self._step():
+        async with self._log:
             rules.sign_off_mentor(self.pair)
             await self._record(ev.MentorSignedOff(mentor_id=self.pair.mentor_id,
                                                   signed_off_by=request.recorded_by), by=request)
@@ -464,7 +462,7 @@ class MentoringPair(PairEffects):
         # The time HR asked, as the validator saw it: the lock may come in a later step, whose
         # clock a query can make stale (see `_clock_free`).
         asked_at = workflow.now()
-        async with self._step():
+        async with self._log:
             starts_at = rules.session_start(self.pair, request.starts_at)
             rules.propose_session(self.pair, starts_at, request.duration_minutes, asked_at)
             if self._patched(NO_OVERLAP_PATCH):  # two clicks whose validators ran side by side
@@ -487,7 +485,7 @@ class MentoringPair(PairEffects):
     @workflow.update(description="Both people confirmed a proposed session.")
     async def confirm_session(self, *payloads: RawValue) -> ActionResult:
         request = self._read(ConfirmSession, payloads)
-        async with self._step():
+        async with self._log:
             rules.confirm_session(self.pair, request)
             await self._record(ev.SessionConfirmed(session_no=request.session_no), by=request)
             return await self._done(session_no=request.session_no)
@@ -502,7 +500,7 @@ class MentoringPair(PairEffects):
     async def reschedule_session(self, *payloads: RawValue) -> ActionResult:
         request = self._read(RescheduleSession, payloads)
         asked_at = workflow.now()  # as in propose_session
-        async with self._step():
+        async with self._log:
             session = rules.reschedule_session(self.pair, request, asked_at)
             await self._record(ev.SessionRescheduled(
                 session_no=session.session_no, starts_at=rules.session_start(self.pair, request.starts_at),
@@ -521,7 +519,7 @@ class MentoringPair(PairEffects):
                      "both get a calendar cancellation.")
     async def cancel_session(self, *payloads: RawValue) -> ActionResult:
         request = self._read(CancelSession, payloads)
-        async with self._step():
+        async with self._log:
             rules.cancel_session(self.pair, request)
             await self._record(ev.SessionCancelled(session_no=request.session_no, cancelled_by=request.cancelled_by,
                                                    reason=request.reason), by=request)
@@ -538,7 +536,7 @@ class MentoringPair(PairEffects):
     async def record_session_held(self, *payloads: RawValue) -> ActionResult:
         request = self._read(RecordSessionHeld, payloads)
         asked_at = workflow.now()  # as in propose_session
-        async with self._step():
+        async with self._log:
             session = rules.record_session_held(self.pair, request, asked_at)
             await self._record(ev.SessionHeld(session_no=request.session_no,
                                               topics_covered=list(request.topics_covered)),
@@ -555,7 +553,7 @@ class MentoringPair(PairEffects):
     async def record_no_show(self, *payloads: RawValue) -> ActionResult:
         request = self._read(RecordNoShow, payloads)
         asked_at = workflow.now()  # as in propose_session
-        async with self._step():
+        async with self._log:
             session = rules.record_no_show(self.pair, request, asked_at)
             await self._record(ev.SessionMissed(session_no=request.session_no, absent=request.absent),
                                *self._reminders_too_late(session), by=request)
@@ -589,7 +587,7 @@ class MentoringPair(PairEffects):
                      "engaging or not, topics. The comment stays private to the pair (not in the log).")
     async def give_feedback(self, *payloads: RawValue) -> ActionResult:
         request = self._read(GiveFeedback, payloads)
-        async with self._step():
+        async with self._log:
             rules.give_feedback(self.pair, request)
             event_id = await self._keep_private(request.comment, request.by_role, request.share_comment)
             await self._record(ev.FeedbackGiven(
@@ -607,7 +605,7 @@ class MentoringPair(PairEffects):
                      "(rating, would recommend, private comment).")
     async def give_final_evaluation(self, *payloads: RawValue) -> ActionResult:
         request = self._read(GiveFinalEvaluation, payloads)
-        async with self._step():
+        async with self._log:
             rules.give_final_evaluation(self.pair, request)
             event_id = await self._keep_private(request.comment, request.by_role, request.share_comment)
             await self._record(ev.FinalEvaluationGiven(
@@ -651,7 +649,7 @@ class MentoringPair(PairEffects):
                 workflow.logger.warning("signal ignored: the pair is still starting")
                 return
             await workflow.wait_condition(lambda: self._nominated)  # an update is refused instead
-        async with self._step():
+        async with self._log:
             try:
                 answer = read_form(FollowUpAnswer, payloads, "The signal 'answer_follow_up' was ignored",
                                    as_recorded=not checks_who)
@@ -677,7 +675,7 @@ class MentoringPair(PairEffects):
                      "deadlines stop counting until it resumes. Rule: fit the seniors' agendas.")
     async def pause(self, *payloads: RawValue) -> ActionResult:
         request = self._read(PausePair, payloads)
-        async with self._step():
+        async with self._log:
             rules.pause(self.pair)
             await self._record(ev.PairPaused(paused_by=request.recorded_by, stage=self.pair.stage.value,
                                              reason=request.reason), by=request)
@@ -692,7 +690,7 @@ class MentoringPair(PairEffects):
     async def resume(self, *payloads: RawValue) -> ActionResult:
         request = self._read(ResumePair, payloads)
         asked_at = workflow.now()  # as in propose_session
-        async with self._step():
+        async with self._log:
             pause = rules.resume(self.pair)
             paused = (asked_at if self._clock_free else workflow.now()) - pause.since
             await self._record(ev.PairResumed(resumed_by=request.recorded_by,
@@ -708,7 +706,7 @@ class MentoringPair(PairEffects):
                      "mentee or HR, with a reason code. The pair closes.")
     async def withdraw(self, *payloads: RawValue) -> ActionResult:
         request = self._read(WithdrawPair, payloads)
-        async with self._step():
+        async with self._log:
             rules.withdraw(self.pair, request)
             await self._close(ev.PairWithdrawn(withdrawn_by=request.recorded_by, role=request.role,
                                                stage=self.pair.stage.value, reason=request.reason),
@@ -724,7 +722,7 @@ class MentoringPair(PairEffects):
                      "confirms their own motivation and is prepared and signed off like the first.")
     async def replace_mentor(self, *payloads: RawValue) -> ActionResult:
         request = self._read(ReplaceMentor, payloads)
-        async with self._step():
+        async with self._log:
             rules.replace_mentor(self.pair, request)
             await self._activity("register_people", RegisterPeopleRequest(people=[contact(request.new_mentor)]))
             await self._record(ev.MentorReplaced(
@@ -742,7 +740,7 @@ class MentoringPair(PairEffects):
     @workflow.update(description="Extend the programme by a number of sessions (until the follow-ups start).")
     async def extend(self, *payloads: RawValue) -> ActionResult:
         request = self._read(ExtendPair, payloads)
-        async with self._step():
+        async with self._log:
             rules.extend(self.pair, request)
             await self._record(ev.PairExtended(additional_sessions=request.additional_sessions,
                                                extended_by=request.recorded_by), by=request)

@@ -10,8 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
-from collections.abc import AsyncIterator, Awaitable, Iterator
+from collections.abc import Awaitable, Iterator
 from datetime import timedelta
 from typing import Any, TypeVar
 
@@ -98,8 +97,6 @@ SIGNAL_CHECKS_PATCH = "signal-checks-who"
 """Signals handled after this patch check who sends them and count those they ignore."""
 INPUT_CHECKS_PATCH = "input-checks-2026-11"
 """Pairs started with this patch had their start input checked by today's rules (see `AS_RECORDED`)."""
-NOTICES_AFTER_THE_STEP_PATCH = "notices-outside-the-lock"
-"""Runs with this patch send a step's notices after releasing the log lock (`PairEffects._step`)."""
 NUMBERED_FOLLOW_UPS_PATCH = "numbered-follow-ups"
 """Follow-ups sent after this patch carry their number, so answers to two sent the same day differ."""
 NO_OVERLAP_PATCH = "no-overlapping-sessions"
@@ -111,15 +108,6 @@ DELIVERY_TIMED_OUT = "DeliveryTimedOut"
 BOTH = ("mentor", "mentee")
 _UNSET = object()
 T = TypeVar("T")
-
-
-@dataclasses.dataclass
-class _Notices:
-    """The notices one decision sends: one kind, one per person."""
-
-    kind: str
-    requests: list[NotificationRequest]
-    session_no: int | None
 
 
 class PairEffects:
@@ -141,8 +129,6 @@ class PairEffects:
         self._clock_free = False
         self._history_estimate = 3  # started + the first workflow task's events
         self._patches_taken: set[str] = set()
-        self._notices_after_the_step = False  # set in `run`: see NOTICES_AFTER_THE_STEP_PATCH
-        self._outbox: list[_Notices] = []
 
     @property
     def pair(self) -> PairState:
@@ -236,69 +222,41 @@ class PairEffects:
 
     async def _notify(self, kind: str, roles: list[str] | tuple[str, ...], *, deadline: Any = None,
                       session: SessionDetails | None = None) -> None:
-        """One notice per person: decided now (ids, recipients), sent in parallel, then recorded
-        as `NotificationSent`. In runs with `NOTICES_AFTER_THE_STEP_PATCH` they are sent once the
-        step releases the log lock (`_step`): a slow mail server holds no other action."""
+        """Send one notice per person (in parallel), then record each as `NotificationSent`."""
         if not roles:
             return
-        notices = _Notices(kind, [NotificationRequest(
+        requests = [NotificationRequest(
             notification_id=str(workflow.uuid4()),  # decided here: a retried send sends nothing twice
             pair_id=self.pair.pair_id, programme_id=self.pair.programme_id, kind=kind,
             recipient_id=self.pair.person_of(role), recipient_role=role,
             counterpart_id={"mentor": self.pair.mentee_id, "mentee": self.pair.mentor_id}.get(role),
-            deadline=deadline, session=session) for role in roles], session.session_no if session else None)
-        if self._notices_after_the_step:
-            self._outbox.append(notices)
-            return
-        recorded, cancelled = await self._deliver([notices])
-        await self._record(*recorded, by="system")
-        if cancelled:  # the notices under way were sent and recorded first
-            raise asyncio.CancelledError()
-
-    @contextlib.asynccontextmanager
-    async def _step(self) -> AsyncIterator[None]:
-        """The log lock for one step of the pair; the notices the step decided go out after it."""
-        async with self._log:
-            yield
-        while self._outbox:  # sending, outside the lock; then recording, under it
-            notices, self._outbox = self._outbox, []
-            recorded, cancelled = await self._deliver(notices)
-            async with self._log:
-                await self._record(*recorded, by="system")
-            if cancelled:
-                raise asyncio.CancelledError()
-
-    async def _deliver(self, batches: list[_Notices]) -> tuple[list[DomainEvent], bool]:
-        """Send every notice in parallel; the events recording each outcome, in order, and whether
-        the workflow was cancelled meanwhile."""
-        requests = [r for notices in batches for r in notices.requests]
+            deadline=deadline, session=session) for role in roles]
         self._count("activity", len(requests))
         outcomes, cancelled = await _through_cancellation(asyncio.gather(*(
             workflow.execute_activity("send_notification", r, result_type=NotificationReceipt, **_NOTIFY)
             for r in requests), return_exceptions=True))
+        session_no = session.session_no if session else None
         recorded: list[DomainEvent] = []
-        results = iter(outcomes)
-        for notices in batches:
-            kind, session_no = notices.kind, notices.session_no
-            for r in notices.requests:
-                outcome = next(results)
-                if isinstance(outcome, NotificationReceipt) and outcome.skipped:
-                    # Too late to help (decided by the activity's clock): recorded, never dropped.
-                    recorded.append(ev.NotificationSkipped(
-                        kind=kind, recipient_id=r.recipient_id, recipient_role=r.recipient_role,
-                        reason=outcome.skipped, session_no=session_no))
-                elif isinstance(outcome, NotificationReceipt):
-                    recorded.append(ev.NotificationSent(
-                        kind=kind, recipient_id=r.recipient_id, recipient_role=r.recipient_role,
-                        channel=outcome.channel, message_id=outcome.message_id, session_no=session_no))
-                elif isinstance(outcome, ActivityError) and _undeliverable(outcome):
-                    # One person who cannot be reached must not stop the pair: HR sees it in the log.
-                    recorded.append(ev.NotificationFailed(
-                        kind=kind, recipient_id=r.recipient_id, recipient_role=r.recipient_role,
-                        reason=_failure_reason(outcome), session_no=session_no))
-                else:
-                    raise outcome
-        return recorded, cancelled
+        for r, outcome in zip(requests, outcomes, strict=True):
+            if isinstance(outcome, NotificationReceipt) and outcome.skipped:
+                # Too late to help (decided by the activity's clock): recorded, never dropped.
+                recorded.append(ev.NotificationSkipped(
+                    kind=kind, recipient_id=r.recipient_id, recipient_role=r.recipient_role,
+                    reason=outcome.skipped, session_no=session_no))
+            elif isinstance(outcome, NotificationReceipt):
+                recorded.append(ev.NotificationSent(
+                    kind=kind, recipient_id=r.recipient_id, recipient_role=r.recipient_role,
+                    channel=outcome.channel, message_id=outcome.message_id, session_no=session_no))
+            elif isinstance(outcome, ActivityError) and _undeliverable(outcome):
+                # One person who cannot be reached must not stop the pair: HR sees it in the log.
+                recorded.append(ev.NotificationFailed(
+                    kind=kind, recipient_id=r.recipient_id, recipient_role=r.recipient_role,
+                    reason=_failure_reason(outcome), session_no=session_no))
+            else:
+                raise outcome
+        await self._record(*recorded, by="system")
+        if cancelled:  # the notices under way were sent and recorded first
+            raise asyncio.CancelledError()
 
     async def _notify_session(self, kind: str, session: SessionState | int) -> None:
         if isinstance(session, int):

@@ -3,7 +3,6 @@ drives a pair as HR does and asserts the exact sequence of events recorded in th
 
 from __future__ import annotations
 
-import asyncio
 import shutil
 from datetime import datetime, timedelta
 
@@ -29,7 +28,7 @@ from tests.workflow.pairs import (
     search_attributes,
 )
 from workflows.pair_effects import SHORTEST_TIMER_MEMO
-from workflows.pair_state import ActionResult, PairOutcome, Stage
+from workflows.pair_state import PairOutcome, Stage
 
 NEW_MENTOR = {"employee_id": "E2001", "display_name": "Nina Rossi", "email": "nina.rossi@example.com",
               "time_zone": "Europe/Rome", "topics_mastered": ["mobile apps"]}
@@ -520,18 +519,3 @@ async def test_follow_ups_sent_the_same_day_are_answered_apart(harness: Harness)
     assert answered == [(1, "mentor"), (1, "mentee"), (2, "mentor"), (2, "mentee")]
     assert [e.event_type for e in events][-2:] == ["FollowUpAnswered", "PairCompleted"]
     assert (await pair.state()).signals_ignored == 0
-
-
-async def test_a_notice_being_retried_holds_no_other_action(harness: Harness):
-    """The invitation cannot be delivered (the mail channel is broken) and is retried for an
-    hour: meanwhile HR's other actions are taken at once, the notice being sent outside the lock."""
-    pair = await harness.start()
-    shutil.rmtree(harness.outbox)
-    harness.outbox.write_text("not a folder")
-    await pair.handle.start_update("confirm_motivation", {"recorded_by": MENTOR},
-                                   wait_for_stage=WorkflowUpdateStage.ACCEPTED)
-    await pair.wait_for(lambda s: s.mentee_invited)  # the invitation is decided, and being retried
-    paused = await asyncio.wait_for(pair.handle.execute_update(
-        "pause", {"recorded_by": HR, "reason": "agenda"}, result_type=ActionResult), timeout=20)
-    assert paused.paused
-    assert "NotificationSent:invitation>mentee" not in await pair.timeline()  # still being retried

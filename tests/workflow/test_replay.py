@@ -53,7 +53,6 @@ async def test_a_fresh_history_of_the_current_code_replays(harness: Harness):
     ("without_final_evaluations_before_window_event.json", "evaluation-window-closed-event"),
     ("late_confirmation_before_decisions_from_history.json", "decisions-from-history"),
     ("same_day_follow_ups_before_numbered.json", "numbered-follow-ups"),
-    ("full_lifecycle_decisions_from_history.json", "notices-outside-the-lock"),
 ])
 async def test_a_patch_keeps_older_pairs_replaying(monkeypatch: pytest.MonkeyPatch, old: str,
                                                    patch_id: str):
