@@ -31,8 +31,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from events.store import PostgresEventStore, create_pool
 from projections import all_projections, queries
 from projections.runner import ProjectionStatus, projection_status
-from workflows.pair_effects import SCHEMA_PATH
-from workflows.schema import pair_input_schema
+from workflows.schema import SCHEMA_PATH, pair_input_schema
 
 # What each role may do; "audit" covers /audit/..., "operations" covers /projections/...
 ROLES: dict[str, frozenset[str]] = {

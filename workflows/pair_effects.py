@@ -52,6 +52,7 @@ from workflows.pair_state import (
     next_timer,
 )
 from workflows.payloads import F, read_form
+from workflows.schema import SCHEMA_PATH
 
 HISTORY_LIMIT_MEMO = "continue_as_new_after_events"
 """Memo key (an int) that lowers the history length at which a run continues as new (tests, ops)."""
@@ -427,8 +428,6 @@ def decode_input(inputs: tuple[RawValue, ...], *, as_recorded: bool) -> PairInpu
         raise InvalidPairInput(f"{refusal.message}\n{START_HELP}") from None
 
 
-SCHEMA_PATH = "/formats/pair-input.schema.json"
-"""Where the audit API serves the start input's JSON Schema (no token needed)."""
 START_HELP = ("The input is one JSON object: its fields are in the README, section 'Your first pair', "
               f"and its JSON Schema is served by the audit API at {SCHEMA_PATH} "
               "(for example http://127.0.0.1:8400" + SCHEMA_PATH + " on `make run`).")

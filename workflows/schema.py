@@ -13,6 +13,8 @@ from pathlib import Path
 from workflows.inputs import PairInput
 
 SCHEMA_FILE = Path(__file__).resolve().parent.parent / "schemas" / "pair-input.schema.json"
+SCHEMA_PATH = "/formats/pair-input.schema.json"
+"""Where the audit API serves the same schema, without a token: refused starts point HR there."""
 
 
 def pair_input_schema() -> str:
