@@ -40,11 +40,13 @@ def build_activities(pool: asyncpg.Pool, settings: Settings, client: Client) -> 
     from activities.temporal_facts import TemporalFacts
     from events.store import PostgresEventStore
 
+    log = EventLogActivities(PostgresEventStore(pool))
     people = PeopleActivities(pool)
     notifications = NotificationActivities(pool, notification_channel(settings),
                                            sender=settings.smtp_from)
     return [
-        EventLogActivities(PostgresEventStore(pool)).append_events,
+        log.append_events,
+        log.read_stream,
         people.register_people,
         people.record_private_note,
         notifications.send_notification,

@@ -11,12 +11,20 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from activities.database_errors import refused_data_is_final
-from events.messages import EVENT_ID_CONFLICT, STREAM_CONFLICT, AppendRequest, AppendResponse
+from events.messages import (
+    EVENT_ID_CONFLICT,
+    STREAM_CONFLICT,
+    AppendRequest,
+    AppendResponse,
+    LoggedEvent,
+    ReadStreamRequest,
+    ReadStreamResponse,
+)
 from events.store import ConcurrencyError, EventIdConflict, EventStore
 
 
 class EventLogActivities:
-    """Activities over the event store. Register `EventLogActivities(store).append_events`."""
+    """Activities over the event store. Register `append_events` and `read_stream`."""
 
     def __init__(self, store: EventStore) -> None:
         self._store = store
@@ -46,3 +54,13 @@ class EventLogActivities:
         # time-skipping test server the two differ by months).
         return AppendResponse(version=result.version, positions=result.positions,
                               duplicate=result.duplicate, appended_at=activity.info().started_time)
+
+    @activity.defn(name="read_stream")
+    async def read_stream(self, request: ReadStreamRequest) -> ReadStreamResponse:
+        """The facts a workflow run has not seen: after a Reset, the log holds what the run it
+        replaced recorded past the reset point."""
+        recorded = await self._store.read_stream(request.stream_id, request.after_version + 1)
+        return ReadStreamResponse(events=[LoggedEvent(
+            version=e.version, event_type=e.event_type, payload=e.payload,
+            actor=str(e.metadata.get("actor", "unknown")), run_id=e.metadata.get("run_id"),
+            occurred_at=e.metadata.get("occurred_at") or e.recorded_at) for e in recorded])

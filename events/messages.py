@@ -7,6 +7,7 @@ both sides need the same shapes and neither may import the other.
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -33,6 +34,28 @@ class AppendResponse(_Message):
     appended_at: datetime | None = Field(
         default=None, description="when the append ran, by Temporal's clock (the one workflows "
         "count in): the time the workflow folds the events with. Absent from older results.")
+
+
+class ReadStreamRequest(_Message):
+    """The facts of a stream after a version: what a run of a pair has not seen (after a Reset)."""
+
+    stream_id: str
+    after_version: int = Field(ge=0)
+
+
+class LoggedEvent(_Message):
+    """One fact as the log holds it, with who recorded it and when (by the recording workflow's clock)."""
+
+    version: int
+    event_type: str
+    payload: dict[str, Any]
+    actor: str
+    run_id: str | None = None
+    occurred_at: datetime
+
+
+class ReadStreamResponse(_Message):
+    events: list[LoggedEvent]
 
 
 class PersonContact(_Message):

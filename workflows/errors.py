@@ -68,6 +68,11 @@ class DataRefused(PairError):
     """The database refused a value of the action (an activity's final `DATA_REFUSED` error)."""
 
 
+class LogMovedOn(PairError):
+    """The log holds facts this run had not seen (a Reset brought the workflow back to an earlier
+    point): the run has caught up with them, and the action, decided without them, is refused."""
+
+
 class RuleViolation(PairError):
     """Any other domain rule: the message says which and what to do."""
 

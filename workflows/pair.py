@@ -9,6 +9,7 @@ through the `send_notification` activity and is recorded as `NotificationSent`.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from datetime import timedelta
 from typing import Any
 
@@ -66,6 +67,7 @@ with workflow.unsafe.imports_passed_through():
         NO_OVERLAP_PATCH,
         NUMBERED_FOLLOW_UPS_PATCH,
         SIGNAL_CHECKS_PATCH,
+        LogCaughtUp,
         PairEffects,
         contact,
         decode_input,
@@ -77,6 +79,7 @@ with workflow.unsafe.imports_passed_through():
         SessionState,
         Stage,
         Timer,
+        enter_stage,
         next_actions,
         next_stage,
         next_timer,
@@ -129,14 +132,18 @@ class MentoringPair(PairEffects):
         try:
             if nomination is not None:
                 self.pair = PairState.nominated(nomination, workflow.now())
-                await self._nominate(nomination)
+                with contextlib.suppress(LogCaughtUp):  # a Reset run finds its nomination recorded
+                    await self._nominate(nomination)
             self._publish()
             while not self.pair.closed:
-                async with self._log:
-                    await self._advance()
-                if not self.pair.closed:
-                    await self._wait_for_next_deadline()
-                    await self._continue_as_new_if_history_is_long()
+                try:
+                    async with self._log:
+                        await self._advance()
+                    if not self.pair.closed:
+                        await self._wait_for_next_deadline()
+                        await self._continue_as_new_if_history_is_long()
+                except LogCaughtUp:
+                    continue  # the state now holds what the log holds: decide again from it
         except asyncio.CancelledError:
             # Request Cancellation in the Web UI (or `temporal workflow cancel`): the log says so,
             # the people are told, then the run ends as Canceled in Temporal too.
@@ -175,6 +182,12 @@ class MentoringPair(PairEffects):
 
     async def _on_cancellation(self) -> None:
         """Close the pair as cancelled, with who asked (read from Temporal), unless it had ended."""
+        try:
+            await self._close_as_cancelled()
+        except LogCaughtUp:  # the log had moved on (a Reset): close the pair as the log now has it
+            await self._close_as_cancelled()
+
+    async def _close_as_cancelled(self) -> None:
         async with self._log:
             if not self._nominated or self.pair.closed:
                 return
@@ -198,11 +211,7 @@ class MentoringPair(PairEffects):
 
     async def _enter(self, stage: Stage) -> None:
         workflow.logger.info("pair enters stage %s", stage.value)
-        if stage is not Stage.FOLLOW_UP:  # follow-ups count from the last session, not from here
-            # Entered while paused (an extension, say): the clock starts when the pause ends.
-            paused = self.pair.paused
-            self.pair.clock_start = paused.since if paused is not None else self._now()
-        self.pair.stage, self.pair.timers_fired = stage, []
+        enter_stage(self.pair, stage, self._now())
         self._changed()
         match stage:
             case Stage.AWAITING_MOTIVATION:

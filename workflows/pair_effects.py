@@ -27,18 +27,23 @@ from temporalio.exceptions import (
 import events.pair as ev
 import workflows.authority as authority
 import workflows.search_attributes as attrs
-from events.base import DomainEvent, EventMetadata, NewEvent
+from events.base import DomainEvent, EventMetadata, NewEvent, default_registry
 from events.messages import (
     DATA_REFUSED,
+    EVENT_ID_CONFLICT,
+    STREAM_CONFLICT,
     UNDELIVERABLE,
     AppendRequest,
     AppendResponse,
+    LoggedEvent,
     NotificationReceipt,
     NotificationRequest,
     PersonContact,
+    ReadStreamRequest,
+    ReadStreamResponse,
     SessionDetails,
 )
-from workflows.errors import DataRefused, InvalidPairInput, WrongStage
+from workflows.errors import DataRefused, InvalidPairInput, LogMovedOn, WrongStage
 from workflows.inputs import UPDATE_FORMS, HrManager, PairInput, Person, _Action
 from workflows.pair_state import (
     LastAction,
@@ -47,6 +52,7 @@ from workflows.pair_state import (
     Stage,
     Timer,
     apply,
+    catch_up,
     current_details,
     is_activity,
     next_timer,
@@ -102,6 +108,9 @@ NUMBERED_FOLLOW_UPS_PATCH = "numbered-follow-ups"
 """Follow-ups sent after this patch carry their number, so answers to two sent the same day differ."""
 NO_OVERLAP_PATCH = "no-overlapping-sessions"
 """Sessions proposed after this patch are checked against overlaps again under the log lock."""
+LOG_CATCH_UP_PATCH = "log-catch-up"
+"""From this patch on, a run whose append finds the log ahead of it (after a Reset) catches up
+with the log instead of failing (see `PairEffects._catch_up_with_log`)."""
 # History events each kind of step adds (its own events plus a workflow task's three), counted
 # high: the continue-as-new decision is taken from this count, not from the server's.
 _HISTORY_COST = {"activity": 6, "timer": 5, "update": 5, "signal": 4, "upsert": 1, "patch": 2}
@@ -109,6 +118,12 @@ DELIVERY_TIMED_OUT = "DeliveryTimedOut"
 BOTH = ("mentor", "mentee")
 _UNSET = object()
 T = TypeVar("T")
+_NOTICES = (ev.NotificationSent, ev.NotificationFailed, ev.NotificationSkipped)
+
+
+class LogCaughtUp(Exception):
+    """Raised out of a step of the main loop whose fact the log no longer takes: the state has
+    caught up with the log, and the loop decides again from it."""
 
 
 class PairEffects:
@@ -130,6 +145,9 @@ class PairEffects:
         self._clock_free = False
         self._history_estimate = 3  # started + the first workflow task's events
         self._patches_taken: set[str] = set()
+        # The state as of the last fact this run recorded, without what the run did in memory
+        # since (a stage entered, a timer acted on): what a catch-up with the log starts from.
+        self._as_logged: PairState | None = None
 
     @property
     def pair(self) -> PairState:
@@ -141,6 +159,7 @@ class PairEffects:
     @pair.setter
     def pair(self, state: PairState) -> None:
         self._pair = state
+        self._as_logged = state.model_copy(deep=True)
 
     @property
     def _nominated(self) -> bool:
@@ -203,9 +222,14 @@ class PairEffects:
                 causation_id=update.id if update else None, occurred_at=now),
         )
         self._count("activity")
-        with _refused_data_refuses_the_action():
-            appended, cancelled = await _through_cancellation(workflow.start_activity(
-                "append_events", request, result_type=AppendResponse, **_APPEND))
+        try:
+            with _refused_data_refuses_the_action():
+                appended, cancelled = await _through_cancellation(workflow.start_activity(
+                    "append_events", request, result_type=AppendResponse, **_APPEND))
+        except ActivityError as err:
+            if _conflict(err) and self._patched(LOG_CATCH_UP_PATCH):
+                await self._catch_up_with_log(batch, by)  # raises, unless there is nothing to catch up
+            raise
         self.pair.version = appended.version
         # The append's own time, part of the history as the activity's result (the clock `now`
         # came from may be stale in a step run for a query; see `_clock_free`).
@@ -217,9 +241,51 @@ class PairEffects:
                                                by=by.recorded_by, at=at)
         for event in batch:
             apply(self.pair, event, at)
+        self._as_logged = self.pair.model_copy(deep=True)
         self._changed()
         if cancelled:  # the append finished and is folded: now the cancellation goes on
             raise asyncio.CancelledError()
+
+    def _ours(self, first: LoggedEvent) -> bool:
+        """Before its nomination is recorded, a run may only catch up with a stream its own chain
+        of runs nominated (a Reset to the first task); another start is a second nomination.
+        Told by the start event's first run id, which a Reset keeps and every replay sees."""
+        return self._nominated or (first.event_type == "PairNominated"
+                                   and first.run_id == workflow.info().first_execution_run_id)
+
+    async def _catch_up_with_log(self, batch: list[DomainEvent], by: _Action | str) -> None:
+        """The stream holds facts this run has not seen: a Reset brought the workflow back to an
+        earlier point, and the log kept what the run it replaced recorded after it. Read them and
+        fold them into the state as of this run's last fact; then give up the step being recorded,
+        which was decided without them. Notices are the exception: they went out, so the log says
+        so. An update is refused (it may be sent again); the main loop decides again."""
+        assert self._as_logged is not None
+        self._count("activity")
+        logged = await workflow.execute_activity(
+            "read_stream", ReadStreamRequest(stream_id=self.pair.stream_id, after_version=self._as_logged.version),
+            result_type=ReadStreamResponse, **_APPEND)
+        if not logged.events or not self._ours(logged.events[0]):
+            return  # nothing this run missed, or another start of the pair: the conflict stands
+        state = self._as_logged.model_copy(deep=True)
+        state.signals_ignored = self.pair.signals_ignored  # not in the log: kept from this run
+        for fact in logged.events:
+            catch_up(state, default_registry.load(fact.event_type, fact.payload), fact.occurred_at)
+            state.version = fact.version
+            if fact.actor != "system" and ":" not in fact.actor and fact.actor != "reconciler":
+                state.last_action = LastAction(action=fact.event_type, by=fact.actor, at=fact.occurred_at)
+        workflow.logger.warning("the log was %d fact(s) ahead of this run (a Reset?): caught up to version %d",
+                                len(logged.events), state.version)
+        self.pair = state
+        self._changed()
+        if batch and all(isinstance(e, _NOTICES) for e in batch):
+            await self._record(*batch, by=by)
+        if workflow.current_update_info() is not None:
+            raise LogMovedOn(
+                f"The update '{_current_update()}' was refused: the pair's log holds "
+                f"{len(logged.events)} fact(s) this run of the workflow had not seen (recorded before "
+                "it was reset). The pair now stands on them: read the state or the current details, "
+                "then send the update again if it still applies.")
+        raise LogCaughtUp()
 
     async def _notify(self, kind: str, roles: list[str] | tuple[str, ...], *, deadline: Any = None,
                       session: SessionDetails | None = None) -> None:
@@ -362,6 +428,13 @@ async def _through_cancellation(work: Awaitable[T]) -> tuple[T, bool]:
         if task.cancelled():
             raise
         return await task, True
+
+
+def _conflict(outcome: ActivityError) -> bool:
+    """The append found the stream ahead of this run, or its event ids recorded with another
+    content (a Reset run deciding again what the run it replaced had decided)."""
+    cause = outcome.cause
+    return isinstance(cause, ApplicationError) and cause.type in (STREAM_CONFLICT, EVENT_ID_CONFLICT)
 
 
 def _current_update() -> str:

@@ -298,6 +298,50 @@ def apply(state: PairState, event: DomainEvent, at: datetime) -> None:
             _close(state, Stage.ENDED, at)
 
 
+def enter_stage(state: PairState, stage: Stage, now: datetime) -> None:
+    """The stage's bookkeeping: its timers count from now (from the pause, when entered paused;
+    follow-ups count from the last session), none of them fired yet."""
+    if stage is not Stage.FOLLOW_UP:
+        state.clock_start = state.paused.since if state.paused is not None else now
+    state.stage, state.timers_fired = stage, []
+
+
+# Reminders whose notices show in the log that their timer was acted on.
+_REMINDER_NOTICES = {"motivation_reminder", "invitation_reminder", "preparation_reminder"}
+
+
+def catch_up(state: PairState, event: DomainEvent, at: datetime) -> None:
+    """Fold a fact that another run of the pair's workflow recorded, with the bookkeeping that run
+    did around it (a Reset brings a run back to an earlier point; the log kept what the replaced
+    run did after it). What its stages and timers did shows in the facts: a stage is entered as
+    soon as the facts call for it and something more was recorded; a timer was acted on when its
+    notice or its fact is in the log."""
+    while not state.closed and (stage := next_stage(state)) is not state.stage:
+        enter_stage(state, stage, state.last_fact_at or at)
+    apply(state, event, at)
+    state.last_fact_at = at
+    fired: str | None = None
+    match event:
+        case ev.NotificationSent() | ev.NotificationFailed() | ev.NotificationSkipped() \
+                if event.kind == "session_reminder" and event.session_no is not None:
+            session = state.session(event.session_no)
+            if session is not None:
+                session.reminder_sent = True
+        case ev.NotificationSent() | ev.NotificationFailed() | ev.NotificationSkipped() \
+                if event.kind in _REMINDER_NOTICES:
+            fired = event.kind
+        case ev.PairNudged():
+            fired = "stall_nudge"
+        case ev.PairFlaggedAtRisk(stage=stage_then):
+            fired = "preparation_escalation" if stage_then == Stage.PREPARATION.value else "stall_escalation"
+        case ev.FinalEvaluationWindowClosed():
+            fired = "evaluation_window_closed"
+        case ev.FollowUpSent():
+            fired = "first_follow_up" if len(state.follow_ups_sent) == 1 else "second_follow_up"
+    if fired is not None and fired not in state.timers_fired:
+        state.timers_fired.append(fired)
+
+
 def answer_key(days: int, number: int | None, role: str) -> str:
     """How an answer is kept: by the follow-up's number, or (older pairs) its days after the end."""
     return f"#{number}:{role}" if number else f"{days}:{role}"

@@ -96,7 +96,8 @@ class Harness:
 
     def activities(self) -> list[Callable]:
         people = PeopleActivities(self.store.pool)
-        return [EventLogActivities(self.store).append_events, people.register_people,
+        log = EventLogActivities(self.store)
+        return [log.append_events, log.read_stream, people.register_people,
                 people.record_private_note, TemporalFacts(self.client).cancel_request]
 
     async def start(self, data: dict[str, Any] | None = None, *, memo: dict | None = None) -> Pair:
