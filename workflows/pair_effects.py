@@ -278,7 +278,12 @@ class PairEffects:
         self.pair = state
         self._changed()
         if batch and all(isinstance(e, _NOTICES) for e in batch):
-            await self._record(*batch, by=by)
+            # Notices this run sent went out: recorded, unless the log has them already (the
+            # replaced run recorded the same sends, with the same message ids).
+            known = [default_registry.load(fact.event_type, fact.payload) for fact in logged.events]
+            sent = [e for e in batch if e not in known]
+            if sent:
+                await self._record(*sent, by=by)
         if workflow.current_update_info() is not None:
             raise LogMovedOn(
                 f"The update '{_current_update()}' was refused: the pair's log holds "

@@ -32,6 +32,7 @@ from tests.workflow.pairs import (
     Harness,
     Pair,
     notification_activity,
+    pair_input,
 )
 from workflows.pair import MentoringPair
 
@@ -58,13 +59,16 @@ async def dev_harness(dev_client: Client, store: PostgresEventStore) -> AsyncIte
             await harness.stop_all()
 
 
-async def _reset(client: Client, pair: Pair, *, before_update: str | None) -> str:
-    """What the UI's Reset does: a new run from a workflow task; here either the first one or the
-    last one before `before_update` was accepted. Returns the new run's id."""
+async def _reset(client: Client, pair: Pair, *, before_update: str | None = None,
+                 before_timer_fired: bool = False) -> str:
+    """What the UI's Reset does: a new run from a workflow task; here the first one, or the last
+    one before `before_update` was accepted, or before a timer fired. Returns the new run's id."""
     history = await pair.handle.fetch_history()
     events = list(history.events)
     end = len(events)
-    if before_update is not None:
+    if before_timer_fired:
+        end = next(i for i, e in enumerate(events) if e.event_type == EventType.EVENT_TYPE_TIMER_FIRED)
+    elif before_update is not None:
         accepted = next(i for i, e in enumerate(events)
                         if e.event_type == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_UPDATE_ACCEPTED
                         and e.workflow_execution_update_accepted_event_attributes.accepted_request.input.name
@@ -72,7 +76,7 @@ async def _reset(client: Client, pair: Pair, *, before_update: str | None) -> st
         end = accepted - 1  # the task that accepted the update completes just before it
     completed = [e.event_id for e in events[:end]
                  if e.event_type == EventType.EVENT_TYPE_WORKFLOW_TASK_COMPLETED]
-    point = completed[0] if before_update is None else completed[-1]
+    point = completed[-1] if before_update or before_timer_fired else completed[0]
     reset = await client.workflow_service.reset_workflow_execution(ResetWorkflowExecutionRequest(
         namespace=client.namespace, workflow_execution=WorkflowExecution(workflow_id=pair.handle.id),
         reason="test: HR pressed Reset", workflow_task_finish_event_id=point, request_id=str(uuid.uuid4())))
@@ -137,4 +141,23 @@ async def test_a_reset_to_the_first_task_finds_its_nomination_and_goes_on(
     assert _without_repeats(timeline, may_repeat={NOMINATION[1]}) == []
     described = await pair.handle.describe()
     assert described.status is not None and described.status.name == "RUNNING"
+    assert not await drift(dev_client, store)
+
+
+async def test_a_reset_before_a_reminder_records_the_one_sent_again_and_goes_on(
+        dev_harness: Harness, dev_client: Client, store: PostgresEventStore):
+    pair = await dev_harness.start(pair_input(policy={"motivation_reminder_after": "PT2S"}))
+    await pair.wait_for(lambda s: s.version >= 3)  # the reminder went out and is recorded
+    await _reset(dev_client, pair, before_timer_fired=True)
+
+    # The new run's reminder timer is already due: it fires, the reminder goes out again, and
+    # its record finds the log ahead. The run catches up and records the second send (it
+    # happened), then waits for the nomination's expiry like the replaced run did.
+    state = await pair.wait_for(lambda s: s.version >= 4, timeout=30)
+    reminder = "NotificationSent:motivation_reminder>mentor"
+    assert await pair.timeline() == NOMINATION + [reminder, reminder]
+    assert state.timers_fired == ["motivation_reminder"]
+    assert state.next_deadline_kind == "motivation_expiry"
+    result = await pair.act("confirm_motivation", recorded_by=pair.mentor_id)
+    assert result.stage == "mentee_invited" and result.stream_version == (await store.stream_version(pair.stream_id))
     assert not await drift(dev_client, store)
