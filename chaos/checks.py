@@ -152,6 +152,27 @@ def reminder_before_s(events: Sequence[RecordedEvent]) -> float:
     return parse_duration(text).total_seconds() if text else float("nan")
 
 
+def _same_but_notices_later(expected: list[str], actual: list[str]) -> bool:
+    """The same facts in the same order, the same notices, only some notices recorded later than
+    the lifecycle's order puts them (never earlier: a notice follows the step that decided it)."""
+    def facts(timeline: list[str]) -> list[str]:
+        return [label for label in timeline if not label.startswith(NOTICE_EVENTS)]
+
+    if facts(expected) != facts(actual) or Counter(expected) != Counter(actual):
+        return False
+    facts_before = {}  # per notice label, how many facts come before each of its occurrences
+    for name, timeline in (("expected", expected), ("actual", actual)):
+        seen, positions = 0, Counter[str]()
+        for label in timeline:
+            if label.startswith(NOTICE_EVENTS):
+                facts_before[(name, label, positions[label])] = seen
+                positions[label] += 1
+            else:
+                seen += 1
+    return all(facts_before[("actual", label, n)] >= before
+               for (name, label, n), before in facts_before.items() if name == "expected")
+
+
 def _diff(expected: list[str], actual: list[str]) -> str:
     parts = []
     matcher = difflib.SequenceMatcher(a=expected, b=actual, autojunk=False)
@@ -283,7 +304,7 @@ async def check_log(store: PostgresEventStore, runs: Sequence[PairRun],
     check = Check("each event in the log once, in the lifecycle's order")
     pool = store.pool
     timelines: dict[int, set[tuple[str, ...]]] = {}
-    late_confirmations = unfinished = missing = shown_missing = 0
+    late_confirmations = unfinished = missing = shown_missing = late_notices = 0
     outcomes: Counter[str] = Counter()  # per session: reminder sent, skipped or none
     for run in runs:
         events = await store.read_stream(run.workflow_id)
@@ -334,8 +355,13 @@ async def check_log(store: PostgresEventStore, runs: Sequence[PairRun],
         expected = expected_timeline(
             reminders, [skipped_with_outcome(events, n) for n in range(1, run.sessions + 1)])
         if actual != expected:
-            check.problems.append(f"{who}: timeline differs from the lifecycle: "
-                                  f"{_diff(expected, actual)}")
+            if _same_but_notices_later(expected, actual):
+                # A notice its first attempts did not deliver (a worker killed under it) is
+                # retried apart from the pair's lock, and recorded after what happened meanwhile.
+                late_notices += 1
+            else:
+                check.problems.append(f"{who}: timeline differs from the lifecycle: "
+                                      f"{_diff(expected, actual)}")
     row = await pool.fetchrow("SELECT count(*) AS n, count(DISTINCT event_id) AS ids FROM events")
     if row["n"] != row["ids"]:
         check.problems.append(f"the log holds {row['n']} events but {row['ids']} distinct event ids")
@@ -349,6 +375,7 @@ async def check_log(store: PostgresEventStore, runs: Sequence[PairRun],
     figures["events"] = row["n"]
     figures["distinct_timelines"] = {f"{k} session(s)": len(v) for k, v in sorted(timelines.items())}
     figures["sessions_confirmed_after_start"] = late_confirmations
+    figures["pairs_with_notices_recorded_late"] = late_notices
     figures["reminders"] = {"sent": outcomes["sent"], "skipped_late": outcomes["skipped"],
                             "failed": outcomes["failed"], "none": outcomes["none"],
                             "silently_dropped": missing,

@@ -149,9 +149,11 @@ class MentoringPair(PairEffects):
             # the people are told, then the run ends as Canceled in Temporal too.
             await self._on_cancellation()
             await workflow.wait_condition(workflow.all_handlers_finished)
+            await self._deliveries_done()
             raise
-        # Handlers still running would be cut off by the return: let them finish first.
+        # Handlers and notices still running would be cut off by the return: let them finish first.
         await workflow.wait_condition(workflow.all_handlers_finished)
+        await self._deliveries_done()
         return PairOutcome(pair_id=self.pair.pair_id, stage=self.pair.stage.value,
                            sessions_held=self.pair.sessions_held, stream_version=self.pair.version)
 

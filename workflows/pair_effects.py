@@ -93,6 +93,16 @@ _NOTIFY: dict[str, Any] = {
     "retry_policy": RetryPolicy(initial_interval=timedelta(seconds=1), backoff_coefficient=2.0,
                                 maximum_interval=timedelta(minutes=5), maximum_attempts=NOTICE_ATTEMPTS),
 }
+# From NOTICES_APART_PATCH on, the step that decides a notice holds the pair's lock for its first
+# attempts only (a few seconds: enough for a killed worker's attempt to move to another); a notice
+# still undelivered then is retried apart, and recorded when its attempts end, while the pair's
+# other actions go on. A notice that goes out at once is recorded right after its step, as before.
+FIRST_NOTICE_ATTEMPTS = 3
+_NOTIFY_FIRST: dict[str, Any] = {**_NOTIFY, "retry_policy": RetryPolicy(
+    initial_interval=timedelta(seconds=1), backoff_coefficient=2.0, maximum_attempts=FIRST_NOTICE_ATTEMPTS)}
+_NOTIFY_REST: dict[str, Any] = {**_NOTIFY, "retry_policy": RetryPolicy(
+    initial_interval=timedelta(seconds=4), backoff_coefficient=2.0, maximum_interval=timedelta(minutes=5),
+    maximum_attempts=NOTICE_ATTEMPTS - FIRST_NOTICE_ATTEMPTS)}
 # A deadline already past still gets a (short) durable timer: whether it has passed is a question
 # for the clock, and a replay may see another clock than the worker that first decided.
 SHORTEST_TIMER = timedelta(seconds=1)
@@ -108,6 +118,8 @@ NUMBERED_FOLLOW_UPS_PATCH = "numbered-follow-ups"
 """Follow-ups sent after this patch carry their number, so answers to two sent the same day differ."""
 NO_OVERLAP_PATCH = "no-overlapping-sessions"
 """Sessions proposed after this patch are checked against overlaps again under the log lock."""
+NOTICES_APART_PATCH = "notices-retried-apart"
+"""Notices not delivered by their first attempts are retried apart from the pair's lock."""
 LOG_CATCH_UP_PATCH = "log-catch-up"
 """From this patch on, a run whose append finds the log ahead of it (after a Reset) catches up
 with the log instead of failing (see `PairEffects._catch_up_with_log`)."""
@@ -148,6 +160,7 @@ class PairEffects:
         # The state as of the last fact this run recorded, without what the run did in memory
         # since (a stage entered, a timer acted on): what a catch-up with the log starts from.
         self._as_logged: PairState | None = None
+        self._deliveries: set[asyncio.Task[None]] = set()  # notices retried apart (kept referenced)
 
     @property
     def pair(self) -> PairState:
@@ -267,7 +280,8 @@ class PairEffects:
         if not logged.events or not self._ours(logged.events[0]):
             return  # nothing this run missed, or another start of the pair: the conflict stands
         state = self._as_logged.model_copy(deep=True)
-        state.signals_ignored = self.pair.signals_ignored  # not in the log: kept from this run
+        # Not in the log: kept from this run.
+        state.signals_ignored, state.notices_retrying = self.pair.signals_ignored, self.pair.notices_retrying
         for fact in logged.events:
             catch_up(state, default_registry.load(fact.event_type, fact.payload), fact.occurred_at)
             state.version = fact.version
@@ -294,7 +308,8 @@ class PairEffects:
 
     async def _notify(self, kind: str, roles: list[str] | tuple[str, ...], *, deadline: Any = None,
                       session: SessionDetails | None = None) -> None:
-        """Send one notice per person (in parallel), then record each as `NotificationSent`."""
+        """Send one notice per person (in parallel), then record each as `NotificationSent`; a
+        notice its first attempts did not deliver goes on apart (`_keep_delivering`)."""
         if not roles:
             return
         requests = [NotificationRequest(
@@ -303,32 +318,48 @@ class PairEffects:
             recipient_id=self.pair.person_of(role), recipient_role=role,
             counterpart_id={"mentor": self.pair.mentee_id, "mentee": self.pair.mentor_id}.get(role),
             deadline=deadline, session=session) for role in roles]
+        apart = self._patched(NOTICES_APART_PATCH)
         self._count("activity", len(requests))
         outcomes, cancelled = await _through_cancellation(asyncio.gather(*(
-            workflow.execute_activity("send_notification", r, result_type=NotificationReceipt, **_NOTIFY)
+            workflow.execute_activity("send_notification", r, result_type=NotificationReceipt,
+                                      **(_NOTIFY_FIRST if apart else _NOTIFY))
             for r in requests), return_exceptions=True))
         session_no = session.session_no if session else None
         recorded: list[DomainEvent] = []
         for r, outcome in zip(requests, outcomes, strict=True):
-            if isinstance(outcome, NotificationReceipt) and outcome.skipped:
-                # Too late to help (decided by the activity's clock): recorded, never dropped.
-                recorded.append(ev.NotificationSkipped(
-                    kind=kind, recipient_id=r.recipient_id, recipient_role=r.recipient_role,
-                    reason=outcome.skipped, session_no=session_no))
-            elif isinstance(outcome, NotificationReceipt):
-                recorded.append(ev.NotificationSent(
-                    kind=kind, recipient_id=r.recipient_id, recipient_role=r.recipient_role,
-                    channel=outcome.channel, message_id=outcome.message_id, session_no=session_no))
-            elif isinstance(outcome, ActivityError) and _undeliverable(outcome):
-                # One person who cannot be reached must not stop the pair: HR sees it in the log.
-                recorded.append(ev.NotificationFailed(
-                    kind=kind, recipient_id=r.recipient_id, recipient_role=r.recipient_role,
-                    reason=_failure_reason(outcome), session_no=session_no))
+            if apart and _still_trying(outcome):
+                self._deliver_apart(r, session_no)
             else:
-                raise outcome
-        await self._record(*recorded, by="system")
+                recorded.append(_notice_event(r, outcome, session_no))
+        if recorded:
+            await self._record(*recorded, by="system")
         if cancelled:  # the notices under way were sent and recorded first
             raise asyncio.CancelledError()
+
+    def _deliver_apart(self, request: NotificationRequest, session_no: int | None) -> None:
+        self.pair.notices_retrying += 1
+        self._publish()
+        task = asyncio.create_task(self._keep_delivering(request, session_no))
+        self._deliveries.add(task)
+        task.add_done_callback(self._deliveries.discard)
+
+    async def _keep_delivering(self, request: NotificationRequest, session_no: int | None) -> None:
+        """The rest of a notice's attempts, holding nothing; then its outcome is recorded."""
+        self._count("activity")
+        outcome: NotificationReceipt | BaseException
+        try:
+            outcome = await workflow.execute_activity(
+                "send_notification", request, result_type=NotificationReceipt, **_NOTIFY_REST)
+        except ActivityError as err:
+            outcome = err
+        async with self._log:
+            self.pair.notices_retrying -= 1
+            with contextlib.suppress(LogCaughtUp):  # caught up with the log, and this notice recorded
+                await self._record(_notice_event(request, outcome, session_no), by="system")
+
+    async def _deliveries_done(self) -> None:
+        """Before a run ends or continues as new: the notices being retried are recorded first."""
+        await workflow.wait_condition(lambda: not self._deliveries)
 
     async def _notify_session(self, kind: str, session: SessionState | int) -> None:
         if isinstance(session, int):
@@ -416,8 +447,10 @@ class PairEffects:
         else:
             long = info.is_continue_as_new_suggested() or info.get_current_history_length() >= limit
         if long:
-            # Let running updates and signals finish first: their events belong in the carried state.
+            # Let running updates, signals and notices finish first: their events belong in the
+            # carried state.
             await workflow.wait_condition(workflow.all_handlers_finished)
+            await self._deliveries_done()
             workflow.logger.info("continuing as new at stream version %s", self.pair.version)
             workflow.continue_as_new(self.pair)  # the state, with its stream version, and no personal data
 
@@ -466,6 +499,31 @@ def _refused_data_refuses_the_action() -> Iterator[None]:
             raise RuntimeError(f"the database refused a value the workflow produced: {cause.message}") from None
         raise DataRefused(f"The update '{update.name}' could not be recorded: {cause.message}. Nothing "
                           "more was recorded for it; correct the values typed and send it again.") from None
+
+
+def _notice_event(request: NotificationRequest, outcome: NotificationReceipt | BaseException,
+                  session_no: int | None) -> DomainEvent:
+    """What the log says of one notice: sent, skipped (too late to help, decided by the activity's
+    clock) or failed (one person who cannot be reached must not stop the pair: HR sees it)."""
+    kind, recipient, role = request.kind, request.recipient_id, request.recipient_role
+    if isinstance(outcome, NotificationReceipt) and outcome.skipped:
+        return ev.NotificationSkipped(kind=kind, recipient_id=recipient, recipient_role=role,
+                                      reason=outcome.skipped, session_no=session_no)
+    if isinstance(outcome, NotificationReceipt):
+        return ev.NotificationSent(kind=kind, recipient_id=recipient, recipient_role=role,
+                                   channel=outcome.channel, message_id=outcome.message_id, session_no=session_no)
+    if isinstance(outcome, ActivityError) and _undeliverable(outcome):
+        return ev.NotificationFailed(kind=kind, recipient_id=recipient, recipient_role=role,
+                                     reason=_failure_reason(outcome), session_no=session_no)
+    raise outcome
+
+
+def _still_trying(outcome: NotificationReceipt | BaseException) -> bool:
+    """A notice whose first attempts failed with an error that more attempts may cure."""
+    if not isinstance(outcome, ActivityError) or outcome.retry_state is not RetryState.MAXIMUM_ATTEMPTS_REACHED:
+        return False
+    cause = outcome.cause
+    return not (isinstance(cause, ApplicationError) and cause.type in (*UNDELIVERABLE, DATA_REFUSED))
 
 
 def _undeliverable(outcome: BaseException) -> bool:

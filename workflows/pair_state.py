@@ -134,6 +134,8 @@ class PairState(_State):
     last_fact_at: datetime | None = Field(
         default=None, description="when the log recorded the latest fact: a new stage's clock starts here")
     signals_ignored: int = Field(0, description="signals that could not be read or did not fit, ignored")
+    notices_retrying: int = Field(0, description=(
+        "notices whose first attempts failed, being retried apart from the pair's other actions"))
     policy: Policy
 
     @classmethod
@@ -490,6 +492,9 @@ def current_details(state: PairState, timer: Timer | None) -> str:
     lines.append(f"**Sessions held:** {state.sessions_held} of {state.sessions_planned}")
     if state.at_risk:
         lines.append("**At risk:** escalated to HR")
+    if state.notices_retrying:
+        lines.append(f"**Notices being retried:** {state.notices_retrying} (the mail server did not take "
+                     "them yet; each is recorded as sent or failed when its attempts end)")
     if state.signals_ignored:
         lines.append(f"**Signals ignored:** {state.signals_ignored} (could not be read or did not fit; "
                      "the worker log says why, without their content)")

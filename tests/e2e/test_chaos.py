@@ -2,8 +2,8 @@
 ten times; no pair may get stuck and nothing may be recorded twice (see chaos/__init__.py).
 
 The full run is `python -m chaos --pairs 30 --kills 30`; this one takes three to four minutes
-on a 2-core machine, most of it pairs waiting out the stalls the kills cause (a worker killed
-during a notice holds its pair until the activity's 2-minute start-to-close timeout).
+on a 2-core machine, most of it pairs waiting out the stalls the kills cause (an activity of a
+killed worker moves to another after its 5 s heartbeat timeout).
 """
 
 from __future__ import annotations

@@ -8,6 +8,7 @@ from datetime import datetime, timedelta
 
 import pytest
 from temporalio.client import WorkflowUpdateStage
+from temporalio.worker import Replayer
 
 from tests.workflow.pairs import (
     CONSENT,
@@ -27,8 +28,10 @@ from tests.workflow.pairs import (
     lifecycle_without_final_evaluations,
     search_attributes,
 )
+from workflows.pair import MentoringPair
 from workflows.pair_effects import SHORTEST_TIMER_MEMO
 from workflows.pair_state import PairOutcome, Stage
+from workflows.payloads import DATA_CONVERTER
 
 NEW_MENTOR = {"employee_id": "E2001", "display_name": "Nina Rossi", "email": "nina.rossi@example.com",
               "time_zone": "Europe/Rome", "topics_mastered": ["mobile apps"]}
@@ -238,6 +241,36 @@ async def test_a_notice_that_fails_for_an_hour_of_attempts_is_recorded_and_the_p
         ("pair_closed", "mentor", "DeliveryFailed"), ("pair_closed", "mentee", "DeliveryFailed")]
     invited, first_failure = _first_two(events)  # 20 attempts: about an hour of retries in between
     assert timedelta(minutes=50) <= first_failure - invited <= timedelta(minutes=65)
+
+
+async def test_a_notice_being_retried_holds_no_other_action_of_the_pair(harness: Harness):
+    pair = await harness.start()
+    shutil.rmtree(harness.outbox)
+    harness.outbox.write_text("not a folder")  # the mail channel breaks
+    # The invitation's first attempts fail within seconds: the update returns, and the notice is
+    # retried apart while the mentee's consent is recorded at once.
+    await pair.act("confirm_motivation", recorded_by=MENTOR)
+    state = await pair.state()
+    assert state.notices_retrying == 1
+    assert "**Notices being retried:** 1" in await current_details(pair)  # what the UI shows
+    await pair.act("accept_invitation", recorded_by=MENTEE, channel="in_person")
+    assert (await pair.state()).notices_retrying == 3  # and the two that consent opens
+    harness.outbox.unlink()
+    harness.outbox.mkdir()  # the channel is back: the next attempts deliver
+    await harness.skip(minutes=2)
+    await pair.wait_for(lambda s: s.notices_retrying == 0)
+    # Each recorded once when it went out, after what happened meanwhile.
+    timeline = await pair.timeline()
+    assert timeline[:3] == ["PairNominated", "NotificationSent:motivation_request>mentor", "MentorMotivationConfirmed"]
+    assert timeline[3:5] == ["MenteeInvited", "MenteeConsentGiven"]
+    assert sorted(timeline[5:]) == ["NotificationSent:invitation>mentee", "NotificationSent:mentee_onboarding>mentee",
+                                    "NotificationSent:preparation_started>mentor"]
+    assert sorted(r.kind for r in harness.sent) == ["invitation", "mentee_onboarding", "motivation_request",
+                                                    "preparation_started"]
+    # The notices retried apart are part of the history, which replays.
+    replayed = await Replayer(workflows=[MentoringPair], data_converter=DATA_CONVERTER).replay_workflow(
+        await pair.handle.fetch_history())
+    assert replayed.replay_failure is None
 
 
 def _first_two(events: list) -> tuple[datetime, datetime]:
