@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 
-.PHONY: run test demo chaos bench-store bench-projections lint clean-state
+.PHONY: run test demo screenshots chaos bench-store bench-projections lint clean-state
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -37,6 +37,11 @@ chaos: $(VENV)/.installed-dev
 
 demo: $(VENV)/.installed
 	$(PY) -m demo
+
+# The README's UI walkthrough photographed from a real run (needs Debian's chromium package).
+screenshots: $(VENV)/.installed
+	$(PY) -m pip install --quiet -e '.[screenshots]'
+	$(PY) walkthrough.py
 
 bench-store: $(VENV)/.installed-bench
 	$(PY) -m bench.event_store
