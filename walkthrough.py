@@ -5,11 +5,12 @@ free ports), starts the README's example pair (examples/pair-input.json) and dri
 up to a confirmed first session, then opens the Temporal Web UI in Debian's Chromium through
 Playwright and saves one picture per step into docs/screenshots/:
 
-    1-workflows.png       the pairs list, with the Stage and NextDeadline columns HR filters by
-    2-current-details.png the pair's page: current details (stage, waiting for, next actions)
+    1-workflows.png       the pairs list, filtered by stage (a search attribute)
+    2-current-details.png the pair's current details (stage, waiting for, next actions with examples)
     3-state-query.png     the `state` query: stage, waiting_for, next deadline, next actions first
     4-history.png         the Event History: each update with its result
-    5-start-workflow.png  the Start Workflow form HR fills in with the example input
+    5-send-update.png     the Send Update dialog
+    6-start-workflow.png  the Start Workflow form HR fills in with the example input
 
 Needs Debian's `chromium` (`apt-get install chromium`) and Playwright (`pip install -e '.[screenshots]'`,
 which `make screenshots` does); Playwright drives the system browser, it downloads none.
@@ -30,6 +31,7 @@ import time
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 from zoneinfo import ZoneInfo
 
 from devstack.postgres import free_port
@@ -39,6 +41,7 @@ from workflows.inputs import pair_workflow_id
 from workflows.pair_state import ActionResult
 
 ROOT = Path(__file__).resolve().parent
+STAGE_FILTER = 'MentoringStage = "sessions"'  # the pairs holding sessions, as HR filters them
 OUT = ROOT / "docs" / "screenshots"
 EXAMPLE = json.loads((ROOT / "examples" / "pair-input.json").read_text(encoding="utf-8"))
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
@@ -135,31 +138,65 @@ async def drive_the_pair(stack: Stack) -> tuple[str, str]:
 
 
 async def photograph(stack: Stack, workflow_id: str, run_id: str) -> list[Path]:
-    from playwright.async_api import async_playwright
+    """One picture per step of the walkthrough; each waits for the text that proves it loaded."""
+    from playwright.async_api import Page, async_playwright
 
     OUT.mkdir(parents=True, exist_ok=True)
     base = f"{stack.ui}/namespaces/default/workflows"
-    page_of = f"{base}/{workflow_id}/{run_id}"
-    shots = [
-        ("1-workflows.png", base, "MentoringPair"),
-        ("2-current-details.png", f"{page_of}/history", "Stage"),
-        ("3-state-query.png", f"{page_of}/query", "waiting_for"),
-        ("4-history.png", f"{page_of}/history", "confirm_session"),
-        ("5-start-workflow.png", f"{base}/start-workflow", "Workflow Type"),
+    pair_page = f"{base}/{workflow_id}/{run_id}/history"
+
+    async def click(page: Page, text: str) -> None:
+        await page.get_by_text(text, exact=True).first.click()
+
+    async def current_details(page: Page) -> None:
+        await click(page, "User Metadata")
+
+    async def state_query(page: Page) -> None:
+        await click(page, "Queries")
+        await page.get_by_role("button", name="Run Query").click()
+
+    async def send_an_update(page: Page) -> None:
+        await page.get_by_role("button", name="More Actions").click()
+        await page.get_by_role("menuitem", name="Send an Update").click()
+        # The next action the current details propose, pasted as HR does.
+        dialog = page.locator("dialog[open]").last
+        await dialog.locator("#update-select").click(force=True)
+        await dialog.get_by_role("option", name="record_session_held").first.click()
+        await dialog.locator(".cm-content").click()
+        await page.keyboard.insert_text('{"recorded_by": "HR001", "session_no": 1, "topics_covered": ["social networks"]}')
+
+    async def start_workflow(page: Page) -> None:
+        # Filled in as the README says (not sent: the pair runs already).
+        await page.get_by_label("Workflow ID").fill("pair-digital-2026-E1042-E0007")
+        await page.get_by_label("Task Queue").fill("mentoring")
+        await page.get_by_label("Workflow Type").fill("MentoringPair")
+        await page.locator(".cm-content").first.click()
+        await page.keyboard.insert_text(json.dumps(EXAMPLE, indent=2, ensure_ascii=False))
+
+    shots = [  # (file, page, what to do there, text that shows it is done)
+        ("1-workflows.png", f"{base}?query={quote(STAGE_FILTER)}", None, "pair-digital-2026-E1042-E0007"),
+        ("2-current-details.png", pair_page, current_details, "Current Details"),
+        ("3-state-query.png", pair_page, state_query, "waiting_for"),
+        ("4-history.png", pair_page, None, "Workflow Execution Update Completed"),
+        ("5-send-update.png", pair_page, send_an_update, "topics_covered"),
+        ("6-start-workflow.png", f"{base}/start-workflow", start_workflow, "training_modules"),
     ]
     saved = []
     async with async_playwright() as playwright:
         browser = await playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         page = await browser.new_page(viewport={"width": 1440, "height": 1000})
-        for name, url, text in shots:
-            await page.goto(url, wait_until="networkidle")
+        for name, url, action, proof in shots:
+            await page.goto(url, wait_until="load")
+            await page.wait_for_timeout(1500)
             try:
-                await page.get_by_text(text).first.wait_for(timeout=15_000)
-            except Exception:
-                _say(f"{name}: '{text}' not seen on {url}; saved as shown")
-            await page.wait_for_timeout(1500)  # charts and tables settle
+                if action is not None:
+                    await action(page)
+                await page.get_by_text(proof).locator("visible=true").first.wait_for(timeout=15_000)
+            except Exception as exc:  # the picture shows what the UI showed instead
+                _say(f"{name}: '{proof}' not seen ({type(exc).__name__}: {str(exc).splitlines()[0][:200]}); saved as shown")
+            await page.wait_for_timeout(1000)
             path = OUT / name
-            await page.screenshot(path=str(path), full_page=name != "4-history.png")
+            await page.screenshot(path=str(path))
             saved.append(path)
             _say(f"saved {path.relative_to(ROOT)}")
         await browser.close()
