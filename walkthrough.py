@@ -167,21 +167,21 @@ async def photograph(stack: Stack, workflow_id: str, run_id: str) -> list[Path]:
 
     async def start_workflow(page: Page) -> None:
         # Filled in as the README says (not sent: the pair runs already).
-        await page.get_by_label("Workflow ID").fill("pair-digital-2026-E1042-E0007")
+        await page.get_by_label("Workflow ID").fill(workflow_id)
         await page.get_by_label("Task Queue").fill("mentoring")
         await page.get_by_label("Workflow Type").fill("MentoringPair")
         await page.locator(".cm-content").first.click()
         await page.keyboard.insert_text(json.dumps(EXAMPLE, indent=2, ensure_ascii=False))
 
     shots = [  # (file, page, what to do there, text that shows it is done)
-        ("1-workflows.png", f"{base}?query={quote(STAGE_FILTER)}", None, "pair-digital-2026-E1042-E0007"),
+        ("1-workflows.png", f"{base}?query={quote(STAGE_FILTER)}", None, workflow_id),
         ("2-current-details.png", pair_page, current_details, "Current Details"),
         ("3-state-query.png", pair_page, state_query, "waiting_for"),
         ("4-history.png", pair_page, None, "Workflow Execution Update Completed"),
         ("5-send-update.png", pair_page, send_an_update, "topics_covered"),
         ("6-start-workflow.png", f"{base}/start-workflow", start_workflow, "training_modules"),
     ]
-    saved = []
+    saved, missing = [], []
     async with async_playwright() as playwright:
         browser = await playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         page = await browser.new_page(viewport={"width": 1440, "height": 1000})
@@ -192,14 +192,17 @@ async def photograph(stack: Stack, workflow_id: str, run_id: str) -> list[Path]:
                 if action is not None:
                     await action(page)
                 await page.get_by_text(proof).locator("visible=true").first.wait_for(timeout=15_000)
-            except Exception as exc:  # the picture shows what the UI showed instead
-                _say(f"{name}: '{proof}' not seen ({type(exc).__name__}: {str(exc).splitlines()[0][:200]}); saved as shown")
+            except Exception as exc:  # saved, to show what the UI showed instead; the run fails
+                missing.append(name)
+                _say(f"{name}: '{proof}' not seen ({type(exc).__name__}: {str(exc).splitlines()[0][:200]})")
             await page.wait_for_timeout(1000)
             path = OUT / name
             await page.screenshot(path=str(path))
             saved.append(path)
             _say(f"saved {path.relative_to(ROOT)}")
         await browser.close()
+    if missing:
+        raise SystemExit(f"the UI did not show what {', '.join(missing)} should: see those pictures")
     return saved
 
 

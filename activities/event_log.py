@@ -63,4 +63,4 @@ class EventLogActivities:
         return ReadStreamResponse(events=[LoggedEvent(
             version=e.version, event_type=e.event_type, payload=e.payload,
             actor=str(e.metadata.get("actor", "unknown")), run_id=e.metadata.get("run_id"),
-            occurred_at=e.metadata.get("occurred_at") or e.recorded_at) for e in recorded])
+            recorded_at=e.recorded_at) for e in recorded])

@@ -44,14 +44,17 @@ class ReadStreamRequest(_Message):
 
 
 class LoggedEvent(_Message):
-    """One fact as the log holds it, with who recorded it and when (by the recording workflow's clock)."""
+    """One fact as the log holds it, with who recorded it and when the log did."""
 
     version: int
     event_type: str
     payload: dict[str, Any]
     actor: str
     run_id: str | None = None
-    occurred_at: datetime
+    recorded_at: datetime = Field(description=(
+        "the append's time by the database's clock: within milliseconds of the time the recording "
+        "run folded the fact with (its append activity's start), unlike the run's `workflow.now()`, "
+        "which may be stale"))
 
 
 class ReadStreamResponse(_Message):

@@ -144,16 +144,16 @@ class MentoringPair(PairEffects):
                         await self._continue_as_new_if_history_is_long()
                 except LogCaughtUp:
                     continue  # the state now holds what the log holds: decide again from it
+                finally:
+                    self._raise_delivery_failure()
         except asyncio.CancelledError:
             # Request Cancellation in the Web UI (or `temporal workflow cancel`): the log says so,
             # the people are told, then the run ends as Canceled in Temporal too.
             await self._on_cancellation()
-            await workflow.wait_condition(workflow.all_handlers_finished)
-            await self._deliveries_done()
+            await self._settled()
             raise
         # Handlers and notices still running would be cut off by the return: let them finish first.
-        await workflow.wait_condition(workflow.all_handlers_finished)
-        await self._deliveries_done()
+        await self._settled()
         return PairOutcome(pair_id=self.pair.pair_id, stage=self.pair.stage.value,
                            sessions_held=self.pair.sessions_held, stream_version=self.pair.version)
 
@@ -184,10 +184,13 @@ class MentoringPair(PairEffects):
 
     async def _on_cancellation(self) -> None:
         """Close the pair as cancelled, with who asked (read from Temporal), unless it had ended."""
-        try:
-            await self._close_as_cancelled()
-        except LogCaughtUp:  # the log had moved on (a Reset): close the pair as the log now has it
-            await self._close_as_cancelled()
+        for _ in range(3):
+            try:
+                await self._close_as_cancelled()
+                return
+            except LogCaughtUp:  # the log had moved on (a Reset): close the pair as the log now has it
+                continue
+        raise RuntimeError("the log kept moving on while the pair was being cancelled")
 
     async def _close_as_cancelled(self) -> None:
         async with self._log:
@@ -669,16 +672,25 @@ class MentoringPair(PairEffects):
             except PairError as refusal:
                 self._ignore_signal(refusal.message, counted=checks_who)
                 return
-            number, problem = rules.follow_up_answered(self.pair, answer.days_after_end, answer.by_role,
-                                                       answer.follow_up_no)
-            if problem:  # a signal cannot be rejected: log why (no personal data) and ignore it
-                self._ignore_signal(f"follow-up answer ignored: {problem}", counted=checks_who)
-                return
-            await self._record(ev.FollowUpAnswered(days_after_end=answer.days_after_end,
-                                                   still_using=answer.still_using, by_role=answer.by_role,
-                                                   follow_up_no=number), by=answer)
-            self._count("signal")
-            await self._advance()
+            for _ in range(3):
+                try:
+                    await self._record_follow_up_answer(answer, checks_who)
+                    return
+                except LogCaughtUp:  # the log had moved on (a Reset): check the answer again against it
+                    continue
+            self._ignore_signal("follow-up answer ignored: the log kept moving on", counted=checks_who)
+
+    async def _record_follow_up_answer(self, answer: FollowUpAnswer, checks_who: bool) -> None:
+        number, problem = rules.follow_up_answered(self.pair, answer.days_after_end, answer.by_role,
+                                                   answer.follow_up_no)
+        if problem:  # a signal cannot be rejected: log why (no personal data) and ignore it
+            self._ignore_signal(f"follow-up answer ignored: {problem}", counted=checks_who)
+            return
+        await self._record(ev.FollowUpAnswered(days_after_end=answer.days_after_end,
+                                               still_using=answer.still_using, by_role=answer.by_role,
+                                               follow_up_no=number), by=answer)
+        self._count("signal")
+        await self._advance()
 
     # --- at any time: pause and resume, withdraw, replace the mentor, extend -------------------
 

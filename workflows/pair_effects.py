@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 from collections.abc import Awaitable, Iterator
 from datetime import timedelta
 from typing import Any, TypeVar
@@ -56,6 +57,7 @@ from workflows.pair_state import (
     current_details,
     is_activity,
     next_timer,
+    note_timer_handled,
 )
 from workflows.payloads import F, read_form
 from workflows.schema import SCHEMA_PATH
@@ -161,6 +163,8 @@ class PairEffects:
         # since (a stage entered, a timer acted on): what a catch-up with the log starts from.
         self._as_logged: PairState | None = None
         self._deliveries: set[asyncio.Task[None]] = set()  # notices retried apart (kept referenced)
+        self._delivery_failure: BaseException | None = None  # raised again by the main loop
+        self._updates_recorded: set[str] = set()  # updates whose own fact is in the log
 
     @property
     def pair(self) -> PairState:
@@ -255,6 +259,8 @@ class PairEffects:
         for event in batch:
             apply(self.pair, event, at)
         self._as_logged = self.pair.model_copy(deep=True)
+        if update is not None:
+            self._updates_recorded.add(update.id)
         self._changed()
         if cancelled:  # the append finished and is folded: now the cancellation goes on
             raise asyncio.CancelledError()
@@ -283,10 +289,8 @@ class PairEffects:
         # Not in the log: kept from this run.
         state.signals_ignored, state.notices_retrying = self.pair.signals_ignored, self.pair.notices_retrying
         for fact in logged.events:
-            catch_up(state, default_registry.load(fact.event_type, fact.payload), fact.occurred_at)
+            catch_up(state, default_registry.load(fact.event_type, fact.payload), fact.recorded_at)
             state.version = fact.version
-            if fact.actor != "system" and ":" not in fact.actor and fact.actor != "reconciler":
-                state.last_action = LastAction(action=fact.event_type, by=fact.actor, at=fact.occurred_at)
         workflow.logger.warning("the log was %d fact(s) ahead of this run (a Reset?): caught up to version %d",
                                 len(logged.events), state.version)
         self.pair = state
@@ -298,13 +302,19 @@ class PairEffects:
             sent = [e for e in batch if e not in known]
             if sent:
                 await self._record(*sent, by=by)
-        if workflow.current_update_info() is not None:
-            raise LogMovedOn(
-                f"The update '{_current_update()}' was refused: the pair's log holds "
-                f"{len(logged.events)} fact(s) this run of the workflow had not seen (recorded before "
-                "it was reset). The pair now stands on them: read the state or the current details, "
-                "then send the update again if it still applies.")
-        raise LogCaughtUp()
+                for event in sent:  # a reminder sent again is a timer acted on, as in catch_up
+                    note_timer_handled(self.pair, event)
+        update = workflow.current_update_info()
+        if update is None:
+            raise LogCaughtUp()
+        unseen = (f"the pair's log held {len(logged.events)} fact(s) this run of the workflow had not "
+                  "seen (recorded before it was reset). The pair now stands on them: read the state "
+                  "or the current details")
+        if update.id in self._updates_recorded:
+            raise LogMovedOn(f"The update '{update.name}' was recorded, but what follows from it was "
+                             f"not: {unseen}.")
+        raise LogMovedOn(f"The update '{update.name}' was refused: {unseen}, then send the update "
+                         "again if it still applies.")
 
     async def _notify(self, kind: str, roles: list[str] | tuple[str, ...], *, deadline: Any = None,
                       session: SessionDetails | None = None) -> None:
@@ -339,7 +349,8 @@ class PairEffects:
     def _deliver_apart(self, request: NotificationRequest, session_no: int | None) -> None:
         self.pair.notices_retrying += 1
         self._publish()
-        task = asyncio.create_task(self._keep_delivering(request, session_no))
+        # Its own context: not part of the update that decided it (its facts are the system's).
+        task = asyncio.create_task(self._keep_delivering(request, session_no), context=contextvars.Context())
         self._deliveries.add(task)
         task.add_done_callback(self._deliveries.discard)
 
@@ -352,14 +363,26 @@ class PairEffects:
                 "send_notification", request, result_type=NotificationReceipt, **_NOTIFY_REST)
         except ActivityError as err:
             outcome = err
-        async with self._log:
-            self.pair.notices_retrying -= 1
-            with contextlib.suppress(LogCaughtUp):  # caught up with the log, and this notice recorded
-                await self._record(_notice_event(request, outcome, session_no), by="system")
+        try:
+            async with self._log:
+                self.pair.notices_retrying -= 1
+                with contextlib.suppress(LogCaughtUp):  # caught up with the log, this notice recorded
+                    await self._record(_notice_event(request, outcome, session_no), by="system")
+        except Exception as failure:  # a task's error would only be logged: the main loop raises it
+            self._delivery_failure = failure
+            self._changed()
 
-    async def _deliveries_done(self) -> None:
-        """Before a run ends or continues as new: the notices being retried are recorded first."""
-        await workflow.wait_condition(lambda: not self._deliveries)
+    def _raise_delivery_failure(self) -> None:
+        """A notice retried apart that could not be recorded is a bug: fail the workflow task."""
+        if self._delivery_failure is not None:
+            raise RuntimeError("a notice retried apart could not be recorded") from self._delivery_failure
+
+    async def _settled(self) -> None:
+        """Before a run ends or continues as new: running updates and signals finish, and the
+        notices being retried are recorded (their facts belong to this run or the carried state)."""
+        await workflow.wait_condition(lambda: (workflow.all_handlers_finished() and not self._deliveries)
+                                      or self._delivery_failure is not None)
+        self._raise_delivery_failure()
 
     async def _notify_session(self, kind: str, session: SessionState | int) -> None:
         if isinstance(session, int):
@@ -446,11 +469,10 @@ class PairEffects:
             long = self._history_estimate >= limit
         else:
             long = info.is_continue_as_new_suggested() or info.get_current_history_length() >= limit
+        if long and self._deliveries:
+            return  # a notice is being retried: continue as new once it is recorded (it wakes us)
         if long:
-            # Let running updates, signals and notices finish first: their events belong in the
-            # carried state.
-            await workflow.wait_condition(workflow.all_handlers_finished)
-            await self._deliveries_done()
+            await self._settled()
             workflow.logger.info("continuing as new at stream version %s", self.pair.version)
             workflow.continue_as_new(self.pair)  # the state, with its stream version, and no personal data
 
@@ -465,7 +487,10 @@ async def _through_cancellation(work: Awaitable[T]) -> tuple[T, bool]:
     except asyncio.CancelledError:
         if task.cancelled():
             raise
-        return await task, True
+        try:
+            return await task, True
+        except Exception as failure:  # the cancellation goes on; the failed step is not retried
+            raise asyncio.CancelledError() from failure
 
 
 def _conflict(outcome: ActivityError) -> bool:

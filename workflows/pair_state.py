@@ -322,6 +322,11 @@ def catch_up(state: PairState, event: DomainEvent, at: datetime) -> None:
         enter_stage(state, stage, state.last_fact_at or at)
     apply(state, event, at)
     state.last_fact_at = at
+    note_timer_handled(state, event)
+
+
+def note_timer_handled(state: PairState, event: DomainEvent) -> None:
+    """The timer a recorded fact shows was acted on (its reminder sent, its fact recorded)."""
     fired: str | None = None
     match event:
         case ev.NotificationSent() | ev.NotificationFailed() | ev.NotificationSkipped() \

@@ -79,6 +79,8 @@ def notification_activity(pool: asyncpg.Pool, harness: Harness) -> Callable:
 
     @activity.defn(name="send_notification")
     async def send_notification(request: NotificationRequest) -> NotificationReceipt:
+        if harness.mail_down:  # as the real channel reports a mail server that does not answer
+            raise ApplicationError("the mail server did not answer (test)", type="DeliveryFailed")
         receipt = await real(request)
         if not receipt.already_sent and not receipt.skipped:
             harness.sent.append(request)
@@ -91,6 +93,7 @@ class Harness:
     def __init__(self, env: WorkflowEnvironment, store: PostgresEventStore, task_queue: str) -> None:
         self.env, self.client, self.store, self.task_queue = env, env.client, store, task_queue
         self.sent: list[NotificationRequest] = []
+        self.mail_down = False  # set: every delivery attempt fails, as with a mail server down
         self.started: list[WorkflowHandle] = []
         self.outbox = Path(tempfile.mkdtemp(prefix="mentoring-outbox-"))  # for the real mail channel
 
