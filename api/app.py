@@ -31,7 +31,12 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from events.store import PostgresEventStore, create_pool
 from projections import all_projections, queries
 from projections.runner import ProjectionStatus, projection_status
-from workflows.schema import SCHEMA_PATH, pair_input_schema
+from workflows.schema import (
+    PROGRAMME_SCHEMA_PATH,
+    SCHEMA_PATH,
+    pair_input_schema,
+    programme_input_schema,
+)
 
 # What each role may do; "audit" covers /audit/..., "operations" covers /projections/...
 ROLES: dict[str, frozenset[str]] = {
@@ -191,6 +196,11 @@ def create_app(pool_or_dsn: asyncpg.Pool | str, tokens: Mapping[str, str]) -> Fa
         """The JSON Schema of a pair's start input: public (no token), at a stable address, so a
         refused start can point HR to it."""
         return Response(pair_input_schema(), media_type="application/schema+json")
+
+    @app.get(PROGRAMME_SCHEMA_PATH, tags=["formats"], response_class=Response)
+    async def programme_input_format() -> Response:
+        """The JSON Schema of a programme's start input: public, like the pair's."""
+        return Response(programme_input_schema(), media_type="application/schema+json")
 
     @app.exception_handler(RequestValidationError)
     async def bad_parameters(_request: Request, exc: RequestValidationError) -> JSONResponse:

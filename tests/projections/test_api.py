@@ -188,3 +188,5 @@ async def test_the_start_input_s_json_schema_is_served_without_a_token(client):
     assert response.headers["content-type"].startswith("application/schema+json")
     schema = response.json()
     assert schema["title"] == "MentoringPair input" and "nominated_by" in schema["required"]
+    programme = await client.get("/formats/programme-input.schema.json")
+    assert programme.status_code == 200 and programme.json()["title"] == "MentoringProgramme input"
