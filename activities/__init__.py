@@ -35,6 +35,7 @@ def notification_channel(settings: Settings) -> NotificationChannel:
 
 def build_activities(pool: asyncpg.Pool, settings: Settings, client: Client) -> list[Callable[..., Any]]:
     from activities.event_log import EventLogActivities
+    from activities.matching import suggest_matches
     from activities.notifications import NotificationActivities
     from activities.people import PeopleActivities
     from activities.temporal_facts import TemporalFacts
@@ -51,4 +52,5 @@ def build_activities(pool: asyncpg.Pool, settings: Settings, client: Client) -> 
         people.record_private_note,
         notifications.send_notification,
         TemporalFacts(client).cancel_request,
+        suggest_matches,
     ]

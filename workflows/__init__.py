@@ -1,4 +1,5 @@
-"""Deterministic orchestration: the `MentoringPair` workflow and its pure models and rules.
+"""Deterministic orchestration: the `MentoringPair` and `MentoringProgramme` workflows, their pure
+models and rules.
 
 `WORKFLOWS` lists the workflow classes for the worker; it is loaded on first use so that importing
 a model module (say `workflows.inputs` from the CLI) does not import the workflow itself.
@@ -10,6 +11,7 @@ from typing import Any
 def __getattr__(name: str) -> Any:
     if name == "WORKFLOWS":
         from workflows.pair import MentoringPair
+        from workflows.programme import MentoringProgramme
 
-        return [MentoringPair]
+        return [MentoringPair, MentoringProgramme]
     raise AttributeError(f"module 'workflows' has no attribute {name!r}")

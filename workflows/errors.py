@@ -32,6 +32,10 @@ class InvalidPairInput(PairError):
     """The start input does not describe a valid pair: the workflow fails at once."""
 
 
+class InvalidProgrammeInput(PairError):
+    """The start input does not describe a valid programme: the workflow fails at once."""
+
+
 class PairAlreadyNominated(PairError):
     """The pair's event stream already exists: a pair is nominated once per programme."""
 

@@ -165,3 +165,7 @@ class WithdrawFromProgramme(_Action):
 
     employee_id: EmployeeId
     reason: Literal["personal", "workload", "role_change", "left_company", "other"] = "personal"
+
+
+class SuggestMatches(_Action):
+    """HR asks for the matching suggestion (recorded_by = an HR owner)."""

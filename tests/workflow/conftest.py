@@ -23,6 +23,7 @@ from events.store import PostgresEventStore
 from tests.workflow.pairs import Harness, notification_activity
 from workflows.pair import MentoringPair
 from workflows.payloads import DATA_CONVERTER
+from workflows.programme import MentoringProgramme
 from workflows.search_attributes import SEARCH_ATTRIBUTE_TYPES
 
 TEST_SERVER = Path(sys.executable).parent / "temporal-test-server"
@@ -62,7 +63,7 @@ async def worker_harness(env: WorkflowEnvironment, store: PostgresEventStore) ->
     task_queue = f"mentoring-{uuid.uuid4()}"
     harness = Harness(env, store, task_queue)
     async with Worker(
-        env.client, task_queue=task_queue, workflows=[MentoringPair],
+        env.client, task_queue=task_queue, workflows=[MentoringPair, MentoringProgramme],
         activities=harness.activities() + [notification_activity(store.pool, harness)],
         interceptors=[HeartbeatWhileRunning()],
     ):

@@ -25,6 +25,7 @@ from temporalio.service import RPCError
 from temporalio.testing import WorkflowEnvironment
 
 from activities.event_log import EventLogActivities
+from activities.matching import suggest_matches
 from activities.people import PeopleActivities
 from activities.temporal_facts import TemporalFacts
 from events.messages import NotificationReceipt, NotificationRequest
@@ -100,7 +101,7 @@ class Harness:
     def activities(self) -> list[Callable]:
         people = PeopleActivities(self.store.pool)
         log = EventLogActivities(self.store)
-        return [log.append_events, log.read_stream, people.register_people,
+        return [log.append_events, log.read_stream, people.register_people, suggest_matches,
                 people.record_private_note, TemporalFacts(self.client).cancel_request]
 
     async def start(self, data: dict[str, Any] | None = None, *, memo: dict | None = None) -> Pair:

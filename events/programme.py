@@ -1,0 +1,76 @@
+"""Domain events of a programme (stream `programme-<programme_id>`): ids, catalogue topic ids and
+the matching profile people gave (time zone, weekly availability, management chain, capacity);
+names and e-mail addresses stay in the erasable `people` table."""
+
+from __future__ import annotations
+
+from datetime import date
+from typing import Any, Literal
+
+from pydantic import Field
+
+from events.base import DomainEvent, event
+from events.matching import Candidate, MatchingRules, SuggestedPair, Unmatched
+
+PROGRAMME_STREAM_PREFIX = "programme-"
+
+
+def programme_stream(programme_id: str) -> str:
+    """The programme's stream id, which is also its workflow id."""
+    return f"{PROGRAMME_STREAM_PREFIX}{programme_id}"
+
+
+@event
+class ProgrammeOpened(DomainEvent):
+    event_type = "ProgrammeOpened"
+    programme_id: str
+    hr_owners: list[str]
+    enrolment_closes: date
+    matching_on: date
+    sessions_end: date
+    topics: dict[str, str] = Field(description="the catalogue: id -> label")
+    sessions_planned: int
+    policy: dict[str, Any]
+    matching: MatchingRules
+
+
+@event
+class MentorsNominated(DomainEvent):
+    event_type = "MentorsNominated"
+    mentors: list[Candidate]
+    nominated_by: str
+
+
+@event
+class MentorConfirmedForProgramme(DomainEvent):
+    event_type = "MentorConfirmedForProgramme"
+    mentor_id: str
+
+
+@event
+class SeniorEnrolled(DomainEvent):
+    """A senior takes part of their own will: how their request came, when, who entered it."""
+
+    event_type = "SeniorEnrolled"
+    senior: Candidate
+    channel: str
+    requested_on: date
+    entered_by: str
+
+
+@event
+class ParticipantWithdrew(DomainEvent):
+    event_type = "ParticipantWithdrew"
+    employee_id: str
+    role: Literal["mentor", "senior"]
+    reason: str
+    recorded_by: str
+
+
+@event
+class MatchesSuggested(DomainEvent):
+    event_type = "MatchesSuggested"
+    pairs: list[SuggestedPair]
+    unmatched: list[Unmatched]
+    total_score: float
+    requested_by: str

@@ -1,0 +1,155 @@
+"""A programme through Temporal and PostgreSQL: opened from the example input, mentors nominated in
+bulk and confirming, seniors enrolling of their own will, someone withdrawing, and the matching HR
+reads with its reasons; every step once in the programme's stream, contact details in `people`.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+from temporalio.client import WorkflowFailureError, WorkflowHandle, WorkflowUpdateFailedError
+from temporalio.exceptions import ApplicationError
+from temporalio.worker import Replayer
+
+from events.matching import MatchSuggestion
+from events.store import PostgresEventStore
+from tests.projections.conftest import make_runner
+from tests.workflow.pairs import Harness
+from workflows.payloads import DATA_CONVERTER
+from workflows.programme import MentoringProgramme
+from workflows.programme_state import ProgrammeState
+
+EXAMPLE = json.loads((Path(__file__).resolve().parents[2] / "examples" / "programme-input.json").read_text())
+HR = "HR001"
+
+
+def _person(employee_id: str, *, zone: str = "Europe/Paris", day: str = "tuesday",
+            start: str = "09:00", end: str = "12:00", chain: list[str] | None = None) -> dict[str, Any]:
+    return {"employee_id": employee_id, "display_name": f"Person {employee_id}",
+            "email": f"{employee_id.lower()}@example.com", "time_zone": zone,
+            "availability": [{"weekday": day, "start": start, "end": end}], "management_chain": chain or []}
+
+
+def mentor(employee_id: str, topics: list[str], capacity: int = 1, **where: Any) -> dict[str, Any]:
+    return {**_person(employee_id, **where), "topics_offered": topics, "capacity": capacity}
+
+
+def senior(employee_id: str, topics: list[str], **where: Any) -> dict[str, Any]:
+    return {**_person(employee_id, **where), "topics_wished": topics}
+
+
+async def _start(harness: Harness) -> tuple[WorkflowHandle, str]:
+    data = copy.deepcopy(EXAMPLE)
+    data["programme_id"] = f"prog-{uuid.uuid4().hex[:8]}"
+    handle = await harness.client.start_workflow("MentoringProgramme", data, id=f"programme-{data['programme_id']}",
+                                                 task_queue=harness.task_queue)
+    harness.started.append(handle)
+    for _ in range(200):  # opened once its first event is recorded
+        try:
+            await handle.query("state", result_type=ProgrammeState)
+            break
+        except Exception:
+            await harness.skip(seconds=0)
+    return handle, f"programme-{data['programme_id']}"
+
+
+async def _act(handle: WorkflowHandle, update: str, **payload: Any) -> Any:
+    return await handle.execute_update(update, payload)
+
+
+async def _refused(handle: WorkflowHandle, update: str, **payload: Any) -> str:
+    with pytest.raises(WorkflowUpdateFailedError) as refused:
+        await handle.execute_update(update, payload)
+    assert isinstance(refused.value.cause, ApplicationError)
+    return str(refused.value.cause)
+
+
+async def test_a_programme_enrols_people_and_suggests_matches_with_reasons(harness: Harness, store: PostgresEventStore,
+                                                                           database_url: str):
+    handle, stream = await _start(harness)
+    await _act(handle, "nominate_mentors", recorded_by=HR, mentors=[
+        mentor("M1", ["privacy", "social-networks"], capacity=2),
+        mentor("M2", ["consumer-app"], chain=["S3"]),  # S3 is M2's manager: never paired
+        mentor("M3", ["ai-assistants"])])
+    for who in ("M1", "M2"):
+        await _act(handle, "confirm_programme_motivation", recorded_by=who)
+    await _act(handle, "enrol_senior", recorded_by="S1", senior=senior("S1", ["privacy"]),
+               request={"channel": "self_service", "requested_on": "2026-11-20"})
+    await _act(handle, "enrol_senior", recorded_by=HR, senior=senior("S2", ["social-networks"]),
+               request={"channel": "letter", "requested_on": "2026-11-18"})
+    await _act(handle, "enrol_senior", recorded_by="S3", senior=senior("S3", ["consumer-app"]),
+               request={"channel": "self_service", "requested_on": "2026-11-21"})
+    await _act(handle, "enrol_senior", recorded_by="S4", senior=senior("S4", ["privacy"]),
+               request={"channel": "self_service", "requested_on": "2026-11-21"})
+    await _act(handle, "withdraw_from_programme", recorded_by="S4", employee_id="S4")
+
+    suggestion = MatchSuggestion.model_validate(await _act(handle, "suggest_matches", recorded_by=HR))
+    assert {(p.senior_id, p.mentor_id) for p in suggestion.pairs} == {("S1", "M1"), ("S2", "M1")}
+    assert all(len(p.reasons) == 3 and p.weekly_overlap_minutes == 180 for p in suggestion.pairs)
+    left_out = {u.employee_id: u.reason for u in suggestion.unmatched}
+    assert "management chain" in left_out["S3"]
+    assert set(left_out) == {"S3", "M2"}  # M3 never confirmed: not a candidate; S4 withdrew
+    assert await handle.query("matches", result_type=MatchSuggestion) == suggestion
+
+    events = await store.read_stream(stream)
+    assert [e.event_type for e in events] == [
+        "ProgrammeOpened", "MentorsNominated", "MentorConfirmedForProgramme", "MentorConfirmedForProgramme",
+        "SeniorEnrolled", "SeniorEnrolled", "SeniorEnrolled", "SeniorEnrolled", "ParticipantWithdrew",
+        "MatchesSuggested"]
+    written = next(e for e in events if e.event_type == "SeniorEnrolled" and e.payload["senior"]["employee_id"] == "S2")
+    assert (written.payload["channel"], written.payload["entered_by"]) == ("letter", HR)
+    # Names and addresses went to the erasable table, never to the log.
+    assert "Person S1" not in json.dumps([e.payload for e in events])
+    names = await store.pool.fetch("SELECT employee_id FROM people WHERE employee_id = ANY($1::text[])",
+                                   ["M1", "M2", "M3", "S1", "S2", "S3", "S4", HR])
+    assert len(names) == 8
+    # The read models take the programme's stream in their stride: its facts are in the audit trail.
+    runner = make_runner(store, database_url)
+    await runner.run_until_caught_up()
+    statuses = await runner.status()
+    assert statuses and all(s.failure is None and s.behind == 0 for s in statuses), statuses
+    actions = await store.pool.fetch("SELECT action FROM audit_trail.entries WHERE stream_id = $1 ORDER BY position",
+                                     stream)
+    assert [a["action"] for a in actions] == [e.event_type for e in events]
+    # Its history replays against the code (the matching's result is the activity's, in history).
+    replayer = Replayer(workflows=[MentoringProgramme], data_converter=DATA_CONVERTER)
+    await replayer.replay_workflow(await handle.fetch_history())  # raises on a non-determinism
+
+
+async def test_what_the_programme_refuses(harness: Harness, store: PostgresEventStore):
+    handle, stream = await _start(harness)
+    await _act(handle, "nominate_mentors", recorded_by=HR, mentors=[mentor("M1", ["privacy"])])
+    version = (await handle.query("state", result_type=ProgrammeState)).version
+    on_hr_word = {"channel": "self_service", "requested_on": "2026-11-20"}
+    assert "never on HR's word" in await _refused(handle, "enrol_senior", recorded_by=HR,
+                                                  senior=senior("S1", ["privacy"]), request=on_hr_word)
+    assert "not in the programme's catalogue: cooking" in await _refused(
+        handle, "enrol_senior", recorded_by="S1", senior=senior("S1", ["cooking"]),
+        request={"channel": "self_service", "requested_on": "2026-11-20"})
+    assert "not an HR owner" in await _refused(handle, "nominate_mentors", recorded_by="M1",
+                                               mentors=[mentor("M9", ["privacy"])])
+    assert "already enrolled in this programme as a mentor" in await _refused(
+        handle, "enrol_senior", recorded_by="M1", senior=senior("M1", ["privacy"]),
+        request={"channel": "self_service", "requested_on": "2026-11-20"})
+    assert "confirms their own motivation" in await _refused(handle, "confirm_programme_motivation",
+                                                             recorded_by="S9")
+    assert "at least one mentor who confirmed" in await _refused(handle, "suggest_matches", recorded_by=HR)
+    assert (await handle.query("state", result_type=ProgrammeState)).version == version  # nothing recorded
+
+
+async def test_a_bad_programme_input_fails_at_once_naming_the_field(harness: Harness):
+    data = copy.deepcopy(EXAMPLE)
+    data["dates"]["sessions_end"] = "2026-01-01"
+    handle = await harness.client.start_workflow("MentoringProgramme", data, id=f"programme-bad-{uuid.uuid4().hex[:6]}",
+                                                 task_queue=harness.task_queue)
+    harness.started.append(handle)
+    with pytest.raises(WorkflowFailureError) as failed:
+        await handle.result()
+    assert isinstance(failed.value.cause, ApplicationError)
+    assert failed.value.cause.type == "InvalidProgrammeInput"
+    assert "enrolment_closes <= matching_on < sessions_end" in str(failed.value.cause)
