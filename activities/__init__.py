@@ -38,6 +38,7 @@ def build_activities(pool: asyncpg.Pool, settings: Settings, client: Client) -> 
     from activities.matching import suggest_matches
     from activities.notifications import NotificationActivities
     from activities.people import PeopleActivities
+    from activities.programme_pairs import ProgrammePairs
     from activities.temporal_facts import TemporalFacts
     from events.store import PostgresEventStore
 
@@ -53,4 +54,5 @@ def build_activities(pool: asyncpg.Pool, settings: Settings, client: Client) -> 
         notifications.send_notification,
         TemporalFacts(client).cancel_request,
         suggest_matches,
+        ProgrammePairs(client, pool).start_pairs,
     ]

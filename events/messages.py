@@ -154,3 +154,39 @@ UNDELIVERABLE = (RECIPIENT_UNAVAILABLE, DELIVERY_REFUSED)
 SESSION_ALREADY_STARTED = "SessionAlreadyStarted"
 """Why a session reminder was skipped: it was handled after the session had begun."""
 """The final ones: the workflow records them and carries on."""
+
+
+class PairToStart(_Message):
+    """A pair a programme starts: everything its start input needs but names and e-mail addresses,
+    which the activity reads from the `people` table (so they never enter the programme's history)."""
+
+    workflow_id: str
+    task_queue: str
+    programme_id: str
+    mentor_id: str
+    mentor_time_zone: str
+    mentor_topics: list[str]
+    mentee_id: str
+    mentee_time_zone: str
+    mentee_availability: list[dict[str, str]]
+    mentee_topics: list[str]
+    topics: list[str] = Field(min_length=1)
+    nominated_by: str
+    hr_team: list[str]
+    sessions_planned: int
+    training_modules: list[str]
+    policy: dict[str, str]
+
+
+class StartPairsRequest(_Message):
+    pairs: list[PairToStart] = Field(min_length=1)
+
+
+class PairStartOutcome(_Message):
+    workflow_id: str
+    started: bool = Field(description="false when it had been started before (a retry), or could not be")
+    problem: str | None = Field(None, description="why it could not be started (nothing was)")
+
+
+class StartPairsResponse(_Message):
+    outcomes: list[PairStartOutcome]

@@ -7,7 +7,7 @@ from __future__ import annotations
 from datetime import date
 from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from events.base import DomainEvent, event
 from events.matching import Candidate, MatchingRules, SuggestedPair, Unmatched
@@ -30,6 +30,7 @@ class ProgrammeOpened(DomainEvent):
     sessions_end: date
     topics: dict[str, str] = Field(description="the catalogue: id -> label")
     sessions_planned: int
+    training_modules: list[str] = Field(default_factory=list)
     policy: dict[str, Any]
     matching: MatchingRules
 
@@ -74,3 +75,36 @@ class MatchesSuggested(DomainEvent):
     unmatched: list[Unmatched]
     total_score: float
     requested_by: str
+
+
+class AcceptedPair(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    senior_id: str
+    mentor_id: str
+    pair_workflow_id: str
+
+
+@event
+class MatchesAccepted(DomainEvent):
+    """HR accepted these suggested pairs: each starts as a pair, where the senior still consents."""
+
+    event_type = "MatchesAccepted"
+    pairs: list[AcceptedPair]
+    accepted_by: str
+
+
+class PairNotStarted(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    pair_workflow_id: str
+    problem: str
+
+
+@event
+class PairsStarted(DomainEvent):
+    """The pair workflows a batch started (or found started before), and any it could not start."""
+
+    event_type = "PairsStarted"
+    started: list[str]
+    not_started: list[PairNotStarted] = Field(default_factory=list)

@@ -8,11 +8,11 @@ exactly-once discipline as a pair's (ids and expected version decided here, appe
 
     Updates: nominate_mentors (HR, in bulk), confirm_programme_motivation (the mentor),
              enrol_senior (the senior, or HR entering the senior's written request),
-             withdraw_from_programme (anyone, at any time), suggest_matches (HR)
+             withdraw_from_programme (anyone, at any time), suggest_matches (HR),
+             accept_matches (HR: starts one MentoringPair per accepted pair, through an activity)
     Queries: state (who is enrolled, and how), matches (the latest suggestion, with its reasons)
 
-Accepting matches (which starts the pairs), collective sessions, the programme's health and its
-close report come next (README, "Programmes").
+Collective sessions, the programme's health and its close report come next (README, "Programmes").
 """
 
 from __future__ import annotations
@@ -29,14 +29,23 @@ with workflow.unsafe.imports_passed_through():
     import events.programme as ev
     import workflows.search_attributes as attrs
     from events.base import DomainEvent, EventMetadata, NewEvent
-    from events.matching import Candidate, MatchingRequest, MatchSuggestion, WeeklyWindow
+    from events.matching import (
+        Candidate,
+        MatchingRequest,
+        MatchSuggestion,
+        SuggestedPair,
+        WeeklyWindow,
+    )
     from events.messages import (
         DATA_REFUSED,
         STREAM_CONFLICT,
         AppendRequest,
         AppendResponse,
+        PairToStart,
         PersonContact,
         RegisterPeopleRequest,
+        StartPairsRequest,
+        StartPairsResponse,
     )
     from workflows.errors import (
         DataRefused,
@@ -45,10 +54,11 @@ with workflow.unsafe.imports_passed_through():
         PairError,
         RuleViolation,
     )
-    from workflows.inputs import ConfirmMotivation, _Action
+    from workflows.inputs import ConfirmMotivation, _Action, pair_workflow_id
     from workflows.pair_effects import contact
     from workflows.payloads import F, read_form
     from workflows.programme_inputs import (
+        AcceptMatches,
         EnrolSenior,
         MentorNominee,
         NominateMentors,
@@ -68,6 +78,14 @@ _MATCHING: dict[str, Any] = {  # seconds of CPU for thousands of people
     "start_to_close_timeout": timedelta(minutes=5),
     "heartbeat_timeout": timedelta(seconds=30),
     "retry_policy": RetryPolicy(maximum_interval=timedelta(minutes=1), maximum_attempts=5),
+}
+
+
+START_BATCH = 50  # pairs started per activity: bounded history, progress kept between batches
+_STARTS: dict[str, Any] = {
+    "start_to_close_timeout": timedelta(minutes=2),
+    "heartbeat_timeout": timedelta(seconds=10),
+    "retry_policy": RetryPolicy(maximum_interval=timedelta(minutes=1)),
 }
 
 
@@ -116,7 +134,8 @@ class MentoringProgramme:
                     programme_id=programme.programme_id, hr_owners=self._state.hr_owners,
                     enrolment_closes=programme.dates.enrolment_closes, matching_on=programme.dates.matching_on,
                     sessions_end=programme.dates.sessions_end, topics={t.id: t.label for t in programme.topics},
-                    sessions_planned=programme.sessions_planned, policy=programme.policy.in_force(),
+                    sessions_planned=programme.sessions_planned, training_modules=list(programme.training_modules),
+                    policy=programme.policy.in_force(),
                     matching=programme.matching), by=programme.hr_owners[0].employee_id)
             except ActivityError as err:
                 if isinstance(err.cause, ApplicationError) and err.cause.type == STREAM_CONFLICT:
@@ -238,6 +257,57 @@ class MentoringProgramme:
             raise RuleViolation("matching needs at least one mentor who confirmed their motivation and one "
                                 "senior, both still in the programme.")
 
+    @workflow.update(description="HR accepts suggested pairs ('seniors': their ids; empty: all): each "
+                     "starts as a MentoringPair, where the senior still gives their own consent.")
+    async def accept_matches(self, *payloads: RawValue) -> ProgrammeState:
+        request = self._read(AcceptMatches, payloads, "accept_matches")
+        async with self._log:
+            programme = self.programme
+            chosen = _chosen(programme, request)
+            await self._record(ev.MatchesAccepted(accepted_by=request.recorded_by, pairs=[ev.AcceptedPair(
+                senior_id=p.senior_id, mentor_id=p.mentor_id,
+                pair_workflow_id=pair_workflow_id(programme.programme_id, p.mentor_id, p.senior_id))
+                for p in chosen]), by=request.recorded_by)
+            for first in range(0, len(chosen), START_BATCH):
+                batch = [self._pair_to_start(p, request.recorded_by) for p in chosen[first:first + START_BATCH]]
+                started = await workflow.execute_activity(
+                    "start_pairs", StartPairsRequest(pairs=batch), result_type=StartPairsResponse, **_STARTS)
+                await self._record(ev.PairsStarted(
+                    started=[o.workflow_id for o in started.outcomes if o.problem is None],
+                    not_started=[ev.PairNotStarted(pair_workflow_id=o.workflow_id, problem=o.problem)
+                                 for o in started.outcomes if o.problem is not None]), by="system")
+        return self.programme
+
+    @accept_matches.validator
+    def _check_accept_matches(self, *payloads: RawValue) -> None:
+        request = self._read(AcceptMatches, payloads, "accept_matches", vet=True)
+        self._hr_only(request)
+        if self.programme.suggestion is None:
+            raise RuleViolation("there is no suggestion to accept yet: send suggest_matches first.")
+        chosen = _chosen(self.programme, request)
+        if not chosen:
+            raise RuleViolation("every suggested pair is accepted already.")
+        gone = [p.senior_id for p in chosen if {p.senior_id, p.mentor_id} & set(self.programme.withdrawn)]
+        if gone:
+            raise RuleViolation(f"pairs with someone who has withdrawn since the suggestion: seniors "
+                                f"{', '.join(gone[:10])}. Send suggest_matches again.")
+
+    def _pair_to_start(self, pair: SuggestedPair, hr: str) -> PairToStart:
+        programme = self.programme
+        mentor, senior = programme.mentors[pair.mentor_id], programme.seniors[pair.senior_id]
+        return PairToStart(
+            workflow_id=pair_workflow_id(programme.programme_id, pair.mentor_id, pair.senior_id),
+            task_queue=workflow.info().task_queue, programme_id=programme.programme_id,
+            mentor_id=mentor.employee_id, mentor_time_zone=mentor.time_zone,
+            mentor_topics=[programme.topics[t] for t in mentor.topics],
+            mentee_id=senior.employee_id, mentee_time_zone=senior.time_zone,
+            mentee_availability=[{"weekday": w.weekday, "start": w.start.strftime("%H:%M"),
+                                  "end": w.end.strftime("%H:%M")} for w in senior.availability],
+            mentee_topics=[programme.topics[t] for t in senior.topics],
+            topics=[programme.topics[t] for t in pair.topics], nominated_by=hr,
+            hr_team=[h for h in programme.hr_owners if h != hr], sessions_planned=programme.sessions_planned,
+            training_modules=programme.training_modules, policy=programme.policy)
+
     @workflow.query(description="The programme: who is enrolled and how, and the latest suggestion "
                     "(pseudonymous ids only).")
     def state(self) -> ProgrammeState:
@@ -318,3 +388,17 @@ def _candidate(person: MentorNominee | SeniorVolunteer, topics: list[str], capac
                      availability=[WeeklyWindow(weekday=w.weekday, start=w.start, end=w.end)
                                    for w in person.availability],
                      topics=list(topics), management_chain=list(person.management_chain), capacity=capacity)
+
+
+def _chosen(programme: ProgrammeState, request: AcceptMatches) -> list[SuggestedPair]:
+    """The suggested pairs HR names (all when none is named), not accepted before."""
+    suggestion = programme.suggestion
+    if suggestion is None:
+        return []
+    wanted = set(request.seniors)
+    unknown = wanted - {p.senior_id for p in suggestion.pairs}
+    if unknown:
+        raise RuleViolation(f"no suggested pair for senior(s) {', '.join(sorted(unknown)[:10])}: "
+                            "read the query 'matches'.")
+    return [p for p in suggestion.pairs
+            if (not wanted or p.senior_id in wanted) and p.senior_id not in programme.accepted]

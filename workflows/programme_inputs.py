@@ -169,3 +169,10 @@ class WithdrawFromProgramme(_Action):
 
 class SuggestMatches(_Action):
     """HR asks for the matching suggestion (recorded_by = an HR owner)."""
+
+
+class AcceptMatches(_Action):
+    """HR accepts suggested pairs (recorded_by = an HR owner): those of the seniors listed, or all."""
+
+    seniors: Annotated[list[EmployeeId], Field(max_length=2000), AfterValidator(_unique)] = Field(
+        default_factory=list, description="the seniors whose suggested pair is accepted; empty: every one")

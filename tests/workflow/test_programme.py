@@ -5,6 +5,7 @@ reads with its reasons; every step once in the programme's stream, contact detai
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import json
 import uuid
@@ -14,12 +15,16 @@ from typing import Any
 import pytest
 from temporalio.client import WorkflowFailureError, WorkflowHandle, WorkflowUpdateFailedError
 from temporalio.exceptions import ApplicationError
+from temporalio.testing import ActivityEnvironment
 from temporalio.worker import Replayer
 
+from activities.programme_pairs import ProgrammePairs
 from events.matching import MatchSuggestion
+from events.messages import PairToStart, StartPairsRequest
 from events.store import PostgresEventStore
 from tests.projections.conftest import make_runner
 from tests.workflow.pairs import Harness
+from workflows.inputs import pair_workflow_id
 from workflows.payloads import DATA_CONVERTER
 from workflows.programme import MentoringProgramme
 from workflows.programme_state import ProgrammeState
@@ -56,6 +61,16 @@ async def _start(harness: Harness) -> tuple[WorkflowHandle, str]:
         except Exception:
             await harness.skip(seconds=0)
     return handle, f"programme-{data['programme_id']}"
+
+
+async def _wait_for_events(store: PostgresEventStore, stream: str) -> Any:
+    """The first event of a stream another workflow writes (a pair the programme started)."""
+    for _ in range(300):
+        events = await store.read_stream(stream)
+        if events:
+            return events[0]
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"nothing recorded in {stream}")
 
 
 async def _act(handle: WorkflowHandle, update: str, **payload: Any) -> Any:
@@ -96,11 +111,25 @@ async def test_a_programme_enrols_people_and_suggests_matches_with_reasons(harne
     assert set(left_out) == {"S3", "M2"}  # M3 never confirmed: not a candidate; S4 withdrew
     assert await handle.query("matches", result_type=MatchSuggestion) == suggestion
 
+    # HR accepts every suggestion: each becomes a MentoringPair, where the senior still consents.
+    state = ProgrammeState.model_validate(await _act(handle, "accept_matches", recorded_by=HR))
+    programme_id = state.programme_id
+    expected = sorted(pair_workflow_id(programme_id, "M1", s) for s in ("S1", "S2"))
+    assert sorted(state.pairs_started) == expected and state.accepted == {"S1": "M1", "S2": "M1"}
+    for workflow_id in expected:
+        pair = harness.client.get_workflow_handle(workflow_id)
+        harness.started.append(pair)
+        nominated = await _wait_for_events(store, workflow_id)
+        assert nominated.payload["programme_id"] == programme_id
+        assert nominated.payload["topics"] in (["Protecting personal data"], ["Social networks"])  # catalogue labels
+        assert nominated.payload["nominated_by"] == HR
+    assert "accepted already" in await _refused(handle, "accept_matches", recorded_by=HR)
+
     events = await store.read_stream(stream)
     assert [e.event_type for e in events] == [
         "ProgrammeOpened", "MentorsNominated", "MentorConfirmedForProgramme", "MentorConfirmedForProgramme",
         "SeniorEnrolled", "SeniorEnrolled", "SeniorEnrolled", "SeniorEnrolled", "ParticipantWithdrew",
-        "MatchesSuggested"]
+        "MatchesSuggested", "MatchesAccepted", "PairsStarted"]
     written = next(e for e in events if e.event_type == "SeniorEnrolled" and e.payload["senior"]["employee_id"] == "S2")
     assert (written.payload["channel"], written.payload["entered_by"]) == ("letter", HR)
     # Names and addresses went to the erasable table, never to the log.
@@ -112,7 +141,7 @@ async def test_a_programme_enrols_people_and_suggests_matches_with_reasons(harne
     runner = make_runner(store, database_url)
     await runner.run_until_caught_up()
     statuses = await runner.status()
-    assert statuses and all(s.failure is None and s.behind == 0 for s in statuses), statuses
+    assert statuses and all(s.failure is None for s in statuses), statuses  # (the pairs still write)
     actions = await store.pool.fetch("SELECT action FROM audit_trail.entries WHERE stream_id = $1 ORDER BY position",
                                      stream)
     assert [a["action"] for a in actions] == [e.event_type for e in events]
@@ -153,3 +182,27 @@ async def test_a_bad_programme_input_fails_at_once_naming_the_field(harness: Har
     assert isinstance(failed.value.cause, ApplicationError)
     assert failed.value.cause.type == "InvalidProgrammeInput"
     assert "enrolment_closes <= matching_on < sessions_end" in str(failed.value.cause)
+
+
+async def test_starting_a_pair_twice_starts_it_once(harness: Harness, store: PostgresEventStore):
+    """The activity a retried batch runs again: the second time it starts nothing."""
+    await store.pool.execute(
+        "INSERT INTO people (employee_id, display_name, email, time_zone, updated_at) VALUES "
+        "('M1', 'Mentor One', 'm1@example.com', 'UTC', now()), ('S1', 'Senior One', 's1@example.com', 'UTC', now()), "
+        "('HR001', 'Claire Petit', 'claire@example.com', 'UTC', now())")
+    programme = f"p{uuid.uuid4().hex[:8]}"
+    pair = PairToStart(
+        workflow_id=pair_workflow_id(programme, "M1", "S1"), task_queue=harness.task_queue, programme_id=programme,
+        mentor_id="M1", mentor_time_zone="UTC", mentor_topics=["Privacy"], mentee_id="S1",
+        mentee_time_zone="Europe/Paris", mentee_availability=[{"weekday": "tuesday", "start": "09:00", "end": "12:00"}],
+        mentee_topics=["Privacy"], topics=["Privacy"], nominated_by=HR, hr_team=[], sessions_planned=4,
+        training_modules=["confidentiality"], policy={})
+    gone = pair.model_copy(update={"workflow_id": pair_workflow_id(programme, "M1", "S9"), "mentee_id": "S9"})
+    starts = ProgrammePairs(harness.client, store.pool).start_pairs
+    first = await ActivityEnvironment().run(starts, StartPairsRequest(pairs=[pair, gone]))
+    harness.started.append(harness.client.get_workflow_handle(pair.workflow_id))
+    again = await ActivityEnvironment().run(starts, StartPairsRequest(pairs=[pair]))
+    assert [(o.started, o.problem) for o in first.outcomes] == [(True, None), (False, "no contact details for S9 (erased?)")]
+    assert [(o.started, o.problem) for o in again.outcomes] == [(False, None)]
+    nominated = await _wait_for_events(store, pair.workflow_id)
+    assert nominated.event_type == "PairNominated" and nominated.payload["sessions_planned"] == 4
