@@ -8,6 +8,7 @@ history; a person erased meanwhile cannot be paired, and the outcome says so.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import asyncpg
@@ -29,11 +30,16 @@ class ProgrammePairs:
 
     @activity.defn(name="start_pairs")
     async def start_pairs(self, request: StartPairsRequest) -> StartPairsResponse:
+        return await self.start_each(request, on_progress=activity.heartbeat)
+
+    async def start_each(self, request: StartPairsRequest,
+                         on_progress: Callable[[int], None] = lambda _done: None) -> StartPairsResponse:
+        """Start each pair not started yet, reporting how many are done (the activity heartbeats)."""
         ids = sorted({i for p in request.pairs for i in (p.mentor_id, p.mentee_id, p.nominated_by)})
         contacts = {r["employee_id"]: r for r in await self._pool.fetch(_CONTACTS, ids)}
         outcomes = []
         for done, pair in enumerate(request.pairs):
-            activity.heartbeat(done)
+            on_progress(done)
             outcomes.append(await self._start(pair, contacts))
         return StartPairsResponse(outcomes=outcomes)
 

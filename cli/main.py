@@ -28,6 +28,7 @@ import typer
 from pydantic import BaseModel
 from rich.console import Console
 from rich.table import Table
+from temporalio.service import RPCError
 
 from events.store import PostgresEventStore
 from projections import all_projections, queries
@@ -47,6 +48,8 @@ people_app = typer.Typer(no_args_is_help=True, help="Personal data kept outside 
 app.add_typer(people_app, name="people")
 workflow_app = typer.Typer(no_args_is_help=True, help="Operate the Temporal workflows.")
 app.add_typer(workflow_app, name="workflow")
+programme_app = typer.Typer(no_args_is_help=True, help="Programmes: the cohorts HR runs.")
+app.add_typer(programme_app, name="programme")
 
 DatabaseUrl = Annotated[str | None, typer.Option(
     "--database-url", show_default=False, help="postgresql://user:pass@host:5432/db "
@@ -457,6 +460,48 @@ def workflow_replay(
 
 
 # --- projections ---------------------------------------------------------------------------------
+
+@programme_app.command("matches")
+def programme_matches(
+    programme_id: Annotated[str, typer.Argument(help="The programme's id (its workflow is programme-ID).")],
+    json: Json = False,
+) -> None:
+    """The programme's latest matching suggestion (the query 'matches'): each pair with its score
+    and reasons, then everyone left out and why. Exit code 1 when none was asked for yet."""
+    from events.matching import MatchSuggestion
+    from runtime import StartupError, connect_temporal
+    from settings import get_settings
+
+    async def ask() -> MatchSuggestion | None:
+        try:
+            client = await connect_temporal(get_settings())
+        except StartupError as exc:
+            raise _fail(str(exc), 2) from None
+        handle = client.get_workflow_handle(f"programme-{programme_id}")
+        try:
+            return await handle.query("matches", result_type=MatchSuggestion | None)  # type: ignore[arg-type]
+        except RPCError as exc:
+            raise _fail(f"no programme {programme_id} in Temporal: {exc.message}", 2) from None
+
+    suggestion = asyncio.run(ask())
+    if suggestion is None:
+        raise _fail(f"programme {programme_id} has no matching suggestion yet: HR sends suggest_matches first.")
+    if json:
+        _json(suggestion)
+        return
+    console = Console()
+    table = _table(f"{len(suggestion.pairs)} pair(s) suggested, total fit {suggestion.total_score:.2f}",
+                   "senior", "mentor", "score", "topics", "why")
+    for pair in suggestion.pairs:
+        table.add_row(pair.senior_id, pair.mentor_id, f"{pair.score:.2f}", ", ".join(pair.topics),
+                      "; ".join(pair.reasons))
+    console.print(table)
+    if suggestion.unmatched:
+        left = _table(f"{len(suggestion.unmatched)} left out", "person", "role", "why")
+        for person in suggestion.unmatched:
+            left.add_row(person.employee_id, person.role, person.reason)
+        console.print(left)
+
 
 @projections_app.command("status")
 def projections_status(json: Json = False, database_url: DatabaseUrl = None) -> None:
