@@ -68,7 +68,7 @@ def _pair_input(pair: PairToStart, contacts: dict[str, Any]) -> dict[str, Any]:
     return {
         "programme_id": pair.programme_id,
         "mentor": {**person(pair.mentor_id, pair.mentor_time_zone), "topics_mastered": pair.mentor_topics},
-        "mentee": {**person(pair.mentee_id, pair.mentee_time_zone), "availability": pair.mentee_availability,
+        "mentee": {**person(pair.mentee_id, pair.mentee_time_zone), "availability": [w.model_dump(mode="json") for w in pair.mentee_availability],
                    "topics_wished": pair.mentee_topics},
         "topics": pair.topics,
         "sessions_planned": pair.sessions_planned,

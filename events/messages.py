@@ -12,6 +12,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from events.base import EventMetadata, NewEvent
+from events.matching import WeeklyWindow
 
 
 class _Message(BaseModel):
@@ -168,7 +169,7 @@ class PairToStart(_Message):
     mentor_topics: list[str]
     mentee_id: str
     mentee_time_zone: str
-    mentee_availability: list[dict[str, str]]
+    mentee_availability: list[WeeklyWindow]
     mentee_topics: list[str]
     topics: list[str] = Field(min_length=1)
     nominated_by: str

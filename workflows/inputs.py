@@ -22,6 +22,7 @@ from pydantic import (
     model_validator,
 )
 
+from events import matching
 from workflows import timezones
 from workflows.errors import excerpt
 from workflows.payloads import checking_new_input
@@ -94,10 +95,10 @@ TimeZoneName = Annotated[str, AfterValidator(_time_zone),
 Topic = Annotated[str, Field(min_length=1, max_length=120)]
 Topics = Annotated[list[Topic], Field(min_length=1, max_length=30), AfterValidator(_unique)]
 Weekday = Annotated[
-    Literal["monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday"],
+    matching.Weekday,  # one list of weekdays, shared with matching
     BeforeValidator(lambda v: v.strip().lower() if isinstance(v, str) else v),
 ]
-WEEKDAYS = ["monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday"]
+WEEKDAYS = list(matching.WEEKDAYS)
 Role = Literal["mentor", "mentee", "hr"]
 Participant = Literal["mentor", "mentee"]
 Comment = Annotated[str, Field(min_length=1, max_length=4000)]

@@ -9,6 +9,7 @@ import asyncio
 import copy
 import json
 import uuid
+from datetime import time
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +21,7 @@ from typer.testing import CliRunner
 
 from activities.programme_pairs import ProgrammePairs
 from cli.main import app
-from events.matching import MatchSuggestion
+from events.matching import MatchSuggestion, WeeklyWindow
 from events.messages import PairToStart, StartPairsRequest
 from events.store import PostgresEventStore
 from tests.projections.conftest import make_runner
@@ -216,7 +217,7 @@ async def test_starting_a_pair_twice_starts_it_once(harness: Harness, store: Pos
     pair = PairToStart(
         workflow_id=pair_workflow_id(programme, "M1", "S1"), task_queue=harness.task_queue, programme_id=programme,
         mentor_id="M1", mentor_time_zone="UTC", mentor_topics=["Privacy"], mentee_id="S1",
-        mentee_time_zone="Europe/Paris", mentee_availability=[{"weekday": "tuesday", "start": "09:00", "end": "12:00"}],
+        mentee_time_zone="Europe/Paris", mentee_availability=[WeeklyWindow(weekday="tuesday", start=time(9), end=time(12))],
         mentee_topics=["Privacy"], topics=["Privacy"], nominated_by=HR, hr_team=[], sessions_planned=4,
         training_modules=["confidentiality"], policy={})
     gone = pair.model_copy(update={"workflow_id": pair_workflow_id(programme, "M1", "S9"), "mentee_id": "S9"})
