@@ -38,11 +38,13 @@ def build_activities(pool: asyncpg.Pool, settings: Settings, client: Client) -> 
     from activities.matching import suggest_matches
     from activities.notifications import NotificationActivities
     from activities.people import PeopleActivities
+    from activities.programme_health import ProgrammeHealth
     from activities.programme_pairs import ProgrammePairs
     from activities.temporal_facts import TemporalFacts
     from events.store import PostgresEventStore
 
-    log = EventLogActivities(PostgresEventStore(pool))
+    store = PostgresEventStore(pool)
+    log = EventLogActivities(store)
     people = PeopleActivities(pool)
     notifications = NotificationActivities(pool, notification_channel(settings),
                                            sender=settings.smtp_from)
@@ -55,4 +57,6 @@ def build_activities(pool: asyncpg.Pool, settings: Settings, client: Client) -> 
         TemporalFacts(client).cancel_request,
         suggest_matches,
         ProgrammePairs(client, pool).start_pairs,
+        ProgrammePairs(client, pool).wind_down_pairs,
+        ProgrammeHealth(store).programme_figures,
     ]

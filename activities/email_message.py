@@ -238,6 +238,27 @@ def _session_cancelled(x: Letter) -> tuple[str, str]:
         "cancellation removes it from your calendar.")
 
 
+def _group_session_invitation(x: Letter) -> tuple[str, str]:
+    n = x.session.session_no
+    return f"Collective session {n}: {x.day}", (
+        f"You are invited to collective session {n} of the reverse mentoring programme, on "
+        f"{x.when}.\n{x.session_facts}\n\nThe attached invitation adds it to your calendar.")
+
+
+def _group_session_cancelled(x: Letter) -> tuple[str, str]:
+    n = x.session.session_no
+    return f"Collective session {n} is cancelled", (
+        f"Collective session {n}, planned for {x.when}, is cancelled. The attached cancellation "
+        "removes it from your calendar.")
+
+
+def _programme_digest(x: Letter) -> tuple[str, str]:
+    figures = "\n".join(f"- {line.replace('**', '')}" for line in x.request.summary) or "- nothing new"
+    return f"Your programme this week: {x.request.programme_id}", (
+        f"Where programme {x.request.programme_id} stands:\n\n{figures}\n\n"
+        "The programme's workflow in the Temporal UI shows the same at any time.")
+
+
 def _nudge(x: Letter) -> tuple[str, str]:
     return "Shall we plan your next session?", (
         f"It has been a while since anything happened in your mentoring with {x.counterpart}. "
@@ -305,6 +326,9 @@ _TEXTS: dict[str, Callable[[Letter], tuple[str, str]]] = {
     "feedback_request": _feedback_request,
     "final_evaluation_request": _final_evaluation_request,
     "follow_up": _follow_up,
+    "group_session_invitation": _group_session_invitation,
+    "group_session_cancelled": _group_session_cancelled,
+    "programme_digest": _programme_digest,
     "pair_closed": _ended,
     "withdrawn": _ended,
     "completed": _ended,
@@ -355,9 +379,12 @@ def session_calendar(*, pair_id: str, session: SessionDetails, organizer: str, a
     start = _aware(session.starts_at)
     cancelled = session.cancelled
     organizer_name, organizer_address = parseaddr(organizer)
-    description = (f"Session {session.session_no} of your reverse mentoring programme "
-                   f"({session.format} session). The details are in the e-mail that brought this "
-                   "invitation; what is said in the session stays between the two of you.")
+    group = session.format == "group"
+    title = "collective session" if group else "session"
+    description = (f"{'Collective session' if group else 'Session'} {session.session_no} of your reverse "
+                   f"mentoring programme ({session.format} session). The details are in the e-mail that "
+                   "brought this invitation; what is said in the session stays "
+                   f"{'within the group' if group else 'between the two of you'}.")
     lines = [
         "BEGIN:VCALENDAR",
         f"PRODID:{PRODID}",
@@ -370,7 +397,7 @@ def session_calendar(*, pair_id: str, session: SessionDetails, organizer: str, a
         f"DTSTAMP:{utc_stamp(now)}",
         f"DTSTART:{utc_stamp(start)}",
         f"DTEND:{utc_stamp(start + timedelta(minutes=session.duration_minutes))}",
-        f"SUMMARY:{escape_text(f'Reverse mentoring, session {session.session_no}')}",
+        f"SUMMARY:{escape_text(f'Reverse mentoring, {title} {session.session_no}')}",
         f"DESCRIPTION:{escape_text(description)}",
         f"ORGANIZER;CN={param_value(organizer_name or 'Reverse mentoring')}:"
         f"mailto:{_no_space(organizer_address)}",

@@ -16,14 +16,22 @@ from temporalio import activity
 from temporalio.client import Client
 from temporalio.common import WorkflowIDReusePolicy
 from temporalio.exceptions import WorkflowAlreadyStartedError
+from temporalio.service import RPCError, RPCStatusCode
 
-from events.messages import PairStartOutcome, PairToStart, StartPairsRequest, StartPairsResponse
+from events.messages import (
+    PairStartOutcome,
+    PairToStart,
+    StartPairsRequest,
+    StartPairsResponse,
+    WindDownRequest,
+    WindDownResponse,
+)
 
 _CONTACTS = "SELECT employee_id, display_name, email, time_zone FROM people WHERE employee_id = ANY($1::text[])"
 
 
 class ProgrammePairs:
-    """Register `ProgrammePairs(client, pool).start_pairs`."""
+    """Register `ProgrammePairs(client, pool).start_pairs` and `.wind_down_pairs`."""
 
     def __init__(self, client: Client, pool: asyncpg.Pool) -> None:
         self._client, self._pool = client, pool
@@ -42,6 +50,20 @@ class ProgrammePairs:
             on_progress(done)
             outcomes.append(await self._start(pair, contacts))
         return StartPairsResponse(outcomes=outcomes)
+
+    @activity.defn(name="wind_down_pairs")
+    async def wind_down_pairs(self, request: WindDownRequest) -> WindDownResponse:
+        """Ask Temporal to cancel each pair: the pair records `PairCancelled` itself, with its
+        sessions ahead cancelled and its people told. Asking twice, or asking a pair that has
+        closed meanwhile, changes nothing."""
+        for done, workflow_id in enumerate(request.pair_workflow_ids):
+            activity.heartbeat(done)
+            try:
+                await self._client.get_workflow_handle(workflow_id).cancel()
+            except RPCError as err:
+                if err.status != RPCStatusCode.NOT_FOUND:  # NOT_FOUND: closed already (or never ran)
+                    raise
+        return WindDownResponse(cancelled=list(request.pair_workflow_ids))
 
     async def _start(self, pair: PairToStart, contacts: dict[str, Any]) -> PairStartOutcome:
         missing = [i for i in (pair.mentor_id, pair.mentee_id, pair.nominated_by) if i not in contacts]

@@ -53,6 +53,8 @@ ActorId = Annotated[str, Path(min_length=1, max_length=200, pattern=_PRINTABLE,
                               description="an employee id, or 'system'")]
 Programme = Annotated[str, Query(min_length=1, max_length=200, pattern=_PRINTABLE,
                                  description="the programme's id")]
+ProgrammeIdPath = Annotated[str, Path(min_length=1, max_length=200, pattern=_PRINTABLE,
+                                      description="the programme's id")]
 
 
 class _Database:
@@ -177,6 +179,23 @@ def create_app(pool_or_dsn: asyncpg.Pool | str, tokens: Mapping[str, str]) -> Fa
     async def funnel(programme: Programme, db: Pool) -> queries.FunnelReport:
         """A programme's funnel: pairs per stage, outcome rates, median days per stage."""
         return await queries.funnel_report(db, programme)
+
+    @audit.get("/programmes/{programme_id}", response_model=queries.ProgrammeReport)
+    async def programme(programme_id: ProgrammeIdPath, db: Pool) -> queries.ProgrammeReport:
+        """A programme's close report; while it runs, its figures now (from the log)."""
+        report = await queries.programme_report(PostgresEventStore(db), db, programme_id)
+        if report is None:
+            raise HTTPException(status.HTTP_404_NOT_FOUND, f"no programme with id {programme_id!r}")
+        return report
+
+    @audit.get("/rollup", response_model=queries.Rollup)
+    async def rollup(
+        db: Pool, since: Annotated[datetime, Query(description="programmes closed from (ISO 8601)")],
+    ) -> queries.Rollup:
+        """The programmes closed since a day, added up."""
+        moment = _utc(since, "since")
+        assert moment is not None
+        return await queries.programme_rollup(db, moment)
 
     @audit.get("/verify", response_model=queries.VerifyResult)
     async def verify(db: Pool) -> queries.VerifyResult:

@@ -4,6 +4,8 @@
     mentoring audit actor ID --since --until      everything one person did
     mentoring audit consent --programme P         the consent register of a programme
     mentoring audit funnel --programme P          stages, rates and median time per stage
+    mentoring audit programme ID                  a programme's close report (or its figures now)
+    mentoring audit rollup --since DAY            the programmes closed since a day, added up
     mentoring audit verify                        the hash chain; exit code 1 if tampered
     mentoring audit as-of TIME pair ID            a pair as it stood then, from the raw log
     mentoring projections status|rebuild|resume   operate the read models
@@ -296,6 +298,80 @@ def audit_drift(
         Console().print(table)
     if found and not all(d.recorded for d in found):
         raise typer.Exit(1)
+
+
+@audit_app.command("programme")
+def audit_programme(programme_id: Annotated[str, typer.Argument(help="The programme's id.")],
+                    json: Json = False, database_url: DatabaseUrl = None) -> None:
+    """A programme's close report (or, while it runs, its figures now, from the log)."""
+    report = _run(database_url, lambda pool, _url: queries.programme_report(
+        PostgresEventStore(pool), pool, programme_id))
+    if report is None:
+        raise _fail(f"no programme with id {programme_id!r}")
+    if json:
+        return _json(report)
+    f = report.figures
+    title = (f"Programme {programme_id}: closed {_when(report.closed_at)} UTC" if report.closed
+             else f"Programme {programme_id}: open, figures as of {_when(f.as_of)} UTC (no close report yet)")
+    console = _console()
+    rows = [("mentors", f"{f.mentors_nominated} nominated, {f.mentors_confirmed} confirmed"),
+            ("seniors enrolled", f"{f.seniors_enrolled} ({_pairs_text(f.enrolled_by_channel)})"),
+            ("withdrew from the programme", str(f.withdrawn_from_programme)),
+            ("pairs started", str(f.pairs_started)),
+            ("consent", _pairs_text(f.consent)),
+            ("sessions held", f"{f.sessions_held} individual ({f.no_shows} missed), "
+                              f"{f.group_sessions_held} collective ({f.group_attendances} attendances)"),
+            ("ratings", f"sessions {_num(f.ratings.get('sessions_average'))} "
+                        f"({f.ratings.get('sessions_count', 0)}), collective "
+                        f"{_num(f.ratings.get('group_sessions_average'))} ({f.ratings.get('group_sessions_count', 0)})"),
+            ("still using (seniors)", "; ".join(f"{which} follow-up: {a['yes']} yes, {a['no']} no"
+                                                for which, a in f.still_using.items()) or "n/a"),
+            ("abandonment", "n/a" if f.abandonment_rate is None else f"{f.abandonment_rate:.0%}"),
+            ("mentors recognised", ", ".join(f.mentors_recognised) or "none yet")]
+    _facts(console, title, rows)
+    funnel = _table("Funnel", "step", "pairs")
+    for step, count in f.reached.items():
+        funnel.add_row(step.replace("_", " "), str(count))
+    console.print(funnel)
+    stages = _table("Now", "stage", "pairs")
+    for stage, count in sorted(f.pairs_per_stage.items()):
+        stages.add_row(stage.replace("_", " "), str(count))
+    console.print(stages)
+    for todo in f.hr_next:
+        console.print(f"HR next: {todo}")
+
+
+@audit_app.command("rollup")
+def audit_rollup(since: Annotated[str, typer.Option("--since", help="Programmes closed from this day "
+                                                    "(ISO 8601).")],
+                 json: Json = False, database_url: DatabaseUrl = None) -> None:
+    """The programmes closed since a day, added up: funnel, consent, sessions, ratings, follow-ups."""
+    moment = _parse_time(since, "--since")
+    rollup = _run(database_url, lambda pool, _url: queries.programme_rollup(pool, moment))
+    if json:
+        return _json(rollup)
+    console = _console()
+    _facts(console, f"{len(rollup.programmes)} programme(s) closed since {_when(moment)} UTC", [
+        ("programmes", ", ".join(rollup.programmes) or "none"),
+        ("pairs started", str(rollup.pairs_started)),
+        ("funnel", _pairs_text(rollup.reached)), ("consent", _pairs_text(rollup.consent)),
+        ("outcomes", _pairs_text(rollup.outcomes)),
+        ("sessions", f"{rollup.sessions_held} individual, {rollup.group_sessions_held} collective "
+                     f"({rollup.group_attendances} attendances)"),
+        ("average session rating", _num(rollup.average_session_rating)),
+        ("still using (seniors)", "; ".join(f"{which}: {a.get('yes', 0)} yes, {a.get('no', 0)} no"
+                                            for which, a in rollup.still_using.items()) or "n/a"),
+        ("completion", "n/a" if rollup.completion_rate is None else f"{rollup.completion_rate:.0%}"),
+        ("abandonment", "n/a" if rollup.abandonment_rate is None else f"{rollup.abandonment_rate:.0%}"),
+        ("mentors recognised", str(rollup.mentors_recognised))])
+
+
+def _pairs_text(counts: dict[str, int]) -> str:
+    return ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in counts.items()) or "none"
+
+
+def _num(value: object) -> str:
+    return "n/a" if value is None else f"{value}"
 
 
 @audit_app.command("as-of")

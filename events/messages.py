@@ -123,6 +123,8 @@ class NotificationRequest(_Message):
     counterpart_id: str | None = None
     deadline: datetime | None = None
     session: SessionDetails | None = None
+    summary: list[str] = Field(default_factory=list, description="lines of figures (a programme's "
+                               "digest): ids and counts only")
 
 
 class NotificationReceipt(_Message):
@@ -191,3 +193,23 @@ class PairStartOutcome(_Message):
 
 class StartPairsResponse(_Message):
     outcomes: list[PairStartOutcome]
+
+
+class ProgrammeFiguresRequest(_Message):
+    """Fold a programme's stream and its pairs' streams into its figures, as of a moment."""
+
+    stream_id: str
+    pair_workflow_ids: list[str]
+    as_of: datetime
+    with_stages: bool = Field(False, description="also each pair's stage (for winding pairs down)")
+
+
+class WindDownRequest(_Message):
+    """Ask Temporal to cancel these pairs (each records its own `PairCancelled`)."""
+
+    pair_workflow_ids: list[str] = Field(min_length=1)
+    reason: str
+
+
+class WindDownResponse(_Message):
+    cancelled: list[str] = Field(description="asked to cancel (or already closed: nothing to do)")

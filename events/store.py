@@ -215,6 +215,17 @@ class PostgresEventStore:
             )
         return [self._recorded(r) for r in rows]
 
+    async def read_streams(self, stream_ids: Sequence[str]) -> dict[str, list[RecordedEvent]]:
+        """Several whole streams in one round trip (a programme and its pairs), each in order."""
+        rows = await self._pool.fetch(
+            f"SELECT {_COLUMNS} FROM events WHERE stream_id = ANY($1::text[]) ORDER BY stream_id, version",
+            list(stream_ids),
+        )
+        streams: dict[str, list[RecordedEvent]] = {s: [] for s in stream_ids}
+        for row in rows:
+            streams[row["stream_id"]].append(self._recorded(row))
+        return streams
+
     async def stream_version(self, stream_id: str) -> int:
         version = await self._pool.fetchval(
             "SELECT version FROM event_streams WHERE stream_id = $1", stream_id

@@ -20,6 +20,7 @@ from projections.consent_register import ConsentRegister
 from projections.mentor_recognition import MentorRecognition
 from projections.pair_overview import PairOverview
 from projections.programme_funnel import ProgrammeFunnel
+from projections.programme_reports import ProgrammeReports
 from projections.session_calendar import SessionCalendar
 
 if TYPE_CHECKING:
@@ -31,7 +32,7 @@ if TYPE_CHECKING:
 def all_projections() -> list[Projection]:
     """Every read model of the project, as the worker runs them."""
     return [PairOverview(), ProgrammeFunnel(), ConsentRegister(), AuditTrail(),
-            MentorRecognition(), SessionCalendar()]
+            MentorRecognition(), SessionCalendar(), ProgrammeReports()]
 
 
 def start_projection_runner(pool: asyncpg.Pool, settings: Settings) -> asyncio.Task:

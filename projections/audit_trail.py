@@ -13,7 +13,7 @@ from typing import Any
 import asyncpg
 
 from events.base import RecordedEvent
-from projections.base import Projection, actor_of, occurred_at, pair_id_of
+from projections.base import PAIR_STREAM_PREFIX, Projection, actor_of, occurred_at, pair_id_of
 
 _COLUMNS = ["position", "transaction_id", "event_id", "stream_id", "version", "pair_id", "action",
             "summary", "actor", "at", "recorded_at", "workflow_id", "run_id", "correlation_id",
@@ -22,13 +22,17 @@ _COLUMNS = ["position", "transaction_id", "event_id", "stream_id", "version", "p
 
 class AuditTrail(Projection):
     name = "audit_trail"
-    tables = ("entries",)
+    tables = ("entries", "pair_links")
 
     async def apply_batch(self, conn: asyncpg.Connection, events: Sequence[RecordedEvent]) -> None:
         if events:
             # One line per event and nothing to merge: COPY is the cheapest way in (rebuilds).
             await conn.copy_records_to_table("entries", records=[_entry(e) for e in events],
                                              columns=_COLUMNS)
+            links = [(pair.removeprefix(PAIR_STREAM_PREFIX), e.position) for e in events
+                     if e.event_type == "GroupSessionHeld" for pair in e.payload.get("pairs_attending", [])]
+            if links:  # a collective session shows in the trail of each pair that attended it
+                await conn.copy_records_to_table("pair_links", records=links, columns=["pair_id", "position"])
 
 
 def _entry(event: RecordedEvent) -> tuple:
@@ -138,4 +142,35 @@ _SUMMARIES: dict[str, Callable[[dict[str, Any]], str]] = {
         f"{p['by_role']} answered the {p['days_after_end']}-day follow-up, still using what was "
         f"learnt: {_yes(p['still_using'])}"),
     "PairCompleted": lambda p: f"completed with {p['sessions_held']} session(s) held",
+    "ProgrammeOpened": lambda p: (
+        f"programme {p['programme_id']} opened: {len(p['topics'])} topic(s), sessions end {p['sessions_end']}"),
+    "MentorsNominated": lambda p: (
+        f"mentor(s) nominated by {p['nominated_by']}: {_list([m['employee_id'] for m in p['mentors']])}"),
+    "MentorConfirmedForProgramme": lambda p: f"mentor {p['mentor_id']} confirmed their motivation",
+    "SeniorEnrolled": lambda p: (
+        f"senior {p['senior']['employee_id']} enrolled of their own will by {p['channel']} "
+        f"({p['requested_on']}; entered by {p['entered_by']})"),
+    "ParticipantWithdrew": lambda p: f"{p['role']} {p['employee_id']} withdrew from the programme ({p['reason']})",
+    "MatchesSuggested": lambda p: (
+        f"matching suggested {len(p['pairs'])} pair(s), {len(p['unmatched'])} left out"),
+    "MatchesAccepted": lambda p: f"{len(p['pairs'])} pair(s) accepted by {p['accepted_by']}",
+    "PairsStarted": lambda p: f"{len(p['started'])} pair(s) started, {len(p['not_started'])} not",
+    "GroupSessionScheduled": lambda p: (
+        f"collective session {p['session_no']} on {p['topic']} set for {p['starts_at']} "
+        f"({p['duration_minutes']} min), led by {_list(p['leaders'])}, {len(p['pairs'])} pair(s) invited"),
+    "GroupSessionInvitationsSent": lambda p: (
+        f"{p['kind']} for collective session {p['session_no']} sent to {len(p['sent_to'])} people"
+        + (f", not reached: {_list(p['not_reached'])}" if p.get("not_reached") else "")),
+    "GroupSessionHeld": lambda p: (
+        f"collective session {p['session_no']} held: attended by {_list(p['attended'])}"),
+    "GroupSessionCancelled": lambda p: f"collective session {p['session_no']} cancelled ({p['reason']})",
+    "GroupSessionFeedbackGiven": lambda p: (
+        f"{p['employee_id']} rated collective session {p['session_no']} {p['rating']}/5"),
+    "PairsExtended": lambda p: f"{len(p['pair_workflow_ids'])} pair(s) kept past the sessions' end",
+    "ProgrammeSessionsEnded": lambda p: (
+        f"sessions ended ({p['policy']}): {len(p['cancelled'])} pair(s) wound down, {len(p['kept'])} go on"),
+    "ProgrammeDigestSent": lambda p: f"weekly digest sent to {_list(p['recipients'])}",
+    "ProgrammeClosed": lambda p: (
+        f"programme closed: {p['report']['pairs_started']} pair(s), "
+        f"{p['report']['reached'].get('completed', 0)} completed"),
 }

@@ -14,9 +14,11 @@ import asyncpg
 from pydantic import BaseModel, Field
 
 from events.pair import pair_stream
+from events.programme import ProgrammeFigures, programme_stream
 from events.store import PostgresEventStore
 from projections.base import PAIR_STREAM_PREFIX, actor_of, occurred_at
 from projections.pair_fold import STAGES, PairFacts, fold, next_deadline
+from projections.programme_figures import figures
 
 # A pool or one connection: the queries only call fetch, fetchrow and fetchval, which both have.
 Db: TypeAlias = asyncpg.Pool | asyncpg.Connection
@@ -246,7 +248,9 @@ async def pair_report(db: Db, pair_id: str) -> PairReport | None:
         f"SELECT {_CONSENT_COLUMNS} FROM consent_register.entries WHERE pair_id = $1 ORDER BY position",
         pair_id)
     trail = await db.fetch(
-        f"SELECT {_TRAIL_COLUMNS} FROM audit_trail.entries WHERE pair_id = $1 ORDER BY position",
+        f"""SELECT {_TRAIL_COLUMNS} FROM audit_trail.entries WHERE pair_id = $1
+            OR position IN (SELECT position FROM audit_trail.pair_links WHERE pair_id = $1)
+            ORDER BY position""",
         pair_id)
     # What is said stays with the pair: only what its author chose to share, and
     # nothing erased.
@@ -412,3 +416,91 @@ async def pair_as_of(store: PostgresEventStore, pair_id: str, as_of: datetime) -
 
 def _rate(part: int, whole: int) -> float | None:
     return round(part / whole, 4) if whole else None
+
+
+# --- programmes ----------------------------------------------------------------------------------
+
+class ProgrammeReport(BaseModel):
+    """A programme's report: the one recorded at its close, or, while it runs, its figures now
+    (folded from the log, as the programme's own health check does)."""
+
+    programme_id: str
+    closed: bool
+    closed_at: datetime | None = None
+    figures: ProgrammeFigures
+
+
+class Rollup(BaseModel):
+    """The programmes closed since a day, added up: what HR reports over a year."""
+
+    since: datetime
+    programmes: list[str]
+    pairs_started: int
+    reached: dict[str, int]
+    outcomes: dict[str, int]
+    consent: dict[str, int]
+    sessions_held: int
+    group_sessions_held: int
+    group_attendances: int
+    average_session_rating: float | None
+    still_using: dict[str, dict[str, int]]
+    completion_rate: float | None
+    abandonment_rate: float | None
+    mentors_recognised: int
+
+
+async def programme_report(store: PostgresEventStore, db: Db, programme_id: str) -> ProgrammeReport | None:
+    """The close report from the read model; for a programme still open, its figures as of now."""
+    row = await db.fetchrow("SELECT closed_at, report FROM programme_reports.reports WHERE programme_id = $1",
+                            programme_id)
+    if row is not None:
+        return ProgrammeReport(programme_id=programme_id, closed=True, closed_at=row["closed_at"],
+                               figures=ProgrammeFigures.model_validate(row["report"]))
+    stream = programme_stream(programme_id)
+    events = await store.read_stream(stream)
+    if not events:
+        return None
+    started: list[str] = []
+    for event in events:
+        if event.event_type == "PairsStarted":
+            started += [w for w in event.payload["started"] if w not in started]
+    pairs = await store.read_streams(started)
+    return ProgrammeReport(programme_id=programme_id, closed=False,
+                           figures=figures(events, pairs, datetime.now(UTC)))
+
+
+async def programme_rollup(db: Db, since: datetime) -> Rollup:
+    rows = await db.fetch("""SELECT programme_id, report FROM programme_reports.reports
+                             WHERE closed_at >= $1 ORDER BY closed_at, programme_id""", since)
+    reports = [ProgrammeFigures.model_validate(r["report"]) for r in rows]
+
+    def total(key: str) -> dict[str, int]:
+        sums: dict[str, int] = {}
+        for report in reports:
+            for name, count in getattr(report, key).items():
+                sums[name] = sums.get(name, 0) + count
+        return sums
+
+    ratings = [(r.ratings.get("sessions_average"), r.ratings.get("sessions_count") or 0) for r in reports]
+    rated = sum(int(n) for avg, n in ratings if avg is not None)
+    still: dict[str, dict[str, int]] = {}
+    for report in reports:
+        for which, answers in report.still_using.items():
+            for answer, count in answers.items():
+                still.setdefault(which, {}).setdefault(answer, 0)
+                still[which][answer] += count
+    started = sum(r.pairs_started for r in reports)
+    reached, outcomes, consent = total("reached"), total("outcomes"), total("consent")
+    lost = sum(r.abandoned for r in reports)
+    return Rollup(
+        since=since, programmes=[r["programme_id"] for r in rows], pairs_started=started,
+        reached=reached, outcomes=outcomes, consent=consent,
+        sessions_held=sum(r.sessions_held for r in reports),
+        group_sessions_held=sum(r.group_sessions_held for r in reports),
+        group_attendances=sum(r.group_attendances for r in reports),
+        average_session_rating=(round(sum(float(avg) * int(n) for avg, n in ratings if avg is not None) / rated, 2)
+                                if rated else None),
+        still_using=still,
+        completion_rate=_rate(reached.get("completed", 0), started),
+        abandonment_rate=_rate(lost, consent.get("consented", 0)),
+        mentors_recognised=len({m for r in reports for m in r.mentors_recognised}))

@@ -1,4 +1,5 @@
-"""`MentoringProgramme`: one cohort, from its opening through enrolment to the matching HR reads.
+"""`MentoringProgramme`: one cohort, from its opening through enrolment, matching, its pairs'
+sessions and collective sessions, to its close report.
 
 Started like a pair, from the Temporal UI's Start Workflow form (workflow id
 `programme-<programme_id>`, task queue `mentoring`, input `examples/programme-input.json`); a bad
@@ -9,16 +10,21 @@ exactly-once discipline as a pair's (ids and expected version decided here, appe
     Updates: nominate_mentors (HR, in bulk), confirm_programme_motivation (the mentor),
              enrol_senior (the senior, or HR entering the senior's written request),
              withdraw_from_programme (anyone, at any time), suggest_matches (HR),
-             accept_matches (HR: starts one MentoringPair per accepted pair, through an activity)
-    Queries: state (who is enrolled, and how), matches (the latest suggestion, with its reasons)
+             accept_matches (HR: starts one MentoringPair per accepted pair, through an activity),
+             propose_group_session, record_group_attendance, cancel_group_session (HR),
+             rate_group_session (who attended), extend_pairs, end_sessions (HR)
+    Queries: state, matches (the latest suggestion, with its reasons), figures (the latest health)
 
-Collective sessions, the programme's health and its close report come next (README, "Programmes").
+On its own, it reads its pairs' progress from the log every `health_every` (activities/
+programme_health.py says why a timer and not signals from the pairs), keeps its current details
+and search attributes true, mails the HR owners a digest every `digest_every`, winds pairs down
+when the sessions end, and closes with its report once every pair has ended.
 """
 
 from __future__ import annotations
 
 import asyncio
-from datetime import timedelta
+from datetime import UTC, datetime, time, timedelta
 from typing import Any
 
 from temporalio import workflow
@@ -27,7 +33,9 @@ from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
     import events.programme as ev
+    import workflows.group_sessions as group_sessions
     import workflows.search_attributes as attrs
+    import workflows.timezones as timezones
     from events.base import DomainEvent, EventMetadata, NewEvent
     from events.matching import (
         Candidate,
@@ -41,16 +49,24 @@ with workflow.unsafe.imports_passed_through():
         STREAM_CONFLICT,
         AppendRequest,
         AppendResponse,
+        NotificationReceipt,
+        NotificationRequest,
         PairToStart,
         PersonContact,
+        ProgrammeFiguresRequest,
         RegisterPeopleRequest,
+        SessionDetails,
         StartPairsRequest,
         StartPairsResponse,
+        WindDownRequest,
+        WindDownResponse,
     )
+    from projections.programme_figures import all_closed
     from workflows.errors import (
         DataRefused,
         InvalidProgrammeInput,
         NotAParticipant,
+        OutsideAvailability,
         PairError,
         RuleViolation,
     )
@@ -59,15 +75,21 @@ with workflow.unsafe.imports_passed_through():
     from workflows.payloads import F, read_form
     from workflows.programme_inputs import (
         AcceptMatches,
+        CancelGroupSession,
+        EndSessions,
         EnrolSenior,
+        ExtendPairs,
         MentorNominee,
         NominateMentors,
         ProgrammeInput,
+        ProposeGroupSession,
+        RateGroupSession,
+        RecordGroupAttendance,
         SeniorVolunteer,
         SuggestMatches,
         WithdrawFromProgramme,
     )
-    from workflows.programme_state import ProgrammeState, apply
+    from workflows.programme_state import GroupSession, ProgrammeState, apply
 
 _ACTIVITY: dict[str, Any] = {
     "start_to_close_timeout": timedelta(seconds=10),
@@ -89,6 +111,19 @@ _STARTS: dict[str, Any] = {
 }
 
 
+_NOTIFY: dict[str, Any] = {  # a notice that cannot go out is left out, never holds the programme
+    "start_to_close_timeout": timedelta(seconds=30),
+    "retry_policy": RetryPolicy(maximum_interval=timedelta(minutes=1), maximum_attempts=10,
+                                non_retryable_error_types=["RecipientUnavailable", "DeliveryRefused"]),
+}
+_FIGURES: dict[str, Any] = {
+    "start_to_close_timeout": timedelta(minutes=2),
+    "retry_policy": RetryPolicy(maximum_interval=timedelta(minutes=1)),
+}
+WIND_DOWN_STAGES = ("starting", "awaiting_motivation", "mentee_invited", "preparation", "sessions")
+"""The stages of a pair the sessions' end winds down (under the policy `cancel_open_pairs`)."""
+
+
 class ProgrammeAlreadyOpened(PairError):
     """The programme's event stream already exists."""
 
@@ -98,6 +133,9 @@ class MentoringProgramme:
     def __init__(self) -> None:
         self._state: ProgrammeState | None = None
         self._log = asyncio.Lock()  # one writer at a time: each append expects the previous version
+        self._woken = False  # an update changed what is due next
+        self._at_risk_shown = False
+        self._phase_shown: str | None = None
 
     @property
     def programme(self) -> ProgrammeState:
@@ -114,10 +152,46 @@ class MentoringProgramme:
             await self._open(read_form(ProgrammeInput, inputs, "This programme cannot start",
                                        InvalidProgrammeInput, as_recorded=False))
         self._publish()
-        # Open until HR ends it (its close comes with the report); a long history starts afresh.
-        await workflow.wait_condition(lambda: workflow.info().is_continue_as_new_suggested())
+        while not self.programme.closed:
+            if workflow.info().is_continue_as_new_suggested():  # a long history starts afresh
+                await workflow.wait_condition(workflow.all_handlers_finished)
+                workflow.continue_as_new(self.programme)
+            due = self._next_due()
+            self._woken = False
+            timeout = max((due - workflow.now()).total_seconds(), 0.001) if due else None
+            try:
+                await workflow.wait_condition(
+                    lambda: self._woken or workflow.info().is_continue_as_new_suggested(), timeout=timeout)
+            except TimeoutError:
+                pass
+            await self._what_is_due()
         await workflow.wait_condition(workflow.all_handlers_finished)
-        workflow.continue_as_new(self.programme)
+        return self.programme.version
+
+    def _sessions_end_at(self) -> datetime | None:
+        """The sessions end with the last day of `sessions_end` (UTC): the programme's one clock."""
+        end = self.programme.sessions_end
+        return datetime.combine(end + timedelta(days=1), time(0), tzinfo=UTC) if end else None
+
+    def _next_due(self) -> datetime | None:
+        p = self.programme
+        due = [p.next_health_at, p.next_digest_at, None if p.sessions_ended else self._sessions_end_at()]
+        return min((d for d in due if d is not None), default=None)
+
+    async def _what_is_due(self) -> None:
+        p, now = self.programme, workflow.now()
+        end_at = self._sessions_end_at()
+        if not p.sessions_ended and end_at is not None and now >= end_at:
+            await self._end_sessions("system")
+        if p.next_health_at is not None and now >= p.next_health_at:
+            p.next_health_at = now + p.health_every
+            await self._check_health()
+            if p.figures is not None and p.sessions_ended and (all_closed(p.figures) or not p.pairs_started):
+                await self._close()
+                return
+        if p.next_digest_at is not None and now >= p.next_digest_at:
+            p.next_digest_at = now + p.digest_every
+            await self._send_digest()
 
     async def _open(self, programme: ProgrammeInput) -> None:
         self._state = ProgrammeState(programme_id=programme.programme_id,
@@ -135,8 +209,10 @@ class MentoringProgramme:
                     enrolment_closes=programme.dates.enrolment_closes, matching_on=programme.dates.matching_on,
                     sessions_end=programme.dates.sessions_end, topics={t.id: t.label for t in programme.topics},
                     sessions_planned=programme.sessions_planned, training_modules=list(programme.training_modules),
-                    policy=programme.policy.in_force(),
-                    matching=programme.matching), by=programme.hr_owners[0].employee_id)
+                    policy=programme.policy.in_force(), matching=programme.matching,
+                    at_sessions_end=programme.at_sessions_end, health_every=programme.health_every,
+                    digest_every=programme.digest_every), by=programme.hr_owners[0].employee_id)
+                self._state.next_digest_at = workflow.now() + programme.digest_every
             except ActivityError as err:
                 if isinstance(err.cause, ApplicationError) and err.cause.type == STREAM_CONFLICT:
                     raise ProgrammeAlreadyOpened(
@@ -276,6 +352,7 @@ class MentoringProgramme:
                     started=[o.workflow_id for o in started.outcomes if o.problem is None],
                     not_started=[ev.PairNotStarted(pair_workflow_id=o.workflow_id, problem=o.problem)
                                  for o in started.outcomes if o.problem is not None]), by="system")
+        self._check_health_now()
         return self.programme
 
     @accept_matches.validator
@@ -291,6 +368,269 @@ class MentoringProgramme:
         if gone:
             raise RuleViolation(f"pairs with someone who has withdrawn since the suggestion: seniors "
                                 f"{', '.join(gone[:10])}. Send suggest_matches again.")
+
+    # --- collective sessions ------------------------------------------------------------------
+
+    @workflow.update(description="HR sets a collective session on a catalogue topic, led by mentors, "
+                     "for the pairs of the seniors named; the time must fit every invited senior's "
+                     "availability (else the refusal names who cannot come and the nearest time that "
+                     "fits most). Everyone invited gets an .ics.")
+    async def propose_group_session(self, *payloads: RawValue) -> GroupSession:
+        request = self._read(ProposeGroupSession, payloads, "propose_group_session")
+        async with self._log:
+            programme = self.programme
+            number = len(programme.group_sessions) + 1
+            await self._record(ev.GroupSessionScheduled(
+                session_no=number, topic=request.topic, starts_at=request.starts_at.astimezone(UTC),
+                duration_minutes=request.duration_minutes, leaders=request.leaders,
+                pairs=[self._invitee(s) for s in request.seniors], scheduled_by=request.recorded_by),
+                by=request.recorded_by)
+            session = programme.group_sessions[number]
+            await self._invite(session, "group_session_invitation")
+        return session
+
+    @propose_group_session.validator
+    def _check_propose_group_session(self, *payloads: RawValue) -> None:
+        request = self._read(ProposeGroupSession, payloads, "propose_group_session", vet=True)
+        self._hr_only(request)
+        programme = self.programme
+        if programme.sessions_ended:
+            raise RuleViolation("the programme's sessions have ended: no new collective session.")
+        self._known_topics([request.topic], "the session")
+        leaders = [m for m in request.leaders if m not in programme.mentors_confirmed or m in programme.withdrawn]
+        if leaders:
+            raise RuleViolation(f"leader(s) {', '.join(leaders)}: a collective session is led by mentors of "
+                                "the programme who confirmed their motivation and are still in it.")
+        for senior in request.seniors:
+            self._invitee(senior)
+        starts_at = request.starts_at.astimezone(UTC)
+        if starts_at <= workflow.now():
+            raise RuleViolation(f"the session start {starts_at:%Y-%m-%d %H:%M} UTC is in the past: propose "
+                                "a future time.")
+        if starts_at > workflow.now() + timedelta(days=2 * 366):
+            raise RuleViolation("the session start is more than two years ahead.")
+        seniors = [programme.seniors[s] for s in request.seniors]
+        missing = group_sessions.cannot_come(seniors, starts_at, request.duration_minutes)
+        if missing:
+            better = group_sessions.nearest_fit(seniors, starts_at, request.duration_minutes)
+            hint = ("Nobody invited is available in the two weeks after it." if better is None else
+                    f"The nearest time that fits most: {better.starts_at.isoformat()} "
+                    f"({better.can_come} of {len(seniors)} can come"
+                    + (f"; not {', '.join(better.cannot_come[:10])}" if better.cannot_come else "") + ").")
+            shown = "; ".join(
+                f"{s} ({timezones.shown(starts_at, programme.seniors[s].time_zone)}, outside "
+                + ", ".join(f"{w.weekday} {w.start:%H:%M}-{w.end:%H:%M}" for w in programme.seniors[s].availability)
+                + ")" for s in missing[:10])
+            raise OutsideAvailability(f"{len(missing)} invited senior(s) cannot come: {shown}. {hint}")
+
+    @workflow.update(description="HR records who attended a collective session (employee ids); each "
+                     "attending pair's trail shows the session.")
+    async def record_group_attendance(self, *payloads: RawValue) -> GroupSession:
+        request = self._read(RecordGroupAttendance, payloads, "record_group_attendance")
+        async with self._log:
+            session = self.programme.group_sessions[request.session_no]
+            came = set(request.attended)
+            await self._record(ev.GroupSessionHeld(
+                session_no=request.session_no, attended=request.attended, recorded_by=request.recorded_by,
+                pairs_attending=[p.pair_workflow_id for p in session.pairs if came & {p.senior_id, p.mentor_id}]),
+                by=request.recorded_by)
+        return self.programme.group_sessions[request.session_no]
+
+    @record_group_attendance.validator
+    def _check_record_group_attendance(self, *payloads: RawValue) -> None:
+        request = self._read(RecordGroupAttendance, payloads, "record_group_attendance", vet=True)
+        self._hr_only(request)
+        session = self._group_session(request.session_no, "scheduled")
+        if session.starts_at > workflow.now():
+            raise RuleViolation(f"collective session {session.session_no} has not begun yet "
+                                f"({session.starts_at.isoformat()}): record who came once it has.")
+        strangers = [i for i in request.attended if i not in session.invited()]
+        if strangers:
+            raise NotAParticipant(f"not invited to collective session {session.session_no}: "
+                                  f"{', '.join(strangers[:10])}.")
+
+    @workflow.update(description="HR cancels a collective session (reason code): everyone invited "
+                     "gets the calendar cancellation.")
+    async def cancel_group_session(self, *payloads: RawValue) -> GroupSession:
+        request = self._read(CancelGroupSession, payloads, "cancel_group_session")
+        async with self._log:
+            await self._record(ev.GroupSessionCancelled(session_no=request.session_no, reason=request.reason,
+                                                        cancelled_by=request.recorded_by), by=request.recorded_by)
+            session = self.programme.group_sessions[request.session_no]
+            await self._invite(session, "group_session_cancelled")
+        return session
+
+    @cancel_group_session.validator
+    def _check_cancel_group_session(self, *payloads: RawValue) -> None:
+        request = self._read(CancelGroupSession, payloads, "cancel_group_session", vet=True)
+        self._hr_only(request)
+        self._group_session(request.session_no, "scheduled")
+
+    @workflow.update(description="Someone who attended a collective session rates it 1-5, once "
+                     "(recorded_by = that person).")
+    async def rate_group_session(self, *payloads: RawValue) -> GroupSession:
+        request = self._read(RateGroupSession, payloads, "rate_group_session")
+        async with self._log:
+            await self._record(ev.GroupSessionFeedbackGiven(
+                session_no=request.session_no, employee_id=request.recorded_by, rating=request.rating),
+                by=request.recorded_by)
+        return self.programme.group_sessions[request.session_no]
+
+    @rate_group_session.validator
+    def _check_rate_group_session(self, *payloads: RawValue) -> None:
+        request = self._read(RateGroupSession, payloads, "rate_group_session", vet=True)
+        session = self._group_session(request.session_no, "held")
+        if request.recorded_by not in session.attended:
+            raise NotAParticipant(f"{request.recorded_by} did not attend collective session "
+                                  f"{session.session_no}: only those who came rate it.")
+        if request.recorded_by in session.ratings:
+            raise RuleViolation(f"{request.recorded_by} has already rated collective session {session.session_no}.")
+
+    def _group_session(self, number: int, status: str) -> GroupSession:
+        session = self.programme.group_sessions.get(number)
+        if session is None:
+            raise RuleViolation(f"there is no collective session {number}: the programme has "
+                                f"{len(self.programme.group_sessions)}.")
+        if session.status != status:
+            raise RuleViolation(f"collective session {number} is {session.status}, not {status}.")
+        return session
+
+    def _invitee(self, senior: str) -> ev.GroupInvitee:
+        """The senior's pair, as a collective session invites it."""
+        programme = self.programme
+        mentor = programme.accepted.get(senior)
+        if senior not in programme.seniors or mentor is None:
+            raise NotAParticipant(f"{senior} is not a senior with a pair in this programme.")
+        workflow_id = pair_workflow_id(programme.programme_id, mentor, senior)
+        if workflow_id not in programme.pairs_started or workflow_id in programme.wound_down \
+                or senior in programme.withdrawn:
+            raise RuleViolation(f"the pair of {senior} is not running in this programme.")
+        return ev.GroupInvitee(pair_workflow_id=workflow_id, senior_id=senior, mentor_id=mentor)
+
+    async def _invite(self, session: GroupSession, kind: str) -> None:
+        """One .ics per person invited (a REQUEST, or the CANCEL of it); one who cannot be reached
+        is named in the event, and the session goes on."""
+        programme = self.programme
+        details = SessionDetails(session_no=session.session_no, starts_at=session.starts_at,
+                                 duration_minutes=session.duration_minutes, format="group",
+                                 topics=[programme.topics.get(session.topic, session.topic)],
+                                 sequence=1 if kind == "group_session_cancelled" else 0,
+                                 cancelled=kind == "group_session_cancelled")
+        sent, failed = await self._send(kind, session.invited(), session=details)
+        await self._record(ev.GroupSessionInvitationsSent(session_no=session.session_no, kind=kind,
+                                                          sent_to=sent, not_reached=failed), by="system")
+
+    async def _send(self, kind: str, people: list[str], *, session: SessionDetails | None = None,
+                    summary: list[str] | None = None) -> tuple[list[str], list[str]]:
+        programme = self.programme
+        requests = [NotificationRequest(
+            notification_id=str(workflow.uuid4()), pair_id=programme.stream_id,
+            programme_id=programme.programme_id, kind=kind, recipient_id=who,
+            recipient_role="hr" if who in programme.hr_owners else "participant",
+            session=session, summary=summary or []) for who in people]
+        outcomes = await asyncio.gather(*(
+            workflow.execute_activity("send_notification", r, result_type=NotificationReceipt, **_NOTIFY)
+            for r in requests), return_exceptions=True)
+        sent = [r.recipient_id for r, o in zip(requests, outcomes, strict=True) if not isinstance(o, BaseException)]
+        failed = [r.recipient_id for r in requests if r.recipient_id not in sent]
+        for outcome in outcomes:
+            if isinstance(outcome, BaseException) and not isinstance(outcome, ActivityError):
+                raise outcome  # a bug, not a delivery: let the workflow task fail and say so
+        return sent, failed
+
+    # --- the sessions' end, health, digest, close ---------------------------------------------
+
+    @workflow.update(description="HR keeps these pairs going past the sessions' end (pair workflow "
+                     "ids): they are not wound down.")
+    async def extend_pairs(self, *payloads: RawValue) -> ProgrammeState:
+        request = self._read(ExtendPairs, payloads, "extend_pairs")
+        async with self._log:
+            await self._record(ev.PairsExtended(pair_workflow_ids=request.pair_workflow_ids,
+                                                extended_by=request.recorded_by), by=request.recorded_by)
+        return self.programme
+
+    @extend_pairs.validator
+    def _check_extend_pairs(self, *payloads: RawValue) -> None:
+        request = self._read(ExtendPairs, payloads, "extend_pairs", vet=True)
+        self._hr_only(request)
+        if self.programme.sessions_ended:
+            raise RuleViolation("the sessions have ended already: pairs still running go on by themselves.")
+        unknown = [i for i in request.pair_workflow_ids if i not in self.programme.pairs_started]
+        if unknown:
+            raise RuleViolation(f"not a pair this programme started: {', '.join(unknown[:10])}.")
+
+    @workflow.update(description="HR ends the programme's sessions now, before the planned day: pairs "
+                     "still before or in their sessions are wound down as the programme's policy says.")
+    async def end_sessions(self, *payloads: RawValue) -> ProgrammeState:
+        request = self._read(EndSessions, payloads, "end_sessions")
+        await self._end_sessions(request.recorded_by)
+        self._woken = True
+        return self.programme
+
+    @end_sessions.validator
+    def _check_end_sessions(self, *payloads: RawValue) -> None:
+        request = self._read(EndSessions, payloads, "end_sessions", vet=True)
+        self._hr_only(request)
+        if self.programme.sessions_ended:
+            raise RuleViolation("the sessions have ended already.")
+
+    async def _end_sessions(self, by: str) -> None:
+        async with self._log:
+            p = self.programme
+            if p.sessions_ended:
+                return
+            candidates = [i for i in p.pairs_started if i not in p.extended]
+            cancelled: list[str] = []
+            if p.at_sessions_end == "cancel_open_pairs" and candidates:
+                figures = await self._figures(with_stages=True)
+                cancelled = [i for i in candidates if figures.stage_of.get(i, "starting") in WIND_DOWN_STAGES]
+                for first in range(0, len(cancelled), START_BATCH):
+                    await workflow.execute_activity(
+                        "wind_down_pairs", WindDownRequest(pair_workflow_ids=cancelled[first:first + START_BATCH],
+                                                           reason="the programme's sessions ended"),
+                        result_type=WindDownResponse, **_STARTS)
+            await self._record(ev.ProgrammeSessionsEnded(
+                policy="cancel_open_pairs" if p.at_sessions_end == "cancel_open_pairs" else "let_pairs_finish",
+                cancelled=cancelled, kept=[i for i in p.pairs_started if i not in cancelled]), by=by)
+        self._check_health_now()
+
+    def _check_health_now(self) -> None:
+        self.programme.next_health_at = workflow.now()
+        self._woken = True
+
+    async def _figures(self, *, with_stages: bool = False) -> ev.ProgrammeFigures:
+        p = self.programme
+        return await workflow.execute_activity(
+            "programme_figures", ProgrammeFiguresRequest(stream_id=p.stream_id, pair_workflow_ids=p.pairs_started,
+                                                         as_of=workflow.now(), with_stages=with_stages),
+            result_type=ev.ProgrammeFigures, **_FIGURES)
+
+    async def _check_health(self) -> None:
+        figures = await self._figures()
+        self.programme.figures = figures
+        at_risk = bool(figures.at_risk)
+        if at_risk != self._at_risk_shown:
+            workflow.upsert_search_attributes([attrs.AT_RISK.value_set(at_risk)])
+            self._at_risk_shown = at_risk
+        self._publish()
+
+    async def _send_digest(self) -> None:
+        p = self.programme
+        figures = p.figures or await self._figures()
+        sent, _ = await self._send("programme_digest", list(p.hr_owners), summary=digest_lines(figures))
+        async with self._log:
+            await self._record(ev.ProgrammeDigestSent(recipients=sent, figures=figures), by="system")
+
+    async def _close(self) -> None:
+        async with self._log:
+            report = await self._figures()
+            await self._record(ev.ProgrammeClosed(report=report), by="system")
+        self._publish()
+
+    @workflow.query(description="The programme's latest health check: pairs per stage, at risk, "
+                    "sessions, what HR must do next (ids and counts only).")
+    def figures(self) -> ev.ProgrammeFigures | None:
+        return self.programme.report or self.programme.figures
 
     def _pair_to_start(self, pair: SuggestedPair, hr: str) -> PairToStart:
         programme = self.programme
@@ -321,6 +661,8 @@ class MentoringProgramme:
 
     def _read(self, form: type[F], payloads: tuple[RawValue, ...], update: str, *, vet: bool = False) -> F:
         """The update's form (a validator reads it with today's checks; a handler as accepted)."""
+        if vet and self.programme.closed:
+            raise RuleViolation("the programme is closed: its report is in the query 'figures'.")
         return read_form(form, payloads, f"The update '{update}' was refused", as_recorded=not vet)
 
     def _hr_only(self, request: _Action) -> None:
@@ -369,16 +711,43 @@ class MentoringProgramme:
         self._publish()
 
     def _publish(self) -> None:
-        """The UI's current details: where the programme stands (ids and counts only)."""
+        """What HR sees at a glance in the UI (ids and counts only): the programme's phase as its
+        MentoringStage search attribute, and where it stands in its current details."""
         if self._state is None or self._state.version == 0:
             return
         p = self._state
-        lines = [f"**Mentors:** {len(p.mentors)} nominated, {len(p.mentors_confirmed)} confirmed",
+        phase = ("closed" if p.closed else "winding_down" if p.sessions_ended
+                 else "sessions" if p.pairs_started else "enrolment")
+        if phase != self._phase_shown:
+            workflow.upsert_search_attributes([attrs.STAGE.value_set(phase)])
+            self._phase_shown = phase
+        lines = [f"**Programme:** {phase.replace('_', ' ')}",
+                 f"**Mentors:** {len(p.mentors)} nominated, {len(p.mentors_confirmed)} confirmed",
                  f"**Seniors enrolled:** {len(p.seniors)}", f"**Withdrawn:** {len(p.withdrawn)}"]
         if p.suggestion is not None:
             lines.append(f"**Matching:** {len(p.suggestion.pairs)} pair(s) suggested, "
                          f"{len(p.suggestion.unmatched)} person(s) left out (query `matches`)")
+        figures = p.report or p.figures
+        if figures is not None and p.pairs_started:
+            lines += digest_lines(figures)
+        if p.group_sessions:
+            held = sum(1 for g in p.group_sessions.values() if g.status == "held")
+            lines.append(f"**Collective sessions:** {len(p.group_sessions)} set, {held} held")
+        if p.closed:
+            lines.append("**Closed:** the report is in the query `figures` and `mentoring audit programme`")
         workflow.set_current_details("\n".join(lines))
+
+
+def digest_lines(figures: ev.ProgrammeFigures) -> list[str]:
+    """The figures HR reads in the current details and the digest e-mail (ids and counts only)."""
+    stages = ", ".join(f"{stage.replace('_', ' ')} {n}" for stage, n in sorted(figures.pairs_per_stage.items()))
+    lines = [f"**Pairs:** {figures.pairs_started} started; {stages or 'none yet'}",
+             f"**At risk:** {len(figures.at_risk)}" + (f" ({', '.join(figures.at_risk[:5])})" if figures.at_risk else ""),
+             f"**Sessions:** {figures.sessions_held} held, {figures.sessions_this_month} this month; "
+             f"{figures.group_sessions_held} collective",
+             f"**As of:** {figures.as_of:%Y-%m-%d %H:%M} UTC"]
+    lines += [f"**HR next:** {todo}" for todo in figures.hr_next]
+    return lines
 
 
 def _candidate(person: MentorNominee | SeniorVolunteer, topics: list[str], capacity: int) -> Candidate:

@@ -10,7 +10,7 @@ details go to the erasable `people` table, as for pairs; the log keeps ids.
 from __future__ import annotations
 
 import re
-from datetime import date
+from datetime import date, timedelta
 from typing import Annotated, Literal
 
 from pydantic import AfterValidator, ConfigDict, Field, model_validator
@@ -22,6 +22,7 @@ from workflows.inputs import (
     HrManager,
     Person,
     ProgrammeId,
+    SessionTime,
     Topic,
     _Action,
     _Form,
@@ -82,6 +83,15 @@ class ProgrammeInput(_Form):
         description="modules each mentor completes before HR signs them off")
     policy: Policy = Field(default_factory=Policy, description="the policy every pair of the programme gets")
     matching: MatchingRules = Field(default_factory=MatchingRules)
+    at_sessions_end: Literal["cancel_open_pairs", "let_pairs_finish"] = Field(
+        "cancel_open_pairs", description="pairs still before or in their sessions when the sessions end: "
+        "cancelled (except those HR extended), or left to finish")
+    health_every: timedelta = Field(
+        timedelta(hours=1), ge=timedelta(seconds=1), le=timedelta(days=7),
+        description="how often the programme reads its pairs' progress from the log (ISO 8601, e.g. PT1H)")
+    digest_every: timedelta = Field(
+        timedelta(days=7), ge=timedelta(seconds=1), le=timedelta(days=31),
+        description="how often the HR owners get the digest e-mail (ISO 8601, e.g. P7D)")
 
     @model_validator(mode="after")
     def _unique_ids(self) -> ProgrammeInput:
@@ -176,3 +186,50 @@ class AcceptMatches(_Action):
 
     seniors: Annotated[list[EmployeeId], Field(max_length=2000), AfterValidator(_unique)] = Field(
         default_factory=list, description="the seniors whose suggested pair is accepted; empty: every one")
+
+
+PairWorkflowIds = Annotated[list[Annotated[str, Field(min_length=1, max_length=200)]],
+                            Field(min_length=1, max_length=500), AfterValidator(_unique)]
+
+
+class ProposeGroupSession(_Action):
+    """HR sets a collective session on a catalogue topic, led by mentors, for the pairs of the
+    seniors named (recorded_by = an HR owner). It must fit every invited senior's availability."""
+
+    topic: TopicId
+    leaders: Annotated[list[EmployeeId], Field(min_length=1, max_length=5), AfterValidator(_unique)] = Field(
+        description="the mentors who lead it")
+    seniors: Annotated[list[EmployeeId], Field(min_length=1, max_length=100), AfterValidator(_unique)] = Field(
+        description="the seniors invited, each with their pair's mentor")
+    starts_at: SessionTime = Field(description="with its UTC offset, e.g. 2027-03-02T10:00:00+01:00")
+    duration_minutes: int = Field(60, ge=15, le=240)
+
+
+class GroupSessionRef(_Action):
+    session_no: int = Field(ge=1, le=1000)
+
+
+class RecordGroupAttendance(GroupSessionRef):
+    """HR records who came (employee ids of invited seniors, their mentors and the leaders)."""
+
+    attended: Annotated[list[EmployeeId], Field(min_length=1, max_length=300), AfterValidator(_unique)]
+
+
+class CancelGroupSession(GroupSessionRef):
+    reason: Literal["too_few", "leader_unavailable", "rescheduled", "other"] = "other"
+
+
+class RateGroupSession(GroupSessionRef):
+    """Someone who attended rates the session (recorded_by = that person)."""
+
+    rating: int = Field(ge=1, le=5)
+
+
+class ExtendPairs(_Action):
+    """HR keeps these pairs going past the sessions' end: they are not wound down."""
+
+    pair_workflow_ids: PairWorkflowIds
+
+
+class EndSessions(_Action):
+    """HR ends the programme's sessions now, before the planned day (recorded_by = an HR owner)."""

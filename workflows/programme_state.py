@@ -4,11 +4,35 @@ matching suggestion. Pseudonymous ids only, so it can be queried and carried acr
 
 from __future__ import annotations
 
+from datetime import date, datetime, timedelta
+from typing import Literal
+
 from pydantic import BaseModel, ConfigDict, Field
 
 from events import programme as ev
 from events.base import DomainEvent
 from events.matching import Candidate, MatchingRules, MatchSuggestion
+
+
+class GroupSession(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    session_no: int
+    topic: str
+    starts_at: datetime
+    duration_minutes: int
+    leaders: list[str]
+    pairs: list[ev.GroupInvitee]
+    status: Literal["scheduled", "held", "cancelled"] = "scheduled"
+    attended: list[str] = Field(default_factory=list)
+    ratings: dict[str, int] = Field(default_factory=dict, description="employee id -> 1..5")
+
+    def invited(self) -> list[str]:
+        """Everyone the session is for: leaders, the seniors and their pairs' mentors."""
+        people = list(self.leaders)
+        for pair in self.pairs:
+            people += [i for i in (pair.senior_id, pair.mentor_id) if i not in people]
+        return people
 
 
 class ProgrammeState(BaseModel):
@@ -30,7 +54,21 @@ class ProgrammeState(BaseModel):
     accepted: dict[str, str] = Field(default_factory=dict, description="senior id -> mentor id, as HR accepted")
     pairs_started: list[str] = Field(default_factory=list, description="pair workflow ids")
     pairs_not_started: list[ev.PairNotStarted] = Field(default_factory=list)
+    sessions_end: date | None = None
+    at_sessions_end: str = "cancel_open_pairs"
+    health_every: timedelta = timedelta(hours=1)
+    digest_every: timedelta = timedelta(days=7)
+    group_sessions: dict[int, GroupSession] = Field(default_factory=dict)
+    extended: list[str] = Field(default_factory=list, description="pair workflow ids HR kept past the end")
+    sessions_ended: bool = False
+    wound_down: list[str] = Field(default_factory=list, description="pairs cancelled at the sessions' end")
+    closed: bool = False
+    report: ev.ProgrammeFigures | None = None
     version: int = Field(0, description="the event stream's version: the next append expects it")
+    # The workflow's own bookkeeping (not facts of the log): carried across continue-as-new.
+    figures: ev.ProgrammeFigures | None = Field(None, description="the latest health check")
+    next_health_at: datetime | None = None
+    next_digest_at: datetime | None = None
 
     def active_mentors(self) -> list[Candidate]:
         """Nominated, confirmed their motivation, still in the programme: matching pairs them."""
@@ -54,6 +92,8 @@ def apply(state: ProgrammeState, event: DomainEvent) -> None:
             state.topics, state.matching = dict(event.topics), event.matching
             state.sessions_planned, state.training_modules = event.sessions_planned, list(event.training_modules)
             state.policy = {k: str(v) for k, v in event.policy.items()}
+            state.sessions_end, state.at_sessions_end = event.sessions_end, event.at_sessions_end
+            state.health_every, state.digest_every = event.health_every, event.digest_every
         case ev.MentorsNominated(mentors=mentors):
             state.mentors.update({m.employee_id: m for m in mentors})
         case ev.MentorConfirmedForProgramme(mentor_id=mentor):
@@ -70,3 +110,19 @@ def apply(state: ProgrammeState, event: DomainEvent) -> None:
         case ev.PairsStarted(started=started, not_started=not_started):
             state.pairs_started += [w for w in started if w not in state.pairs_started]
             state.pairs_not_started += not_started
+        case ev.GroupSessionScheduled():
+            state.group_sessions[event.session_no] = GroupSession(
+                session_no=event.session_no, topic=event.topic, starts_at=event.starts_at,
+                duration_minutes=event.duration_minutes, leaders=list(event.leaders), pairs=list(event.pairs))
+        case ev.GroupSessionHeld(session_no=number, attended=attended):
+            state.group_sessions[number].status, state.group_sessions[number].attended = "held", list(attended)
+        case ev.GroupSessionCancelled(session_no=number):
+            state.group_sessions[number].status = "cancelled"
+        case ev.GroupSessionFeedbackGiven(session_no=number, employee_id=who, rating=rating):
+            state.group_sessions[number].ratings[who] = rating
+        case ev.PairsExtended(pair_workflow_ids=ids):
+            state.extended += [i for i in ids if i not in state.extended]
+        case ev.ProgrammeSessionsEnded(cancelled=cancelled):
+            state.sessions_ended, state.wound_down = True, list(cancelled)
+        case ev.ProgrammeClosed(report=report):
+            state.closed, state.report = True, report

@@ -27,6 +27,7 @@ from temporalio.testing import WorkflowEnvironment
 from activities.event_log import EventLogActivities
 from activities.matching import suggest_matches
 from activities.people import PeopleActivities
+from activities.programme_health import ProgrammeHealth
 from activities.programme_pairs import ProgrammePairs
 from activities.temporal_facts import TemporalFacts
 from events.messages import NotificationReceipt, NotificationRequest
@@ -104,6 +105,8 @@ class Harness:
         log = EventLogActivities(self.store)
         return [log.append_events, log.read_stream, people.register_people, suggest_matches,
                 ProgrammePairs(self.client, self.store.pool).start_pairs,
+                ProgrammePairs(self.client, self.store.pool).wind_down_pairs,
+                ProgrammeHealth(self.store).programme_figures,
                 people.record_private_note, TemporalFacts(self.client).cancel_request]
 
     async def start(self, data: dict[str, Any] | None = None, *, memo: dict | None = None) -> Pair:
