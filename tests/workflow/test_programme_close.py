@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import copy
 import json
+import os
 import uuid
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
+from temporalio.client import WorkflowHistory
 from temporalio.worker import Replayer
 
 from events.programme import ProgrammeFigures
@@ -28,13 +31,14 @@ from workflows.programme import MentoringProgramme
 from workflows.programme_state import GroupSession, ProgrammeState
 
 PARIS = ZoneInfo("Europe/Paris")
+RECORDED = Path(__file__).resolve().parent / "histories" / "programme"
 
 
 async def _open(harness: Harness) -> tuple[Any, str]:
     data = copy.deepcopy(EXAMPLE)
     data["programme_id"] = f"close-{uuid.uuid4().hex[:8]}"
     data["sessions_planned"] = 1
-    data["health_every"] = "P1D"  # a day: the test skips months, and each check is an activity
+    data["health_every"] = "P7D"  # weekly: the test skips months, and each check is an activity
     data["policy"] = {"motivation_reminder_after": "P30D", "motivation_expires_after": "P60D"}
     handle = await harness.client.start_workflow("MentoringProgramme", data, id=f"programme-{data['programme_id']}",
                                                  task_queue=harness.task_queue)
@@ -132,7 +136,7 @@ async def test_a_programme_runs_to_its_close_report(harness: Harness, store: Pos
     await first.wait_for(lambda s: s.stage.value == "completed")
 
     # The next health check sees every pair ended: the programme closes with its report.
-    await harness.skip(days=1, seconds=5)
+    await harness.skip(days=7, seconds=5)
     assert await handle.result() > 0
     report = await handle.query("figures", result_type=ProgrammeFigures)
     assert report.pairs_started == 3
@@ -169,5 +173,18 @@ async def test_a_programme_runs_to_its_close_report(harness: Harness, store: Pos
     assert other is not None and "GroupSessionHeld" not in [e.action for e in other.trail]
     assert "Person S1" not in json.dumps([e.payload for e in events])
 
+    history = await handle.fetch_history()
     replayer = Replayer(workflows=[MentoringProgramme], data_converter=DATA_CONVERTER)
-    await replayer.replay_workflow(await handle.fetch_history())
+    await replayer.replay_workflow(history)
+    if os.environ.get("RECORD_PROGRAMME_HISTORY"):  # when the workflow changes on purpose (README)
+        (RECORDED / "close.json").write_text(history.to_json(), encoding="utf-8")
+
+
+@pytest.mark.parametrize("name", sorted(p.name for p in RECORDED.glob("*.json")))
+async def test_recorded_programme_histories_replay(name: str):
+    """A programme runs for months: a change that would alter what a recorded run did is caught
+    here, before it reaches running programmes (guard it with workflow.patched())."""
+    text = (RECORDED / name).read_text(encoding="utf-8")
+    replayer = Replayer(workflows=[MentoringProgramme], data_converter=DATA_CONVERTER)
+    result = await replayer.replay_workflow(WorkflowHistory.from_json(f"programme-replay-{name}", text))
+    assert result.replay_failure is None
