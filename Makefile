@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 
-.PHONY: run test demo screenshots chaos bench-store bench-projections lint clean-state
+.PHONY: run test demo demo-programme screenshots chaos bench-store bench-projections bench-programme lint clean-state
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -38,6 +38,10 @@ chaos: $(VENV)/.installed-dev
 demo: $(VENV)/.installed
 	$(PY) -m demo
 
+# One programme from enrolment to its close report (needs `make run` in another terminal).
+demo-programme: $(VENV)/.installed
+	$(PY) -m demo_programme
+
 # The README's UI walkthrough photographed from a real run (needs Debian's chromium package).
 screenshots: $(VENV)/.installed
 	$(PY) -m pip install --quiet -e '.[screenshots]'
@@ -48,6 +52,9 @@ bench-store: $(VENV)/.installed-bench
 
 bench-projections: $(VENV)/.installed-bench
 	$(PY) -m bench.projections
+
+bench-programme: $(VENV)/.installed-bench
+	$(PY) -m bench.programme
 
 lint: $(VENV)/.installed-dev
 	$(VENV)/bin/ruff check .

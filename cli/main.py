@@ -34,6 +34,7 @@ from temporalio.service import RPCError
 
 from events.store import PostgresEventStore
 from projections import all_projections, queries
+from projections.programme_figures import FUNNEL
 from projections.rebuild import RebuildError, rebuild, rich_progress
 from projections.runner import NothingToResume, ProjectionStatus, UnknownProjection, resume
 from projections.runner import projection_status as read_status
@@ -330,8 +331,8 @@ def audit_programme(programme_id: Annotated[str, typer.Argument(help="The progra
             ("mentors recognised", ", ".join(f.mentors_recognised) or "none yet")]
     _facts(console, title, rows)
     funnel = _table("Funnel", "step", "pairs")
-    for step, count in f.reached.items():
-        funnel.add_row(step.replace("_", " "), str(count))
+    for step in FUNNEL:
+        funnel.add_row(step.replace("_", " "), str(f.reached.get(step, 0)))
     console.print(funnel)
     stages = _table("Now", "stage", "pairs")
     for stage, count in sorted(f.pairs_per_stage.items()):
@@ -367,7 +368,9 @@ def audit_rollup(since: Annotated[str, typer.Option("--since", help="Programmes 
 
 
 def _pairs_text(counts: dict[str, int]) -> str:
-    return ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in counts.items()) or "none"
+    order = {key: n for n, key in enumerate((*FUNNEL, "invited", "consented", "declined", "expired", "awaiting"))}
+    ordered = sorted(counts.items(), key=lambda item: (order.get(item[0], len(order)), item[0]))
+    return ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in ordered) or "none"
 
 
 def _num(value: object) -> str:
