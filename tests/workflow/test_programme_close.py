@@ -25,7 +25,16 @@ from events.store import PostgresEventStore
 from projections import queries
 from tests.projections.conftest import make_runner
 from tests.workflow.pairs import Harness, Pair
-from tests.workflow.test_programme import EXAMPLE, HR, _act, _cli, _refused, _wait_for_events, mentor, senior
+from tests.workflow.test_programme import (
+    EXAMPLE,
+    HR,
+    _act,
+    _cli,
+    _refused,
+    _wait_for_events,
+    mentor,
+    senior,
+)
 from workflows.payloads import DATA_CONVERTER
 from workflows.programme import MentoringProgramme
 from workflows.programme_state import GroupSession, ProgrammeState
