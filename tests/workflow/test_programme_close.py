@@ -24,7 +24,7 @@ from events.programme import ProgrammeFigures
 from events.store import PostgresEventStore
 from projections import queries
 from tests.projections.conftest import make_runner
-from tests.workflow.pairs import Harness, Pair
+from tests.workflow.pairs import Harness, Pair, current_details, search_attributes
 from tests.workflow.test_programme import (
     EXAMPLE,
     HR,
@@ -99,6 +99,19 @@ async def test_a_programme_runs_to_its_close_report(harness: Harness, store: Pos
     await first.prepare()
     await declined.act("decline_mentoring", recorded_by="M1", reason="no_time")
 
+    # The programme's health, read from its pairs' logs: its current details and search attributes.
+    await harness.skip(days=7, seconds=5)
+    as_programme = Pair(harness, handle, {"mentor": {"employee_id": "-"}, "mentee": {"employee_id": "-"},
+                                          "nominated_by": {"employee_id": HR}})
+    health = await handle.query("figures", result_type=ProgrammeFigures)
+    assert health.pairs_per_stage == {"sessions": 1, "declined": 1, "awaiting_motivation": 1}, health
+    assert health.reached["consented"] == 1 and health.consent["declined"] == 0
+    assert any("mentor(s) to confirm their motivation" in todo for todo in health.hr_next), health.hr_next
+    details = await current_details(as_programme)
+    assert "**Programme:** sessions" in details and "**Pairs:** 3 started" in details, details
+    assert "Person " not in details
+    assert (await search_attributes(as_programme))["MentoringStage"] == "sessions"
+
     # A collective session at a time S2 cannot make (S2 is free until 11:00): refused, naming S2
     # and the nearest time that fits everyone; at that time it is set, and everyone gets an .ics.
     too_late = _next_tuesday(await harness.now(), 10, 30)
@@ -107,6 +120,14 @@ async def test_a_programme_runs_to_its_close_report(harness: Harness, store: Pos
     assert "1 invited senior(s) cannot come: S2" in refusal and "Europe/Paris" in refusal
     suggested = datetime.fromisoformat(refusal.split("fits most: ")[1].split(" (")[0])
     assert suggested.astimezone(PARIS).time().hour == 9 and suggested > too_late and "2 of 2 can come" in refusal
+    for bad, expected in (({"topic": "cooking"}, "not in the programme's catalogue"),
+                          ({"leaders": ["S3"]}, "led by mentors of the programme"),
+                          ({"seniors": ["S9"]}, "not a senior with a pair"),
+                          ({"recorded_by": "S1"}, "not an HR owner"),
+                          ({"duration_minutes": 5}, "duration_minutes")):
+        payload = {"recorded_by": HR, "topic": "privacy", "leaders": ["M2"], "seniors": ["S1", "S2"],
+                   "starts_at": suggested.isoformat(), "duration_minutes": 60, **bad}
+        assert expected in await _refused(handle, "propose_group_session", **payload), bad
     before = len(harness.sent)
     session = GroupSession.model_validate(await _act(
         handle, "propose_group_session", recorded_by=HR, topic="privacy", leaders=["M2"], seniors=["S1", "S2"],
@@ -131,6 +152,9 @@ async def test_a_programme_runs_to_its_close_report(harness: Harness, store: Pos
 
     # HR ends the sessions: the pair still waiting for its mentor is wound down (cancelled in
     # Temporal, where it records why); the one past its sessions goes on to its follow-ups.
+    assert "not a pair this programme started" in await _refused(handle, "extend_pairs", recorded_by=HR,
+                                                                 pair_workflow_ids=["pair-elsewhere"])
+    assert "not an HR owner" in await _refused(handle, "end_sessions", recorded_by="M1")
     ended = ProgrammeState.model_validate(await _act(handle, "end_sessions", recorded_by=HR))
     assert ended.sessions_ended and ended.wound_down == [waiting.handle.id]
     await waiting.wait_for(lambda s: s.stage.value == "cancelled")
