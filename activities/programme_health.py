@@ -11,11 +11,12 @@ with no projection lag and no way for a lost signal to leave a count wrong for e
 from __future__ import annotations
 
 from temporalio import activity
+from temporalio.exceptions import ApplicationError
 
 from events.messages import ProgrammeFiguresRequest
 from events.programme import ProgrammeFigures
 from events.store import PostgresEventStore
-from projections.programme_figures import figures
+from projections.queries import figures_from_log
 
 
 class ProgrammeHealth:
@@ -26,7 +27,9 @@ class ProgrammeHealth:
 
     @activity.defn(name="programme_figures")
     async def programme_figures(self, request: ProgrammeFiguresRequest) -> ProgrammeFigures:
-        streams = await self._store.read_streams([request.stream_id, *request.pair_workflow_ids])
-        programme = streams.pop(request.stream_id)
-        result = figures(programme, streams, request.as_of)
+        # The pairs come from the programme's own stream, not from the request: the workflow's
+        # history then holds a few ids per check, not the whole cohort's.
+        result = await figures_from_log(self._store, request.stream_id, request.as_of)
+        if result is None:
+            raise ApplicationError(f"no programme stream {request.stream_id}", non_retryable=True)
         return result if request.with_stages else result.model_copy(update={"stage_of": {}})

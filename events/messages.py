@@ -199,7 +199,6 @@ class ProgrammeFiguresRequest(_Message):
     """Fold a programme's stream and its pairs' streams into its figures, as of a moment."""
 
     stream_id: str
-    pair_workflow_ids: list[str]
     as_of: datetime
     with_stages: bool = Field(False, description="also each pair's stage (for winding pairs down)")
 

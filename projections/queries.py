@@ -456,17 +456,20 @@ async def programme_report(store: PostgresEventStore, db: Db, programme_id: str)
     if row is not None:
         return ProgrammeReport(programme_id=programme_id, closed=True, closed_at=row["closed_at"],
                                figures=ProgrammeFigures.model_validate(row["report"]))
-    stream = programme_stream(programme_id)
-    events = await store.read_stream(stream)
+    now = await figures_from_log(store, programme_stream(programme_id), datetime.now(UTC))
+    return None if now is None else ProgrammeReport(programme_id=programme_id, closed=False, figures=now)
+
+
+async def figures_from_log(store: PostgresEventStore, stream_id: str, as_of: datetime) -> ProgrammeFigures | None:
+    """A programme's figures folded from its stream and the streams of the pairs it started."""
+    events = await store.read_stream(stream_id)
     if not events:
         return None
-    started: list[str] = []
+    started: dict[str, None] = {}  # in the order they started, each once
     for event in events:
         if event.event_type == "PairsStarted":
-            started += [w for w in event.payload["started"] if w not in started]
-    pairs = await store.read_streams(started)
-    return ProgrammeReport(programme_id=programme_id, closed=False,
-                           figures=figures(events, pairs, datetime.now(UTC)))
+            started.update(dict.fromkeys(event.payload["started"]))
+    return figures(events, await store.read_streams(list(started)), as_of)
 
 
 async def programme_rollup(db: Db, since: datetime) -> Rollup:

@@ -601,8 +601,8 @@ class MentoringProgramme:
     async def _figures(self, *, with_stages: bool = False) -> ev.ProgrammeFigures:
         p = self.programme
         return await workflow.execute_activity(
-            "programme_figures", ProgrammeFiguresRequest(stream_id=p.stream_id, pair_workflow_ids=p.pairs_started,
-                                                         as_of=workflow.now(), with_stages=with_stages),
+            "programme_figures", ProgrammeFiguresRequest(stream_id=p.stream_id, as_of=workflow.now(),
+                                                         with_stages=with_stages),
             result_type=ev.ProgrammeFigures, **_FIGURES)
 
     async def _check_health(self) -> None:
