@@ -68,7 +68,19 @@ async def test_unknown_pair_is_404(seeded, client):
                              params={"time": "2025-01-01"})).status_code == 404
 
 
+async def test_programme_report_and_rollup_doors(seeded, client):
+    """The close reports themselves are checked through a real programme run
+    (tests/workflow/test_programme_close.py); here, the doors' answers around them."""
+    missing = await client.get("/audit/programmes/nothing-here", headers=AUDITOR)
+    assert missing.status_code == 404 and "no programme with id 'nothing-here'" in missing.json()["detail"]
+    rollup = await client.get("/audit/rollup", headers=AUDITOR, params={"since": "2020-01-01"})
+    assert rollup.status_code == 200
+    assert rollup.json()["programmes"] == [] and rollup.json()["completion_rate"] is None
+
+
 @pytest.mark.parametrize(("path", "params", "names"), [
+    ("/audit/rollup", {}, "query parameter 'since': Field required"),
+    ("/audit/rollup", {"since": "someday"}, "query parameter 'since'"),
     ("/audit/actors/E900", {"since": "last tuesday"}, "query parameter 'since'"),
     ("/audit/actors/E900", {"since": "2025-06-01", "until": "2025-01-01"},
      "since must be earlier than until"),
