@@ -58,5 +58,5 @@ def build_activities(pool: asyncpg.Pool, settings: Settings, client: Client) -> 
         suggest_matches,
         ProgrammePairs(client, pool).start_pairs,
         ProgrammePairs(client, pool).wind_down_pairs,
-        ProgrammeHealth(store).programme_figures,
+        ProgrammeHealth(store, client).programme_figures,
     ]

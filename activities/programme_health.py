@@ -11,7 +11,9 @@ with no projection lag and no way for a lost signal to leave a count wrong for e
 from __future__ import annotations
 
 from temporalio import activity
+from temporalio.client import Client, WorkflowExecutionStatus
 from temporalio.exceptions import ApplicationError
+from temporalio.service import RPCError, RPCStatusCode
 
 from events.messages import ProgrammeFiguresRequest
 from events.programme import ProgrammeFigures
@@ -20,16 +22,32 @@ from projections.queries import figures_from_log
 
 
 class ProgrammeHealth:
-    """Register `ProgrammeHealth(store).programme_figures`."""
+    """Register `ProgrammeHealth(store, client).programme_figures`."""
 
-    def __init__(self, store: PostgresEventStore) -> None:
-        self._store = store
+    def __init__(self, store: PostgresEventStore, client: Client) -> None:
+        self._store, self._client = store, client
+
+    async def _ended(self, workflow_ids: list[str]) -> set[str]:
+        """Which of these pairs, with nothing in the log, have ended in Temporal (cancelled or
+        terminated while starting, or failed on their input): they will never record anything."""
+        ended = set()
+        for workflow_id in workflow_ids:
+            try:
+                described = await self._client.get_workflow_handle(workflow_id).describe()
+            except RPCError as err:
+                if err.status == RPCStatusCode.NOT_FOUND:  # gone past the namespace's retention
+                    ended.add(workflow_id)
+                    continue
+                raise
+            if described.status is not None and described.status != WorkflowExecutionStatus.RUNNING:
+                ended.add(workflow_id)
+        return ended
 
     @activity.defn(name="programme_figures")
     async def programme_figures(self, request: ProgrammeFiguresRequest) -> ProgrammeFigures:
         # The pairs come from the programme's own stream, not from the request: the workflow's
         # history then holds a few ids per check, not the whole cohort's.
-        result = await figures_from_log(self._store, request.stream_id, request.as_of)
+        result = await figures_from_log(self._store, request.stream_id, request.as_of, self._ended)
         if result is None:
             raise ApplicationError(f"no programme stream {request.stream_id}", non_retryable=True)
         return result if request.with_stages else result.model_copy(update={"stage_of": {}})

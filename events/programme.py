@@ -199,7 +199,8 @@ class ProgrammeFigures(BaseModel):
     outcomes: dict[str, int] = Field(default_factory=dict, description="how closed pairs ended")
     at_risk: list[str] = Field(default_factory=list, description="pair workflow ids at risk now")
     consent: dict[str, int] = Field(default_factory=dict,
-                                    description="invited, consented, declined, expired, awaiting")
+                                    description="invited, consented, declined, expired, awaiting, "
+                                    "closed_unanswered")
     sessions_held: int = 0
     sessions_this_month: int = 0
     no_shows: int = 0
@@ -208,8 +209,10 @@ class ProgrammeFigures(BaseModel):
     ratings: dict[str, float | int | None] = Field(default_factory=dict,
                                                    description="pairs' sessions (count, average), group sessions")
     still_using: dict[str, dict[str, int]] = Field(
-        default_factory=dict, description="follow-ups: '30' / '90' days -> answers yes / no")
-    abandoned: int = Field(0, description="pairs that ended without completing after the senior consented")
+        default_factory=dict, description="the seniors' answers: 'first' / 'second' follow-up -> yes / no")
+    abandoned: int = Field(0, description="pairs that ended without completing after the senior consented "
+                           "(not counting those the programme wound down at the sessions' end)")
+    wound_down: int = Field(0, description="pairs cancelled by the programme at the sessions' end")
     abandonment_rate: float | None = None
     mentors_recognised: list[str] = Field(default_factory=list,
                                           description="mentors with a completed pair")

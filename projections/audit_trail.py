@@ -161,8 +161,8 @@ _SUMMARIES: dict[str, Callable[[dict[str, Any]], str]] = {
     "GroupSessionInvitationsSent": lambda p: (
         f"{p['kind']} for collective session {p['session_no']} sent to {len(p['sent_to'])} people"
         + (f", not reached: {_list(p['not_reached'])}" if p.get("not_reached") else "")),
-    "GroupSessionHeld": lambda p: (
-        f"collective session {p['session_no']} held: attended by {_list(p['attended'])}"),
+    # A count, not the names: this line shows in the trail of every pair that attended.
+    "GroupSessionHeld": lambda p: f"collective session {p['session_no']} held: {len(p['attended'])} attended",
     "GroupSessionCancelled": lambda p: f"collective session {p['session_no']} cancelled ({p['reason']})",
     "GroupSessionFeedbackGiven": lambda p: (
         f"{p['employee_id']} rated collective session {p['session_no']} {p['rating']}/5"),

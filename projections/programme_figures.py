@@ -10,7 +10,7 @@ close report, all of which more people read than the pairs' own trails.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -26,35 +26,55 @@ from projections.pair_fold import (
     PREPARATION,
     SESSIONS,
     PairFacts,
+    PairFoldError,
     fold,
 )
 
 # The funnel's steps, in order: a pair "reached" a step once the facts for it are recorded.
 FUNNEL = ("nominated", "mentor_motivated", "consented", "prepared", "first_session_held", "completed")
+CONSENT = ("invited", "consented", "declined", "expired", "awaiting", "closed_unanswered")
 # Pairs that ended without completing, once their senior had consented: the programme lost them.
 ABANDONED = ("withdrawn", "lapsed", "cancelled", "ended_in_temporal")
 
 
 def figures(programme_events: Sequence[RecordedEvent], pair_streams: Mapping[str, Sequence[RecordedEvent]],
-            as_of: datetime) -> ProgrammeFigures:
+            as_of: datetime, *, ended_unrecorded: Collection[str] = ()) -> ProgrammeFigures:
+    """`ended_unrecorded`: pairs whose workflow ended before recording anything (cancelled or
+    terminated while starting, a start input refused): counted as ended, so they cannot hold the
+    programme open for ever."""
     result = ProgrammeFigures(as_of=as_of)
-    _programme_side(result, programme_events)
-    pairs = {stream: _fold(stream, events) for stream, events in pair_streams.items()}
+    wound_down = _programme_side(result, programme_events)
+    pairs: dict[str, PairFacts | None] = {}
+    unreadable: list[str] = []
+    for stream, events in pair_streams.items():
+        try:
+            pairs[stream] = _fold(stream, events)
+        except PairFoldError:  # one pair's contradictory log must not stop the programme's figures
+            unreadable.append(stream)
     folded = {stream: facts for stream, facts in pairs.items() if facts is not None}
     result.pairs_started = len(pair_streams)
-    result.pairs_per_stage = dict(Counter(f.stage for f in folded.values()))
-    if len(folded) < len(pair_streams):  # started, nomination not recorded yet
-        result.pairs_per_stage["starting"] = len(pair_streams) - len(folded)
-    result.outcomes = dict(Counter(f.outcome for f in folded.values() if f.outcome))
-    result.stage_of = {stream: facts.stage if facts else "starting" for stream, facts in pairs.items()}
+    stage_of = {stream: facts.stage if facts else "starting" for stream, facts in pairs.items()}
+    stage_of.update({stream: "ended" for stream, facts in pairs.items() if facts is None and stream in ended_unrecorded})
+    stage_of.update(dict.fromkeys(unreadable, "unreadable"))
+    result.stage_of = stage_of
+    result.pairs_per_stage = dict(Counter(stage_of.values()))
+    outcomes = Counter(f.outcome for f in folded.values() if f.outcome)
+    outcomes["ended_in_temporal"] += sum(1 for s, f in pairs.items() if f is None and s in ended_unrecorded)
+    result.outcomes = {k: v for k, v in outcomes.items() if v}
     result.at_risk = sorted(stream for stream, f in folded.items() if f.at_risk and f.outcome is None)
     _funnel_and_consent(result, folded, pair_streams)
     _sessions_and_ratings(result, folded, pair_streams, as_of)
     consented = result.consent.get("consented", 0)
-    result.abandoned = sum(1 for f in folded.values() if f.consent_given and f.outcome in ABANDONED)
+    # Pairs the programme itself wound down at the sessions' end are not people giving up.
+    result.wound_down = sum(1 for s, f in folded.items() if s in wound_down and f.outcome == "cancelled")
+    result.abandoned = sum(1 for s, f in folded.items()
+                           if f.consent_given and f.outcome in ABANDONED and s not in wound_down)
     result.abandonment_rate = round(result.abandoned / consented, 3) if consented else None
     result.mentors_recognised = sorted({f.mentor_id for f in folded.values() if f.outcome == "completed"})
     result.hr_next = _hr_next(result, folded)
+    if unreadable:
+        result.hr_next.insert(0, f"{len(unreadable)} pair log(s) cannot be folded (see `mentoring projections "
+                                 f"status`): {', '.join(unreadable[:5])}")
     return result
 
 
@@ -66,7 +86,9 @@ def _fold(stream: str, events: Sequence[RecordedEvent]) -> PairFacts | None:
     return facts
 
 
-def _programme_side(result: ProgrammeFigures, events: Sequence[RecordedEvent]) -> None:
+def _programme_side(result: ProgrammeFigures, events: Sequence[RecordedEvent]) -> set[str]:
+    """The programme's own figures; returns the pairs it wound down at the sessions' end."""
+    wound_down: set[str] = set()
     confirmed: set[str] = set()
     channels: Counter[str] = Counter()
     group_ratings: list[int] = []
@@ -87,11 +109,14 @@ def _programme_side(result: ProgrammeFigures, events: Sequence[RecordedEvent]) -
                 result.group_attendances += len(payload["attended"])
             case "GroupSessionFeedbackGiven":
                 group_ratings.append(int(payload["rating"]))
+            case "ProgrammeSessionsEnded":
+                wound_down.update(payload["cancelled"])
     result.mentors_confirmed = len(confirmed)
     result.enrolled_by_channel = dict(channels)
     result.ratings["group_sessions_count"] = len(group_ratings)
     result.ratings["group_sessions_average"] = (round(sum(group_ratings) / len(group_ratings), 2)
                                                 if group_ratings else None)
+    return wound_down
 
 
 def _funnel_and_consent(result: ProgrammeFigures, folded: Mapping[str, PairFacts],
@@ -100,7 +125,7 @@ def _funnel_and_consent(result: ProgrammeFigures, folded: Mapping[str, PairFacts
     consent: Counter[str] = Counter()
     for stream, facts in folded.items():
         types = {e.event_type for e in streams[stream]}
-        steps = {"nominated": True, "mentor_motivated": facts.mentor_motivated,
+        steps = {"nominated": True, "mentor_motivated": "MentorMotivationConfirmed" in types,
                  "consented": facts.consent_given, "prepared": "MentorSignedOff" in types and facts.mentee_onboarded,
                  "first_session_held": facts.sessions_held > 0 or "SessionHeld" in types,
                  "completed": facts.outcome == "completed"}
@@ -115,9 +140,10 @@ def _funnel_and_consent(result: ProgrammeFigures, folded: Mapping[str, PairFacts
                 consent["expired"] += 1
             elif facts.outcome is None:
                 consent["awaiting"] += 1
+            else:  # the pair ended (withdrawn, cancelled, lapsed) before the senior answered
+                consent["closed_unanswered"] += 1
     result.reached = {step: reached.get(step, 0) for step in FUNNEL}
-    result.consent = {key: consent.get(key, 0) for key in ("invited", "consented", "declined", "expired",
-                                                           "awaiting")}
+    result.consent = {key: consent.get(key, 0) for key in CONSENT}
 
 
 def _sessions_and_ratings(result: ProgrammeFigures, folded: Mapping[str, PairFacts],
@@ -130,17 +156,21 @@ def _sessions_and_ratings(result: ProgrammeFigures, folded: Mapping[str, PairFac
             1 for s in facts.sessions.values()
             if s.status == "held" and (s.starts_at.year, s.starts_at.month) == (as_of.year, as_of.month))
         rating_sum, rating_count = rating_sum + facts.rating_sum, rating_count + facts.rating_count
-        follow_ups_sent = 0
+        sent_days: list[int] = []  # days after the end of each follow-up sent, in order
         for event in streams[stream]:
             if event.event_type == "SessionMissed":
                 result.no_shows += 1
             elif event.event_type == "FollowUpSent":
-                follow_ups_sent += 1
+                sent_days.append(int(event.payload["days_after_end"]))
             elif event.event_type == "FollowUpAnswered" and event.payload["by_role"] == "mentee":
-                number = event.payload.get("follow_up_no") or follow_ups_sent
+                # Which follow-up: its number when recorded (newer pairs), else the first sent
+                # that many days after the end (a late answer to the first stays the first's).
+                days = int(event.payload["days_after_end"])
+                number = event.payload.get("follow_up_no") or (sent_days.index(days) + 1 if days in sent_days else 1)
                 which = "first" if number <= 1 else "second"
                 answers[which]["yes" if event.payload["still_using"] else "no"] += 1
     result.ratings["sessions_count"] = rating_count
+    result.ratings["sessions_sum"] = rating_sum  # for exact averages over programmes
     result.ratings["sessions_average"] = round(rating_sum / rating_count, 2) if rating_count else None
     result.still_using = {which: {"yes": c.get("yes", 0), "no": c.get("no", 0)} for which, c in answers.items()}
 
@@ -168,5 +198,4 @@ def _hr_next(result: ProgrammeFigures, folded: Mapping[str, PairFacts]) -> list[
 
 def all_closed(result: ProgrammeFigures) -> bool:
     """Every started pair has ended (completed or otherwise): the programme can close."""
-    return result.pairs_started > 0 and sum(
-        result.pairs_per_stage.get(stage, 0) for stage in CLOSED_STAGES) == result.pairs_started
+    return sum(result.pairs_per_stage.get(stage, 0) for stage in CLOSED_STAGES) == result.pairs_started

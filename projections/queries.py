@@ -7,6 +7,7 @@ from the `people` table at query time: an erased person shows as null, everywher
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import TypeAlias
 
@@ -249,7 +250,7 @@ async def pair_report(db: Db, pair_id: str) -> PairReport | None:
         pair_id)
     trail = await db.fetch(
         f"""SELECT {_TRAIL_COLUMNS} FROM audit_trail.entries WHERE pair_id = $1
-            OR position IN (SELECT position FROM audit_trail.pair_links WHERE pair_id = $1)
+            OR position = ANY(ARRAY(SELECT position FROM audit_trail.pair_links WHERE pair_id = $1))
             ORDER BY position""",
         pair_id)
     # What is said stays with the pair: only what its author chose to share, and
@@ -460,8 +461,15 @@ async def programme_report(store: PostgresEventStore, db: Db, programme_id: str)
     return None if now is None else ProgrammeReport(programme_id=programme_id, closed=False, figures=now)
 
 
-async def figures_from_log(store: PostgresEventStore, stream_id: str, as_of: datetime) -> ProgrammeFigures | None:
-    """A programme's figures folded from its stream and the streams of the pairs it started."""
+EndedCheck = Callable[[list[str]], Awaitable[set[str]]]
+
+
+async def figures_from_log(store: PostgresEventStore, stream_id: str, as_of: datetime,
+                           ended: EndedCheck | None = None) -> ProgrammeFigures | None:
+    """A programme's figures folded from its stream and the streams of the pairs it started.
+
+    `ended` tells which of the pairs with nothing in the log have ended in Temporal (the worker's
+    activity asks Temporal; without it they count as still starting)."""
     events = await store.read_stream(stream_id)
     if not events:
         return None
@@ -469,7 +477,10 @@ async def figures_from_log(store: PostgresEventStore, stream_id: str, as_of: dat
     for event in events:
         if event.event_type == "PairsStarted":
             started.update(dict.fromkeys(event.payload["started"]))
-    return figures(events, await store.read_streams(list(started)), as_of)
+    pairs = await store.read_streams(list(started))
+    silent = [stream for stream, recorded in pairs.items() if not recorded]
+    gone = await ended(silent) if ended and silent else set()
+    return figures(events, pairs, as_of, ended_unrecorded=gone)
 
 
 async def programme_rollup(db: Db, since: datetime) -> Rollup:
@@ -484,8 +495,8 @@ async def programme_rollup(db: Db, since: datetime) -> Rollup:
                 sums[name] = sums.get(name, 0) + count
         return sums
 
-    ratings = [(r.ratings.get("sessions_average"), r.ratings.get("sessions_count") or 0) for r in reports]
-    rated = sum(int(n) for avg, n in ratings if avg is not None)
+    rated = sum(int(r.ratings.get("sessions_count") or 0) for r in reports)
+    rating_sum = sum(float(r.ratings.get("sessions_sum") or 0) for r in reports)
     still: dict[str, dict[str, int]] = {}
     for report in reports:
         for which, answers in report.still_using.items():
@@ -501,8 +512,7 @@ async def programme_rollup(db: Db, since: datetime) -> Rollup:
         sessions_held=sum(r.sessions_held for r in reports),
         group_sessions_held=sum(r.group_sessions_held for r in reports),
         group_attendances=sum(r.group_attendances for r in reports),
-        average_session_rating=(round(sum(float(avg) * int(n) for avg, n in ratings if avg is not None) / rated, 2)
-                                if rated else None),
+        average_session_rating=round(rating_sum / rated, 2) if rated else None,
         still_using=still,
         completion_rate=_rate(reached.get("completed", 0), started),
         abandonment_rate=_rate(lost, consent.get("consented", 0)),

@@ -120,8 +120,15 @@ _FIGURES: dict[str, Any] = {
     "start_to_close_timeout": timedelta(minutes=2),
     "retry_policy": RetryPolicy(maximum_interval=timedelta(minutes=1)),
 }
+CONSENTED_STAGES = ("preparation", "sessions", "final_evaluation", "follow_up")
+"""The stages of a running pair whose senior consented: who a collective session may invite."""
 WIND_DOWN_STAGES = ("starting", "awaiting_motivation", "mentee_invited", "preparation", "sessions")
 """The stages of a pair the sessions' end winds down (under the policy `cancel_open_pairs`)."""
+
+
+# Each update's rules (`_rules_<update>`) run twice: in its validator, so a refusal records nothing
+# and shows in the UI at once; and in its handler under the log's lock, right before recording,
+# since another update (or the programme's own timers) may have changed the programme meanwhile.
 
 
 class ProgrammeAlreadyOpened(PairError):
@@ -134,7 +141,7 @@ class MentoringProgramme:
         self._state: ProgrammeState | None = None
         self._log = asyncio.Lock()  # one writer at a time: each append expects the previous version
         self._woken = False  # an update changed what is due next
-        self._at_risk_shown = False
+        self._at_risk_shown: bool | None = None  # None: write it once in each run (continue-as-new)
         self._phase_shown: str | None = None
 
     @property
@@ -186,7 +193,7 @@ class MentoringProgramme:
         if p.next_health_at is not None and now >= p.next_health_at:
             p.next_health_at = now + p.health_every
             await self._check_health()
-            if p.figures is not None and p.sessions_ended and (all_closed(p.figures) or not p.pairs_started):
+            if p.figures is not None and p.sessions_ended and all_closed(p.figures):
                 await self._close()
                 return
         if p.next_digest_at is not None and now >= p.next_digest_at:
@@ -194,6 +201,10 @@ class MentoringProgramme:
             await self._send_digest()
 
     async def _open(self, programme: ProgrammeInput) -> None:
+        if programme.dates.sessions_end < workflow.now().date():
+            raise InvalidProgrammeInput(
+                f"This programme cannot start: dates.sessions_end {programme.dates.sessions_end} is in the "
+                "past (the programme would close at once). Give the day its sessions end.")
         self._state = ProgrammeState(programme_id=programme.programme_id,
                                      stream_id=ev.programme_stream(programme.programme_id),
                                      hr_owners=[o.employee_id for o in programme.hr_owners])
@@ -228,6 +239,7 @@ class MentoringProgramme:
         request = self._read(NominateMentors, payloads, "nominate_mentors")
         await self._register([contact(m) for m in request.mentors])
         async with self._log:
+            self._rules_nominate_mentors(request)
             await self._record(ev.MentorsNominated(
                 mentors=[_candidate(m, m.topics_offered, m.capacity) for m in request.mentors],
                 nominated_by=request.recorded_by), by=request.recorded_by)
@@ -235,7 +247,9 @@ class MentoringProgramme:
 
     @nominate_mentors.validator
     def _check_nominate_mentors(self, *payloads: RawValue) -> None:
-        request = self._read(NominateMentors, payloads, "nominate_mentors", vet=True)
+        self._rules_nominate_mentors(self._read(NominateMentors, payloads, "nominate_mentors", vet=True))
+
+    def _rules_nominate_mentors(self, request: NominateMentors) -> None:
         self._hr_only(request)
         for mentor in request.mentors:
             self._newcomer(mentor.employee_id)
@@ -246,13 +260,16 @@ class MentoringProgramme:
     async def confirm_programme_motivation(self, *payloads: RawValue) -> ProgrammeState:
         request = self._read(ConfirmMotivation, payloads, "confirm_programme_motivation")
         async with self._log:
+            self._rules_confirm_programme_motivation(request)
             await self._record(ev.MentorConfirmedForProgramme(mentor_id=request.recorded_by),
                                by=request.recorded_by)
         return self.programme
 
     @confirm_programme_motivation.validator
     def _check_confirm_programme_motivation(self, *payloads: RawValue) -> None:
-        request = self._read(ConfirmMotivation, payloads, "confirm_programme_motivation", vet=True)
+        self._rules_confirm_programme_motivation(self._read(ConfirmMotivation, payloads, "confirm_programme_motivation", vet=True))
+
+    def _rules_confirm_programme_motivation(self, request: ConfirmMotivation) -> None:
         who = request.recorded_by
         if who not in self.programme.mentors:
             raise NotAParticipant(f"{who} is not a mentor nominated for this programme: the mentor "
@@ -269,6 +286,7 @@ class MentoringProgramme:
         request = self._read(EnrolSenior, payloads, "enrol_senior")
         await self._register([contact(request.senior)])
         async with self._log:
+            self._rules_enrol_senior(request)
             await self._record(ev.SeniorEnrolled(
                 senior=_candidate(request.senior, request.senior.topics_wished, 1),
                 channel=request.request.channel, requested_on=request.request.requested_on,
@@ -277,7 +295,9 @@ class MentoringProgramme:
 
     @enrol_senior.validator
     def _check_enrol_senior(self, *payloads: RawValue) -> None:
-        request = self._read(EnrolSenior, payloads, "enrol_senior", vet=True)
+        self._rules_enrol_senior(self._read(EnrolSenior, payloads, "enrol_senior", vet=True))
+
+    def _rules_enrol_senior(self, request: EnrolSenior) -> None:
         senior = request.senior.employee_id
         if request.recorded_by != senior:
             self._hr_only(request)
@@ -292,6 +312,7 @@ class MentoringProgramme:
         request = self._read(WithdrawFromProgramme, payloads, "withdraw_from_programme")
         role = self.programme.role_of(request.employee_id)
         async with self._log:
+            self._rules_withdraw_from_programme(request)
             await self._record(ev.ParticipantWithdrew(
                 employee_id=request.employee_id, role="mentor" if role == "mentor" else "senior",
                 reason=request.reason, recorded_by=request.recorded_by), by=request.recorded_by)
@@ -299,7 +320,9 @@ class MentoringProgramme:
 
     @withdraw_from_programme.validator
     def _check_withdraw_from_programme(self, *payloads: RawValue) -> None:
-        request = self._read(WithdrawFromProgramme, payloads, "withdraw_from_programme", vet=True)
+        self._rules_withdraw_from_programme(self._read(WithdrawFromProgramme, payloads, "withdraw_from_programme", vet=True))
+
+    def _rules_withdraw_from_programme(self, request: WithdrawFromProgramme) -> None:
         if request.recorded_by != request.employee_id:
             self._hr_only(request)
         if self.programme.role_of(request.employee_id) is None:
@@ -314,6 +337,7 @@ class MentoringProgramme:
     async def suggest_matches(self, *payloads: RawValue) -> MatchSuggestion:
         request = self._read(SuggestMatches, payloads, "suggest_matches")
         async with self._log:
+            self._rules_suggest_matches(request)
             programme = self.programme
             suggestion = await workflow.execute_activity(
                 "suggest_matches", MatchingRequest(programme_id=programme.programme_id,
@@ -327,7 +351,9 @@ class MentoringProgramme:
 
     @suggest_matches.validator
     def _check_suggest_matches(self, *payloads: RawValue) -> None:
-        request = self._read(SuggestMatches, payloads, "suggest_matches", vet=True)
+        self._rules_suggest_matches(self._read(SuggestMatches, payloads, "suggest_matches", vet=True))
+
+    def _rules_suggest_matches(self, request: SuggestMatches) -> None:
         self._hr_only(request)
         if not self.programme.active_mentors() or not self.programme.active_seniors():
             raise RuleViolation("matching needs at least one mentor who confirmed their motivation and one "
@@ -338,6 +364,7 @@ class MentoringProgramme:
     async def accept_matches(self, *payloads: RawValue) -> ProgrammeState:
         request = self._read(AcceptMatches, payloads, "accept_matches")
         async with self._log:
+            self._rules_accept_matches(request)
             programme = self.programme
             chosen = _chosen(programme, request)
             await self._record(ev.MatchesAccepted(accepted_by=request.recorded_by, pairs=[ev.AcceptedPair(
@@ -357,8 +384,12 @@ class MentoringProgramme:
 
     @accept_matches.validator
     def _check_accept_matches(self, *payloads: RawValue) -> None:
-        request = self._read(AcceptMatches, payloads, "accept_matches", vet=True)
+        self._rules_accept_matches(self._read(AcceptMatches, payloads, "accept_matches", vet=True))
+
+    def _rules_accept_matches(self, request: AcceptMatches) -> None:
         self._hr_only(request)
+        if self.programme.sessions_ended:
+            raise RuleViolation("the programme's sessions have ended: no new pair starts now.")
         if self.programme.suggestion is None:
             raise RuleViolation("there is no suggestion to accept yet: send suggest_matches first.")
         chosen = _chosen(self.programme, request)
@@ -378,6 +409,8 @@ class MentoringProgramme:
     async def propose_group_session(self, *payloads: RawValue) -> GroupSession:
         request = self._read(ProposeGroupSession, payloads, "propose_group_session")
         async with self._log:
+            self._rules_propose_group_session(request)
+            self._consented(request.seniors, await self._figures(with_stages=True))
             programme = self.programme
             number = len(programme.group_sessions) + 1
             await self._record(ev.GroupSessionScheduled(
@@ -386,12 +419,25 @@ class MentoringProgramme:
                 pairs=[self._invitee(s) for s in request.seniors], scheduled_by=request.recorded_by),
                 by=request.recorded_by)
             session = programme.group_sessions[number]
-            await self._invite(session, "group_session_invitation")
+        await self._invite(session, "group_session_invitation")  # outside the lock: mail may be slow
         return session
+
+    def _consented(self, seniors: list[str], figures: ev.ProgrammeFigures) -> None:
+        """Only seniors who consented, in a pair still running, are invited: the log, read just
+        now, says which (the state knows which pairs started, not where each stands)."""
+        programme = self.programme
+        out = [s for s in seniors
+               if figures.stage_of.get(pair_workflow_id(programme.programme_id, programme.accepted[s], s))
+               not in CONSENTED_STAGES]
+        if out:
+            raise RuleViolation(f"senior(s) {', '.join(out[:10])}: only seniors who consented, in a pair "
+                                "still running, are invited to a collective session.")
 
     @propose_group_session.validator
     def _check_propose_group_session(self, *payloads: RawValue) -> None:
-        request = self._read(ProposeGroupSession, payloads, "propose_group_session", vet=True)
+        self._rules_propose_group_session(self._read(ProposeGroupSession, payloads, "propose_group_session", vet=True))
+
+    def _rules_propose_group_session(self, request: ProposeGroupSession) -> None:
         self._hr_only(request)
         programme = self.programme
         if programme.sessions_ended:
@@ -428,6 +474,7 @@ class MentoringProgramme:
     async def record_group_attendance(self, *payloads: RawValue) -> GroupSession:
         request = self._read(RecordGroupAttendance, payloads, "record_group_attendance")
         async with self._log:
+            self._rules_record_group_attendance(request)
             session = self.programme.group_sessions[request.session_no]
             came = set(request.attended)
             await self._record(ev.GroupSessionHeld(
@@ -438,7 +485,9 @@ class MentoringProgramme:
 
     @record_group_attendance.validator
     def _check_record_group_attendance(self, *payloads: RawValue) -> None:
-        request = self._read(RecordGroupAttendance, payloads, "record_group_attendance", vet=True)
+        self._rules_record_group_attendance(self._read(RecordGroupAttendance, payloads, "record_group_attendance", vet=True))
+
+    def _rules_record_group_attendance(self, request: RecordGroupAttendance) -> None:
         self._hr_only(request)
         session = self._group_session(request.session_no, "scheduled")
         if session.starts_at > workflow.now():
@@ -454,15 +503,18 @@ class MentoringProgramme:
     async def cancel_group_session(self, *payloads: RawValue) -> GroupSession:
         request = self._read(CancelGroupSession, payloads, "cancel_group_session")
         async with self._log:
+            self._rules_cancel_group_session(request)
             await self._record(ev.GroupSessionCancelled(session_no=request.session_no, reason=request.reason,
                                                         cancelled_by=request.recorded_by), by=request.recorded_by)
             session = self.programme.group_sessions[request.session_no]
-            await self._invite(session, "group_session_cancelled")
+        await self._invite(session, "group_session_cancelled")  # outside the lock: mail may be slow
         return session
 
     @cancel_group_session.validator
     def _check_cancel_group_session(self, *payloads: RawValue) -> None:
-        request = self._read(CancelGroupSession, payloads, "cancel_group_session", vet=True)
+        self._rules_cancel_group_session(self._read(CancelGroupSession, payloads, "cancel_group_session", vet=True))
+
+    def _rules_cancel_group_session(self, request: CancelGroupSession) -> None:
         self._hr_only(request)
         self._group_session(request.session_no, "scheduled")
 
@@ -471,6 +523,7 @@ class MentoringProgramme:
     async def rate_group_session(self, *payloads: RawValue) -> GroupSession:
         request = self._read(RateGroupSession, payloads, "rate_group_session")
         async with self._log:
+            self._rules_rate_group_session(request)
             await self._record(ev.GroupSessionFeedbackGiven(
                 session_no=request.session_no, employee_id=request.recorded_by, rating=request.rating),
                 by=request.recorded_by)
@@ -478,7 +531,9 @@ class MentoringProgramme:
 
     @rate_group_session.validator
     def _check_rate_group_session(self, *payloads: RawValue) -> None:
-        request = self._read(RateGroupSession, payloads, "rate_group_session", vet=True)
+        self._rules_rate_group_session(self._read(RateGroupSession, payloads, "rate_group_session", vet=True))
+
+    def _rules_rate_group_session(self, request: RateGroupSession) -> None:
         session = self._group_session(request.session_no, "held")
         if request.recorded_by not in session.attended:
             raise NotAParticipant(f"{request.recorded_by} did not attend collective session "
@@ -517,8 +572,9 @@ class MentoringProgramme:
                                  sequence=1 if kind == "group_session_cancelled" else 0,
                                  cancelled=kind == "group_session_cancelled")
         sent, failed = await self._send(kind, session.invited(), session=details)
-        await self._record(ev.GroupSessionInvitationsSent(session_no=session.session_no, kind=kind,
-                                                          sent_to=sent, not_reached=failed), by="system")
+        async with self._log:
+            await self._record(ev.GroupSessionInvitationsSent(session_no=session.session_no, kind=kind,
+                                                              sent_to=sent, not_reached=failed), by="system")
 
     async def _send(self, kind: str, people: list[str], *, session: SessionDetails | None = None,
                     summary: list[str] | None = None) -> tuple[list[str], list[str]]:
@@ -545,13 +601,16 @@ class MentoringProgramme:
     async def extend_pairs(self, *payloads: RawValue) -> ProgrammeState:
         request = self._read(ExtendPairs, payloads, "extend_pairs")
         async with self._log:
+            self._rules_extend_pairs(request)
             await self._record(ev.PairsExtended(pair_workflow_ids=request.pair_workflow_ids,
                                                 extended_by=request.recorded_by), by=request.recorded_by)
         return self.programme
 
     @extend_pairs.validator
     def _check_extend_pairs(self, *payloads: RawValue) -> None:
-        request = self._read(ExtendPairs, payloads, "extend_pairs", vet=True)
+        self._rules_extend_pairs(self._read(ExtendPairs, payloads, "extend_pairs", vet=True))
+
+    def _rules_extend_pairs(self, request: ExtendPairs) -> None:
         self._hr_only(request)
         if self.programme.sessions_ended:
             raise RuleViolation("the sessions have ended already: pairs still running go on by themselves.")
@@ -563,21 +622,25 @@ class MentoringProgramme:
                      "still before or in their sessions are wound down as the programme's policy says.")
     async def end_sessions(self, *payloads: RawValue) -> ProgrammeState:
         request = self._read(EndSessions, payloads, "end_sessions")
-        await self._end_sessions(request.recorded_by)
+        await self._end_sessions(request.recorded_by, refuse_if_ended=True)
         self._woken = True
         return self.programme
 
     @end_sessions.validator
     def _check_end_sessions(self, *payloads: RawValue) -> None:
-        request = self._read(EndSessions, payloads, "end_sessions", vet=True)
+        self._rules_end_sessions(self._read(EndSessions, payloads, "end_sessions", vet=True))
+
+    def _rules_end_sessions(self, request: EndSessions) -> None:
         self._hr_only(request)
         if self.programme.sessions_ended:
             raise RuleViolation("the sessions have ended already.")
 
-    async def _end_sessions(self, by: str) -> None:
+    async def _end_sessions(self, by: str, *, refuse_if_ended: bool = False) -> None:
         async with self._log:
             p = self.programme
             if p.sessions_ended:
+                if refuse_if_ended:  # the timer (or another HR click) ended them meanwhile
+                    raise RuleViolation("the sessions have ended already.")
                 return
             candidates = [i for i in p.pairs_started if i not in p.extended]
             cancelled: list[str] = []
@@ -623,7 +686,10 @@ class MentoringProgramme:
 
     async def _close(self) -> None:
         async with self._log:
-            report = await self._figures()
+            report = await self._figures()  # read again under the lock: nothing started meanwhile
+            if not (self.programme.sessions_ended and all_closed(report)):
+                self.programme.figures = report
+                return
             await self._record(ev.ProgrammeClosed(report=report), by="system")
         self._publish()
 
@@ -716,8 +782,9 @@ class MentoringProgramme:
         if self._state is None or self._state.version == 0:
             return
         p = self._state
+        # Not a pair's stage name: HR filtering the list by MentoringStage sees pairs or programmes.
         phase = ("closed" if p.closed else "winding_down" if p.sessions_ended
-                 else "sessions" if p.pairs_started else "enrolment")
+                 else "running" if p.pairs_started else "enrolment")
         if phase != self._phase_shown:
             workflow.upsert_search_attributes([attrs.STAGE.value_set(phase)])
             self._phase_shown = phase

@@ -204,6 +204,14 @@ class ProposeGroupSession(_Action):
     starts_at: SessionTime = Field(description="with its UTC offset, e.g. 2027-03-02T10:00:00+01:00")
     duration_minutes: int = Field(60, ge=15, le=240)
 
+    @model_validator(mode="after")
+    def _with_offset(self) -> ProposeGroupSession:
+        # The invited live in several time zones: no single zone to read a bare wall-clock time in.
+        if self.starts_at.tzinfo is None:
+            raise ValueError("starts_at needs its UTC offset (the invited may live in several time zones), "
+                             "e.g. 2027-03-02T10:00:00+01:00")
+        return self
+
 
 class GroupSessionRef(_Action):
     session_no: int = Field(ge=1, le=1000)

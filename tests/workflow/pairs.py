@@ -106,7 +106,7 @@ class Harness:
         return [log.append_events, log.read_stream, people.register_people, suggest_matches,
                 ProgrammePairs(self.client, self.store.pool).start_pairs,
                 ProgrammePairs(self.client, self.store.pool).wind_down_pairs,
-                ProgrammeHealth(self.store).programme_figures,
+                ProgrammeHealth(self.store, self.client).programme_figures,
                 people.record_private_note, TemporalFacts(self.client).cancel_request]
 
     async def start(self, data: dict[str, Any] | None = None, *, memo: dict | None = None) -> Pair:

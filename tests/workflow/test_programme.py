@@ -9,7 +9,7 @@ import asyncio
 import copy
 import json
 import uuid
-from datetime import time
+from datetime import datetime, time, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +35,14 @@ EXAMPLE = json.loads((Path(__file__).resolve().parents[2] / "examples" / "progra
 HR = "HR001"
 
 
+def dated(data: dict[str, Any], now: datetime) -> dict[str, Any]:
+    """The example's dates moved to the test server's clock (which other tests move on by years)."""
+    today = now.date()
+    data["dates"] = {"enrolment_closes": today.isoformat(), "matching_on": today.isoformat(),
+                     "sessions_end": (today + timedelta(days=200)).isoformat()}
+    return data
+
+
 def _person(employee_id: str, *, zone: str = "Europe/Paris", day: str = "tuesday",
             start: str = "09:00", end: str = "12:00", chain: list[str] | None = None) -> dict[str, Any]:
     return {"employee_id": employee_id, "display_name": f"Person {employee_id}",
@@ -51,7 +59,7 @@ def senior(employee_id: str, topics: list[str], **where: Any) -> dict[str, Any]:
 
 
 async def _start(harness: Harness) -> tuple[WorkflowHandle, str]:
-    data = copy.deepcopy(EXAMPLE)
+    data = dated(copy.deepcopy(EXAMPLE), await harness.now())
     data["programme_id"] = f"prog-{uuid.uuid4().hex[:8]}"
     handle = await harness.client.start_workflow("MentoringProgramme", data, id=f"programme-{data['programme_id']}",
                                                  task_queue=harness.task_queue)
@@ -205,6 +213,20 @@ async def test_a_bad_programme_input_fails_at_once_naming_the_field(harness: Har
     assert isinstance(failed.value.cause, ApplicationError)
     assert failed.value.cause.type == "InvalidProgrammeInput"
     assert "enrolment_closes <= matching_on < sessions_end" in str(failed.value.cause)
+
+
+async def test_a_programme_whose_sessions_ended_already_does_not_start(harness: Harness):
+    """Dates in order but in the past: it would close the moment it opened."""
+    data = copy.deepcopy(EXAMPLE)
+    data["dates"] = {"enrolment_closes": "2025-01-10", "matching_on": "2025-01-15", "sessions_end": "2025-06-30"}
+    handle = await harness.client.start_workflow("MentoringProgramme", data, id=f"programme-old-{uuid.uuid4().hex[:6]}",
+                                                 task_queue=harness.task_queue)
+    harness.started.append(handle)
+    with pytest.raises(WorkflowFailureError) as failed:
+        await handle.result()
+    assert isinstance(failed.value.cause, ApplicationError)
+    assert failed.value.cause.type == "InvalidProgrammeInput"
+    assert "dates.sessions_end 2025-06-30 is in the past" in str(failed.value.cause)
 
 
 async def test_starting_a_pair_twice_starts_it_once(harness: Harness, store: PostgresEventStore):
