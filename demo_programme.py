@@ -32,7 +32,7 @@ from temporalio.client import (
     WorkflowHandle,
     WorkflowUpdateFailedError,
 )
-from temporalio.exceptions import WorkflowAlreadyStartedError
+from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
 from temporalio.service import RPCError
 
 import demo
@@ -106,10 +106,16 @@ class _Run:
 
     async def act(self, update: str, payload: dict[str, Any], handle: WorkflowHandle | None = None) -> Any:
         async with self.limit:
-            try:
-                return await (handle or self.handle).execute_update(update, payload)
-            except WorkflowUpdateFailedError as exc:
-                raise DemoError(f"{update} was rejected: {str(exc.cause or exc).splitlines()[0]}") from None
+            for _ in range(100):
+                try:
+                    return await (handle or self.handle).execute_update(update, payload)
+                except WorkflowUpdateFailedError as exc:
+                    cause = exc.cause
+                    if isinstance(cause, ApplicationError) and cause.type == "ProgrammeRenewing":
+                        await asyncio.sleep(0.2)  # a fresh run of its history: nothing recorded, send again
+                        continue
+                    raise DemoError(f"{update} was rejected: {str(cause or exc).splitlines()[0]}") from None
+            raise DemoError(f"{update}: the programme kept renewing its history")
 
     async def each(self, work: Sequence[Awaitable[Any]]) -> list[Any]:
         return list(await asyncio.gather(*work))
@@ -176,12 +182,14 @@ async def run_demo(client: Client, settings: Settings, out: Out = print) -> dict
     run.say(f"senior {senior_id(SENIORS - 1)} withdraws, without penalty")
 
     # Matching, explained, then accepted: one pair each.
-    suggestion = MatchSuggestion.model_validate(await run.act("suggest_matches", {"recorded_by": HR}))
+    await run.act("suggest_matches", {"recorded_by": HR})
+    suggestion = await handle.query("matches", result_type=MatchSuggestion)
     run.say(f"HR asks for the matching: {len(suggestion.pairs)} pairs suggested (total fit "
             f"{suggestion.total_score:.2f}), {len(suggestion.unmatched)} left out")
     best = max(suggestion.pairs, key=lambda p: p.score)
     run.say(f"  e.g. {best.senior_id} with {best.mentor_id}: {'; '.join(best.reasons)}")
-    state = ProgrammeState.model_validate(await run.act("accept_matches", {"recorded_by": HR}))
+    await run.act("accept_matches", {"recorded_by": HR})
+    state = await run.programme()
     run.say(f"HR accepts them all: {len(state.pairs_started)} MentoringPair workflows started")
     pairs = {p.senior_id: (p.mentor_id, client.get_workflow_handle(w)) for p in suggestion.pairs
              if (w := pair_workflow_id(programme_id, p.mentor_id, p.senior_id)) in state.pairs_started}
@@ -232,7 +240,8 @@ async def run_demo(client: Client, settings: Settings, out: Out = print) -> dict
     run.say(f"{len(going)} pair sessions held, with feedback from both; final evaluations given")
     follow_ups = asyncio.gather(*(_follow_ups(run, senior, pairs[senior]) for senior in going))
 
-    ended = ProgrammeState.model_validate(await run.act("end_sessions", {"recorded_by": HR}))
+    await run.act("end_sessions", {"recorded_by": HR})
+    ended = await run.programme()
     run.say(f"HR ends the sessions: {len(ended.wound_down)} pair still waiting wound down "
             f"({waiting}'s), the others go on to their follow-ups")
 

@@ -8,6 +8,7 @@ history; a person erased meanwhile cannot be paired, and the outcome says so.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from typing import Any
 
@@ -27,6 +28,7 @@ from events.messages import (
     WindDownResponse,
 )
 
+START_CONCURRENCY = 8
 _CONTACTS = "SELECT employee_id, display_name, email, time_zone FROM people WHERE employee_id = ANY($1::text[])"
 
 
@@ -45,11 +47,20 @@ class ProgrammePairs:
         """Start each pair not started yet, reporting how many are done (the activity heartbeats)."""
         ids = sorted({i for p in request.pairs for i in (p.mentor_id, p.mentee_id, p.nominated_by)})
         contacts = {r["employee_id"]: r for r in await self._pool.fetch(_CONTACTS, ids)}
-        outcomes = []
-        for done, pair in enumerate(request.pairs):
+        # A few starts in flight at once: each is a round trip to the server, which takes many
+        # more per second than one caller waiting for each answer in turn.
+        limit, done = asyncio.Semaphore(START_CONCURRENCY), 0
+
+        async def start(pair: PairToStart) -> PairStartOutcome:
+            nonlocal done
+            async with limit:
+                outcome = await self._start(pair, contacts)
+            done += 1
             on_progress(done)
-            outcomes.append(await self._start(pair, contacts))
-        return StartPairsResponse(outcomes=outcomes)
+            return outcome
+
+        outcomes = await asyncio.gather(*(start(p) for p in request.pairs))
+        return StartPairsResponse(outcomes=list(outcomes))
 
     @activity.defn(name="wind_down_pairs")
     async def wind_down_pairs(self, request: WindDownRequest) -> WindDownResponse:

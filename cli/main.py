@@ -30,7 +30,6 @@ import typer
 from pydantic import BaseModel
 from rich.console import Console
 from rich.table import Table
-from temporalio.service import RPCError
 
 from events.store import PostgresEventStore
 from projections import all_projections, queries
@@ -543,28 +542,25 @@ def workflow_replay(
 @programme_app.command("matches")
 def programme_matches(
     programme_id: Annotated[str, typer.Argument(help="The programme's id (its workflow is programme-ID).")],
-    json: Json = False,
+    json: Json = False, database_url: DatabaseUrl = None,
 ) -> None:
-    """The programme's latest matching suggestion (the query 'matches'): each pair with its score
-    and reasons, then everyone left out and why. Exit code 1 when none was asked for yet."""
+    """The programme's latest matching suggestion, as recorded in its log: each pair with its
+    score and reasons, then everyone left out and why. Exit code 1 when none was asked for yet."""
     from events.matching import MatchSuggestion
-    from runtime import StartupError, connect_temporal
-    from settings import get_settings
 
-    async def ask() -> MatchSuggestion | None:
-        try:
-            client = await connect_temporal(get_settings())
-        except StartupError as exc:
-            raise _fail(str(exc), 2) from None
-        handle = client.get_workflow_handle(f"programme-{programme_id}")
-        try:
-            return await handle.query("matches", result_type=MatchSuggestion | None)  # type: ignore[arg-type]
-        except RPCError as exc:
-            raise _fail(f"no programme {programme_id} in Temporal: {exc.message}", 2) from None
+    async def latest(pool: asyncpg.Pool, _url: str) -> MatchSuggestion | None:
+        payload = await pool.fetchval(
+            """SELECT payload FROM events WHERE stream_id = $1 AND event_type = 'MatchesSuggested'
+               ORDER BY version DESC LIMIT 1""", f"programme-{programme_id}")
+        if payload is None:
+            return None
+        return MatchSuggestion(programme_id=programme_id, pairs=payload["pairs"], unmatched=payload["unmatched"],
+                               total_score=payload["total_score"])
 
-    suggestion = asyncio.run(ask())
+    suggestion = _run(database_url, latest)
     if suggestion is None:
-        raise _fail(f"programme {programme_id} has no matching suggestion yet: HR sends suggest_matches first.")
+        raise _fail(f"programme {programme_id} has no matching suggestion in the log: HR sends suggest_matches "
+                    "first (or the programme id is not known).")
     if json:
         _json(suggestion)
         return

@@ -71,7 +71,7 @@ with workflow.unsafe.imports_passed_through():
         RuleViolation,
     )
     from workflows.inputs import ConfirmMotivation, _Action, pair_workflow_id
-    from workflows.pair_effects import contact
+    from workflows.pair_effects import DEFAULT_HISTORY_LIMIT, HISTORY_LIMIT_MEMO, contact
     from workflows.payloads import F, read_form
     from workflows.programme_inputs import (
         AcceptMatches,
@@ -89,7 +89,14 @@ with workflow.unsafe.imports_passed_through():
         SuggestMatches,
         WithdrawFromProgramme,
     )
-    from workflows.programme_state import GroupSession, ProgrammeState, apply
+    from workflows.programme_state import (
+        GroupSession,
+        ProgrammeAck,
+        ProgrammeState,
+        acknowledge,
+        apply,
+        for_next_run,
+    )
 
 _ACTIVITY: dict[str, Any] = {
     "start_to_close_timeout": timedelta(seconds=10),
@@ -131,6 +138,10 @@ WIND_DOWN_STAGES = ("starting", "awaiting_motivation", "mentee_invited", "prepar
 # since another update (or the programme's own timers) may have changed the programme meanwhile.
 
 
+class ProgrammeRenewing(PairError):
+    """The programme is continuing as new: send the update again in a moment."""
+
+
 class ProgrammeAlreadyOpened(PairError):
     """The programme's event stream already exists."""
 
@@ -141,6 +152,7 @@ class MentoringProgramme:
         self._state: ProgrammeState | None = None
         self._log = asyncio.Lock()  # one writer at a time: each append expects the previous version
         self._woken = False  # an update changed what is due next
+        self._renewing = False  # continuing as new: new updates are refused, to be sent again
         self._at_risk_shown: bool | None = None  # None: write it once in each run (continue-as-new)
         self._phase_shown: str | None = None
 
@@ -160,20 +172,29 @@ class MentoringProgramme:
                                        InvalidProgrammeInput, as_recorded=False))
         self._publish()
         while not self.programme.closed:
-            if workflow.info().is_continue_as_new_suggested():  # a long history starts afresh
+            if self._history_is_long():  # a long history starts afresh
+                # Updates keep coming from a busy cohort: refuse new ones for the moment it takes
+                # the ones under way to finish, else the fresh run would never start.
+                self._renewing = True
                 await workflow.wait_condition(workflow.all_handlers_finished)
-                workflow.continue_as_new(self.programme)
+                workflow.continue_as_new(for_next_run(self.programme))
             due = self._next_due()
             self._woken = False
             timeout = max((due - workflow.now()).total_seconds(), 0.001) if due else None
             try:
-                await workflow.wait_condition(
-                    lambda: self._woken or workflow.info().is_continue_as_new_suggested(), timeout=timeout)
+                await workflow.wait_condition(lambda: self._woken or self._history_is_long(), timeout=timeout)
             except TimeoutError:
                 pass
             await self._what_is_due()
         await workflow.wait_condition(workflow.all_handlers_finished)
         return self.programme.version
+
+    def _history_is_long(self) -> bool:
+        """Temporal suggests a fresh run (history size or length); a memo may ask for it sooner
+        (tests, and operators who want smaller histories)."""
+        info = workflow.info()
+        limit = workflow.memo_value(HISTORY_LIMIT_MEMO, DEFAULT_HISTORY_LIMIT, type_hint=int)
+        return info.is_continue_as_new_suggested() or info.get_current_history_length() >= limit
 
     def _sessions_end_at(self) -> datetime | None:
         """The sessions end with the last day of `sessions_end` (UTC): the programme's one clock."""
@@ -235,7 +256,7 @@ class MentoringProgramme:
 
     @workflow.update(description="HR nominates juniors as mentors, several at once: each with their "
                      "availability, topics offered (catalogue ids), management chain and capacity.")
-    async def nominate_mentors(self, *payloads: RawValue) -> ProgrammeState:
+    async def nominate_mentors(self, *payloads: RawValue) -> ProgrammeAck:
         request = self._read(NominateMentors, payloads, "nominate_mentors")
         await self._register([contact(m) for m in request.mentors])
         async with self._log:
@@ -243,7 +264,7 @@ class MentoringProgramme:
             await self._record(ev.MentorsNominated(
                 mentors=[_candidate(m, m.topics_offered, m.capacity) for m in request.mentors],
                 nominated_by=request.recorded_by), by=request.recorded_by)
-        return self.programme
+        return acknowledge(self.programme, f"{len(request.mentors)} mentor(s) nominated")
 
     @nominate_mentors.validator
     def _check_nominate_mentors(self, *payloads: RawValue) -> None:
@@ -257,13 +278,13 @@ class MentoringProgramme:
 
     @workflow.update(description="The mentor confirms their own motivation, once for the programme "
                      "(recorded_by = the mentor).")
-    async def confirm_programme_motivation(self, *payloads: RawValue) -> ProgrammeState:
+    async def confirm_programme_motivation(self, *payloads: RawValue) -> ProgrammeAck:
         request = self._read(ConfirmMotivation, payloads, "confirm_programme_motivation")
         async with self._log:
             self._rules_confirm_programme_motivation(request)
             await self._record(ev.MentorConfirmedForProgramme(mentor_id=request.recorded_by),
                                by=request.recorded_by)
-        return self.programme
+        return acknowledge(self.programme, f"mentor {request.recorded_by} confirmed their motivation")
 
     @confirm_programme_motivation.validator
     def _check_confirm_programme_motivation(self, *payloads: RawValue) -> None:
@@ -282,7 +303,7 @@ class MentoringProgramme:
     @workflow.update(description="A senior takes part of their own will: recorded by the senior "
                      "(channel self_service), or by HR entering the senior's own written request "
                      "(email, letter or form, with its date).")
-    async def enrol_senior(self, *payloads: RawValue) -> ProgrammeState:
+    async def enrol_senior(self, *payloads: RawValue) -> ProgrammeAck:
         request = self._read(EnrolSenior, payloads, "enrol_senior")
         await self._register([contact(request.senior)])
         async with self._log:
@@ -291,7 +312,7 @@ class MentoringProgramme:
                 senior=_candidate(request.senior, request.senior.topics_wished, 1),
                 channel=request.request.channel, requested_on=request.request.requested_on,
                 entered_by=request.recorded_by), by=request.recorded_by)
-        return self.programme
+        return acknowledge(self.programme, f"senior {request.senior.employee_id} enrolled ({request.request.channel})")
 
     @enrol_senior.validator
     def _check_enrol_senior(self, *payloads: RawValue) -> None:
@@ -308,7 +329,7 @@ class MentoringProgramme:
 
     @workflow.update(description="Anyone leaves the programme at any time, without penalty "
                      "(recorded by the person, or by HR).")
-    async def withdraw_from_programme(self, *payloads: RawValue) -> ProgrammeState:
+    async def withdraw_from_programme(self, *payloads: RawValue) -> ProgrammeAck:
         request = self._read(WithdrawFromProgramme, payloads, "withdraw_from_programme")
         role = self.programme.role_of(request.employee_id)
         async with self._log:
@@ -316,7 +337,7 @@ class MentoringProgramme:
             await self._record(ev.ParticipantWithdrew(
                 employee_id=request.employee_id, role="mentor" if role == "mentor" else "senior",
                 reason=request.reason, recorded_by=request.recorded_by), by=request.recorded_by)
-        return self.programme
+        return acknowledge(self.programme, f"{request.employee_id} withdrew from the programme")
 
     @withdraw_from_programme.validator
     def _check_withdraw_from_programme(self, *payloads: RawValue) -> None:
@@ -334,7 +355,7 @@ class MentoringProgramme:
 
     @workflow.update(description="HR asks for the matching: the pairs that fit best under the hard "
                      "rules, each with its reasons, and why anyone is left out (query 'matches').")
-    async def suggest_matches(self, *payloads: RawValue) -> MatchSuggestion:
+    async def suggest_matches(self, *payloads: RawValue) -> ProgrammeAck:
         request = self._read(SuggestMatches, payloads, "suggest_matches")
         async with self._log:
             self._rules_suggest_matches(request)
@@ -347,7 +368,10 @@ class MentoringProgramme:
             await self._record(ev.MatchesSuggested(pairs=suggestion.pairs, unmatched=suggestion.unmatched,
                                                    total_score=suggestion.total_score,
                                                    requested_by=request.recorded_by), by=request.recorded_by)
-        return suggestion
+        return acknowledge(self.programme, (
+            f"{len(suggestion.pairs)} pair(s) suggested (total fit {suggestion.total_score:.2f}), "
+            f"{len(suggestion.unmatched)} person(s) left out: the query 'matches' shows each with its "
+            "reasons (or `mentoring programme matches`)"))
 
     @suggest_matches.validator
     def _check_suggest_matches(self, *payloads: RawValue) -> None:
@@ -361,7 +385,7 @@ class MentoringProgramme:
 
     @workflow.update(description="HR accepts suggested pairs ('seniors': their ids; empty: all): each "
                      "starts as a MentoringPair, where the senior still gives their own consent.")
-    async def accept_matches(self, *payloads: RawValue) -> ProgrammeState:
+    async def accept_matches(self, *payloads: RawValue) -> ProgrammeAck:
         request = self._read(AcceptMatches, payloads, "accept_matches")
         async with self._log:
             self._rules_accept_matches(request)
@@ -380,7 +404,10 @@ class MentoringProgramme:
                     not_started=[ev.PairNotStarted(pair_workflow_id=o.workflow_id, problem=o.problem)
                                  for o in started.outcomes if o.problem is not None]), by="system")
         self._check_health_now()
-        return self.programme
+        problems = self.programme.pairs_not_started[-3:]
+        return acknowledge(self.programme, f"{len(chosen)} pair(s) accepted; {len(self.programme.pairs_started)} "
+                           "started in all" + "".join(f"; not started: {p.pair_workflow_id} ({p.problem})"
+                                                      for p in problems))
 
     @accept_matches.validator
     def _check_accept_matches(self, *payloads: RawValue) -> None:
@@ -598,13 +625,13 @@ class MentoringProgramme:
 
     @workflow.update(description="HR keeps these pairs going past the sessions' end (pair workflow "
                      "ids): they are not wound down.")
-    async def extend_pairs(self, *payloads: RawValue) -> ProgrammeState:
+    async def extend_pairs(self, *payloads: RawValue) -> ProgrammeAck:
         request = self._read(ExtendPairs, payloads, "extend_pairs")
         async with self._log:
             self._rules_extend_pairs(request)
             await self._record(ev.PairsExtended(pair_workflow_ids=request.pair_workflow_ids,
                                                 extended_by=request.recorded_by), by=request.recorded_by)
-        return self.programme
+        return acknowledge(self.programme, f"{len(request.pair_workflow_ids)} pair(s) kept past the sessions' end")
 
     @extend_pairs.validator
     def _check_extend_pairs(self, *payloads: RawValue) -> None:
@@ -620,11 +647,14 @@ class MentoringProgramme:
 
     @workflow.update(description="HR ends the programme's sessions now, before the planned day: pairs "
                      "still before or in their sessions are wound down as the programme's policy says.")
-    async def end_sessions(self, *payloads: RawValue) -> ProgrammeState:
+    async def end_sessions(self, *payloads: RawValue) -> ProgrammeAck:
         request = self._read(EndSessions, payloads, "end_sessions")
         await self._end_sessions(request.recorded_by, refuse_if_ended=True)
         self._woken = True
-        return self.programme
+        wound_down = self.programme.wound_down
+        return acknowledge(self.programme, f"sessions ended: {len(wound_down)} pair(s) wound down"
+                           + (f" ({', '.join(wound_down[:5])}{', ...' if len(wound_down) > 5 else ''})"
+                              if wound_down else ""))
 
     @end_sessions.validator
     def _check_end_sessions(self, *payloads: RawValue) -> None:
@@ -729,6 +759,10 @@ class MentoringProgramme:
         """The update's form (a validator reads it with today's checks; a handler as accepted)."""
         if vet and self.programme.closed:
             raise RuleViolation("the programme is closed: its report is in the query 'figures'.")
+        if vet and self._renewing:
+            raise ProgrammeRenewing("the programme is starting a fresh run of its history (continue-as-new, "
+                                    "every few thousand events): nothing was recorded; send this again in a "
+                                    "few seconds.")
         return read_form(form, payloads, f"The update '{update}' was refused", as_recorded=not vet)
 
     def _hr_only(self, request: _Action) -> None:

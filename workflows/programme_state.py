@@ -126,3 +126,39 @@ def apply(state: ProgrammeState, event: DomainEvent) -> None:
             state.sessions_ended, state.wound_down = True, list(cancelled)
         case ev.ProgrammeClosed(report=report):
             state.closed, state.report = True, report
+
+
+class ProgrammeAck(BaseModel):
+    """What an update answers: one line on what was recorded and the programme's counts.
+
+    Small on purpose: every update's answer is kept in the workflow's history, and the whole state
+    of a cohort of thousands would fill it within a few hundred updates (the query `state` has it).
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    programme_id: str
+    version: int
+    recorded: str
+    counts: dict[str, int]
+
+
+def acknowledge(state: ProgrammeState, recorded: str) -> ProgrammeAck:
+    return ProgrammeAck(programme_id=state.programme_id, version=state.version, recorded=recorded, counts={
+        "mentors_nominated": len(state.mentors), "mentors_confirmed": len(state.mentors_confirmed),
+        "seniors_enrolled": len(state.seniors), "withdrawn": len(state.withdrawn),
+        "pairs_suggested": len(state.suggestion.pairs) if state.suggestion else 0,
+        "pairs_accepted": len(state.accepted), "pairs_started": len(state.pairs_started),
+        "pairs_not_started": len(state.pairs_not_started), "group_sessions": len(state.group_sessions)})
+
+
+def for_next_run(state: ProgrammeState) -> ProgrammeState:
+    """The state a fresh run starts from (continue-as-new): the suggestion without its reasons,
+    which are the bulk of it and stay in the log (`mentoring programme matches` reads them there)."""
+    carried = state.model_copy()
+    if state.suggestion is not None:
+        carried.suggestion = state.suggestion.model_copy(update={
+            "pairs": [p.model_copy(update={"reasons": []}) for p in state.suggestion.pairs],
+            "unmatched": [u.model_copy(update={"reason": "(in the log: mentoring programme matches)"})
+                          for u in state.suggestion.unmatched]})
+    return carried

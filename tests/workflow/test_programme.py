@@ -29,7 +29,7 @@ from tests.workflow.pairs import Harness, Pair
 from workflows.inputs import pair_workflow_id
 from workflows.payloads import DATA_CONVERTER
 from workflows.programme import MentoringProgramme
-from workflows.programme_state import ProgrammeState
+from workflows.programme_state import ProgrammeAck, ProgrammeState
 
 EXAMPLE = json.loads((Path(__file__).resolve().parents[2] / "examples" / "programme-input.json").read_text())
 HR = "HR001"
@@ -125,7 +125,9 @@ async def test_a_programme_enrols_people_and_suggests_matches_with_reasons(harne
                request={"channel": "self_service", "requested_on": "2026-11-21"})
     await _act(handle, "withdraw_from_programme", recorded_by="S4", employee_id="S4")
 
-    suggestion = MatchSuggestion.model_validate(await _act(handle, "suggest_matches", recorded_by=HR))
+    ack = ProgrammeAck.model_validate(await _act(handle, "suggest_matches", recorded_by=HR))
+    assert "2 pair(s) suggested" in ack.recorded and ack.counts["pairs_suggested"] == 2  # small: in history
+    suggestion = await handle.query("matches", result_type=MatchSuggestion)
     assert {(p.senior_id, p.mentor_id) for p in suggestion.pairs} == {("S1", "M1"), ("S2", "M1")}
     assert all(len(p.reasons) == 3 and p.weekly_overlap_minutes == 180 for p in suggestion.pairs)
     left_out = {u.employee_id: u.reason for u in suggestion.unmatched}
@@ -134,14 +136,17 @@ async def test_a_programme_enrols_people_and_suggests_matches_with_reasons(harne
     assert await handle.query("matches", result_type=MatchSuggestion) == suggestion
     # The same from a terminal: a table, and --json.
     programme_id = handle.id.removeprefix("programme-")
-    shown = await _cli(harness, monkeypatch, "programme", "matches", programme_id)
+    shown = await _cli(harness, monkeypatch, "programme", "matches", programme_id, "--database-url", database_url)
     assert shown.exit_code == 0, shown.output
     assert "2 pair(s) suggested" in shown.output and "management chain" in shown.output
-    as_json = await _cli(harness, monkeypatch, "programme", "matches", programme_id, "--json")
+    as_json = await _cli(harness, monkeypatch, "programme", "matches", programme_id, "--json",
+                         "--database-url", database_url)
     assert MatchSuggestion.model_validate_json(as_json.output) == suggestion
 
     # HR accepts every suggestion: each becomes a MentoringPair, where the senior still consents.
-    state = ProgrammeState.model_validate(await _act(handle, "accept_matches", recorded_by=HR))
+    ack = ProgrammeAck.model_validate(await _act(handle, "accept_matches", recorded_by=HR))
+    assert ack.counts["pairs_started"] == 2 and "2 pair(s) accepted" in ack.recorded
+    state = await handle.query("state", result_type=ProgrammeState)
     programme_id = state.programme_id
     expected = sorted(pair_workflow_id(programme_id, "M1", s) for s in ("S1", "S2"))
     assert sorted(state.pairs_started) == expected and state.accepted == {"S1": "M1", "S2": "M1"}
@@ -260,3 +265,63 @@ async def test_starting_a_pair_twice_starts_it_once(harness: Harness, store: Pos
     start_input = json.loads(started.workflow_execution_started_event_attributes.input.payloads[0].data)
     assert (start_input["mentor"]["display_name"], start_input["mentee"]["email"]) == ("Mentor One", "s1@example.com")
     assert (start_input["programme_id"], start_input["sessions_planned"]) == (programme, 4)
+
+
+async def _until_accepted(handle: WorkflowHandle, update: str, **payload: Any) -> tuple[Any, int]:
+    """Send an update as a client does, again while the programme is renewing its history."""
+    refusals = 0
+    while True:
+        try:
+            return await handle.execute_update(update, payload), refusals
+        except WorkflowUpdateFailedError as refused:
+            cause = refused.cause
+            assert isinstance(cause, ApplicationError) and cause.type == "ProgrammeRenewing", cause
+            assert "nothing was recorded; send this again" in str(cause)
+            refusals += 1
+            await asyncio.sleep(0.05)
+
+
+async def test_a_busy_programme_renews_its_history_and_goes_on(harness: Harness, store: PostgresEventStore):
+    """A cohort's updates keep coming: the programme continues as new all the same (refusing new
+    updates for the moment the ones under way take), carrying its state, and nothing is lost."""
+    data = dated(copy.deepcopy(EXAMPLE), await harness.now())
+    data["programme_id"] = f"busy-{uuid.uuid4().hex[:8]}"
+    handle = await harness.client.start_workflow("MentoringProgramme", data, id=f"programme-{data['programme_id']}",
+                                                 task_queue=harness.task_queue,
+                                                 memo={"continue_as_new_after_events": 60})
+    harness.started.append(handle)
+    first_run = handle.first_execution_run_id
+    for _ in range(200):  # opened once its first event is recorded
+        try:
+            await handle.query("state", result_type=ProgrammeState)
+            break
+        except Exception:
+            await harness.skip(seconds=0)
+    await _until_accepted(handle, "nominate_mentors", recorded_by=HR, mentors=[
+        mentor(f"M{n}", ["privacy", "social-networks"], capacity=3) for n in range(4)])
+    await asyncio.gather(*(_until_accepted(handle, "confirm_programme_motivation", recorded_by=f"M{n}")
+                           for n in range(4)))
+    await asyncio.gather(*(_until_accepted(
+        handle, "enrol_senior", recorded_by=f"S{n}", senior=senior(f"S{n}", ["privacy"]),
+        request={"channel": "self_service", "requested_on": "2026-11-20"}) for n in range(12)))
+    await _until_accepted(handle, "suggest_matches", recorded_by=HR)
+    for n in range(6):  # more updates after the suggestion, so a renewal carries it
+        await _until_accepted(handle, "withdraw_from_programme", recorded_by=f"S{n + 6}", employee_id=f"S{n + 6}")
+
+    state = await handle.query("state", result_type=ProgrammeState)
+    assert (await handle.describe()).run_id != first_run, "the programme never continued as new"
+    assert len(state.seniors) == 12 and len(state.mentors_confirmed) == 4 and len(state.withdrawn) == 6
+    events = await store.read_stream(f"programme-{data['programme_id']}")
+    assert state.version == len(events) == 1 + 1 + 4 + 12 + 1 + 6  # every update once, none twice
+    suggestion = await handle.query("matches", result_type=MatchSuggestion)
+    assert len(suggestion.pairs) == 12  # carried without its reasons, which stay in the log
+    assert {p.senior_id for p in suggestion.pairs} == {f"S{n}" for n in range(12)}
+    ack = ProgrammeAck.model_validate((await _until_accepted(handle, "accept_matches", recorded_by=HR,
+                                                             seniors=[f"S{n}" for n in range(6)]))[0])
+    assert ack.counts["pairs_started"] == 6  # the seniors still in the programme
+    for workflow_id in (await handle.query("state", result_type=ProgrammeState)).pairs_started:
+        pair = harness.client.get_workflow_handle(workflow_id)
+        harness.started.append(pair)
+        await _wait_for_events(store, workflow_id)
+        await Pair(harness, pair, {"mentor": {"employee_id": "M0"}, "mentee": {"employee_id": "S0"},
+                                   "nominated_by": {"employee_id": HR}}).wait_for(lambda s: s.version >= 2)

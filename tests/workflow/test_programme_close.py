@@ -39,7 +39,7 @@ from tests.workflow.test_programme import (
 )
 from workflows.payloads import DATA_CONVERTER
 from workflows.programme import MentoringProgramme
-from workflows.programme_state import GroupSession, ProgrammeState
+from workflows.programme_state import GroupSession, ProgrammeAck, ProgrammeState
 
 PARIS = ZoneInfo("Europe/Paris")
 RECORDED = Path(__file__).resolve().parent / "histories" / "programme"
@@ -92,7 +92,8 @@ async def test_a_programme_runs_to_its_close_report(harness: Harness, store: Pos
         await _act(handle, "enrol_senior", recorded_by=who, senior=senior(who, [topic], end=end),
                    request={"channel": "self_service", "requested_on": "2026-11-20"})
     await _act(handle, "suggest_matches", recorded_by=HR)
-    state = ProgrammeState.model_validate(await _act(handle, "accept_matches", recorded_by=HR))
+    await _act(handle, "accept_matches", recorded_by=HR)
+    state = await handle.query("state", result_type=ProgrammeState)
     assert len(state.pairs_started) == 3
     by_senior = {w[-2:]: w for w in state.pairs_started}
     first = await _pair(harness, by_senior["S1"], "M1", "S1")
@@ -159,7 +160,9 @@ async def test_a_programme_runs_to_its_close_report(harness: Harness, store: Pos
     assert "not a pair this programme started" in await _refused(handle, "extend_pairs", recorded_by=HR,
                                                                  pair_workflow_ids=["pair-elsewhere"])
     assert "not an HR owner" in await _refused(handle, "end_sessions", recorded_by="M1")
-    ended = ProgrammeState.model_validate(await _act(handle, "end_sessions", recorded_by=HR))
+    ack = ProgrammeAck.model_validate(await _act(handle, "end_sessions", recorded_by=HR))
+    assert "1 pair(s) wound down" in ack.recorded, ack
+    ended = await handle.query("state", result_type=ProgrammeState)
     assert ended.sessions_ended and ended.wound_down == [waiting.handle.id]
     await waiting.wait_for(lambda s: s.stage.value == "cancelled")
     assert "ended already" in await _refused(handle, "end_sessions", recorded_by=HR)
