@@ -78,6 +78,10 @@ ZONES = [("Europe/Paris", 40), ("Europe/Berlin", 10), ("Europe/London", 14), ("E
 WORKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday")
 
 
+
+def _pairs(suggestion: MatchSuggestion) -> list[tuple[str, str, float, list[str]]]:
+    return [(p.senior_id, p.mentor_id, p.score, list(p.topics)) for p in suggestion.pairs]
+
 def say(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
@@ -703,6 +707,3 @@ def main(argv: list[str] | None = None) -> int:
 if __name__ == "__main__":
     sys.exit(main())
 
-
-def _pairs(suggestion: MatchSuggestion) -> list[tuple[str, str, float, list[str]]]:
-    return [(p.senior_id, p.mentor_id, p.score, list(p.topics)) for p in suggestion.pairs]

@@ -148,8 +148,14 @@ class ProgrammeAlreadyOpened(PairError):
 
 @workflow.defn(name="MentoringProgramme")
 class MentoringProgramme:
-    def __init__(self) -> None:
+    @workflow.init
+    def __init__(self, *inputs: RawValue) -> None:
         self._state: ProgrammeState | None = None
+        if workflow.info().continued_run_id:
+            # Here, not in run(): updates waiting for the fresh run are validated before run()
+            # starts, and must find the carried state, not "still opening".
+            carried = workflow.payload_converter().from_payload(inputs[0].payload, object)
+            self._state = ProgrammeState.model_validate(carried)
         self._log = asyncio.Lock()  # one writer at a time: each append expects the previous version
         self._woken = False  # an update changed what is due next
         self._renewing = False  # continuing as new: new updates are refused, to be sent again
@@ -164,10 +170,7 @@ class MentoringProgramme:
 
     @workflow.run
     async def run(self, *inputs: RawValue) -> int:
-        if workflow.info().continued_run_id:
-            carried = workflow.payload_converter().from_payload(inputs[0].payload, object)
-            self._state = ProgrammeState.model_validate(carried)
-        else:
+        if not workflow.info().continued_run_id:
             await self._open(read_form(ProgrammeInput, inputs, "This programme cannot start",
                                        InvalidProgrammeInput, as_recorded=False))
         self._publish()
