@@ -73,3 +73,28 @@ def test_a_senior_enrols_of_their_own_will_never_on_hr_s_word():
     assert "written request" in _refusal(EnrolSenior, spoken)
     self_by_mail = {"recorded_by": "E0007", "senior": SENIOR, "request": {"channel": "email", "requested_on": "2027-01-10"}}
     assert "self_service" in _refusal(EnrolSenior, self_by_mail)
+
+
+def test_the_readme_s_update_examples_are_accepted_by_their_forms():
+    """The README's block of programme updates, as HR pastes them in the UI: each is valid."""
+    from workflows import programme_inputs as forms
+    from workflows.inputs import ConfirmMotivation
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
+    block = readme.split("The programme's updates as typed in the UI's Update dialog")[1].split("```")[1]
+    examples: dict[str, str] = {}
+    for line in block.strip().splitlines():
+        if line[:1].strip():
+            name, _, text = line.partition(" ")
+            examples[name] = text.strip()
+        else:
+            examples[name] += line.strip()
+    form_of = {"nominate_mentors": forms.NominateMentors, "confirm_programme_motivation": ConfirmMotivation,
+               "enrol_senior": forms.EnrolSenior, "withdraw_from_programme": forms.WithdrawFromProgramme,
+               "suggest_matches": forms.SuggestMatches, "accept_matches": forms.AcceptMatches,
+               "propose_group_session": forms.ProposeGroupSession, "record_group_attendance": forms.RecordGroupAttendance,
+               "rate_group_session": forms.RateGroupSession, "cancel_group_session": forms.CancelGroupSession,
+               "extend_pairs": forms.ExtendPairs, "end_sessions": forms.EndSessions}
+    assert set(examples) == set(form_of), "every programme update has its example, and no other"
+    for name, text in examples.items():
+        form_of[name].model_validate(json.loads(text))
