@@ -292,7 +292,16 @@ class Bench:
             say(f"  {phase.name} re-sent after the server did not admit it: {dict(phase.retries)}")
 
     async def state(self) -> ProgrammeState:
-        return await self.handle.query("state", result_type=ProgrammeState)
+        # A query waits for a worker to take it: right after a continue-as-new, while the worker
+        # runs the first steps of hundreds of new pairs, that can outlast one call's deadline.
+        for attempt in range(10):
+            try:
+                return await self.handle.query("state", result_type=ProgrammeState)
+            except RPCError as exc:
+                if exc.status not in (RPCStatusCode.CANCELLED, RPCStatusCode.DEADLINE_EXCEEDED) or attempt == 9:
+                    raise
+                say(f"  the query 'state' waited too long ({exc.message}): asking again")
+        raise AssertionError("unreachable")
 
     # --- the phases -----------------------------------------------------------------------------
 
