@@ -58,19 +58,36 @@ def senior(employee_id: str, topics: list[str], **where: Any) -> dict[str, Any]:
     return {**_person(employee_id, **where), "topics_wished": topics}
 
 
-async def _start(harness: Harness) -> tuple[WorkflowHandle, str]:
-    data = dated(copy.deepcopy(EXAMPLE), await harness.now())
-    data["programme_id"] = f"prog-{uuid.uuid4().hex[:8]}"
+async def start_programme(harness: Harness, data: dict[str, Any], *,
+                          memo: dict[str, Any] | None = None) -> WorkflowHandle:
+    """Start a programme as HR does from the UI; return once its opening is recorded."""
     handle = await harness.client.start_workflow("MentoringProgramme", data, id=f"programme-{data['programme_id']}",
-                                                 task_queue=harness.task_queue)
+                                                 task_queue=harness.task_queue, memo=memo)
     harness.started.append(handle)
-    for _ in range(200):  # opened once its first event is recorded
+    for _ in range(200):
         try:
             await handle.query("state", result_type=ProgrammeState)
             break
         except Exception:
             await harness.skip(seconds=0)
-    return handle, f"programme-{data['programme_id']}"
+    return handle
+
+
+async def _start(harness: Harness) -> tuple[WorkflowHandle, str]:
+    data = dated(copy.deepcopy(EXAMPLE), await harness.now())
+    data["programme_id"] = f"prog-{uuid.uuid4().hex[:8]}"
+    return await start_programme(harness, data), f"programme-{data['programme_id']}"
+
+
+async def _fails_at_once(harness: Harness, data: dict[str, Any]) -> ApplicationError:
+    handle = await harness.client.start_workflow("MentoringProgramme", data, id=f"programme-bad-{uuid.uuid4().hex[:6]}",
+                                                 task_queue=harness.task_queue)
+    harness.started.append(handle)
+    with pytest.raises(WorkflowFailureError) as failed:
+        await handle.result()
+    assert isinstance(failed.value.cause, ApplicationError)
+    assert failed.value.cause.type == "InvalidProgrammeInput"
+    return failed.value.cause
 
 
 async def _wait_for_events(store: PostgresEventStore, stream: str) -> Any:
@@ -210,28 +227,14 @@ async def test_what_the_programme_refuses(harness: Harness, store: PostgresEvent
 async def test_a_bad_programme_input_fails_at_once_naming_the_field(harness: Harness):
     data = copy.deepcopy(EXAMPLE)
     data["dates"]["sessions_end"] = "2026-01-01"
-    handle = await harness.client.start_workflow("MentoringProgramme", data, id=f"programme-bad-{uuid.uuid4().hex[:6]}",
-                                                 task_queue=harness.task_queue)
-    harness.started.append(handle)
-    with pytest.raises(WorkflowFailureError) as failed:
-        await handle.result()
-    assert isinstance(failed.value.cause, ApplicationError)
-    assert failed.value.cause.type == "InvalidProgrammeInput"
-    assert "enrolment_closes <= matching_on < sessions_end" in str(failed.value.cause)
+    assert "enrolment_closes <= matching_on < sessions_end" in str(await _fails_at_once(harness, data))
 
 
 async def test_a_programme_whose_sessions_ended_already_does_not_start(harness: Harness):
     """Dates in order but in the past: it would close the moment it opened."""
     data = copy.deepcopy(EXAMPLE)
     data["dates"] = {"enrolment_closes": "2025-01-10", "matching_on": "2025-01-15", "sessions_end": "2025-06-30"}
-    handle = await harness.client.start_workflow("MentoringProgramme", data, id=f"programme-old-{uuid.uuid4().hex[:6]}",
-                                                 task_queue=harness.task_queue)
-    harness.started.append(handle)
-    with pytest.raises(WorkflowFailureError) as failed:
-        await handle.result()
-    assert isinstance(failed.value.cause, ApplicationError)
-    assert failed.value.cause.type == "InvalidProgrammeInput"
-    assert "dates.sessions_end 2025-06-30 is in the past" in str(failed.value.cause)
+    assert "dates.sessions_end 2025-06-30 is in the past" in str(await _fails_at_once(harness, data))
 
 
 async def test_starting_a_pair_twice_starts_it_once(harness: Harness, store: PostgresEventStore):
@@ -286,17 +289,8 @@ async def test_a_busy_programme_renews_its_history_and_goes_on(harness: Harness,
     updates for the moment the ones under way take), carrying its state, and nothing is lost."""
     data = dated(copy.deepcopy(EXAMPLE), await harness.now())
     data["programme_id"] = f"busy-{uuid.uuid4().hex[:8]}"
-    handle = await harness.client.start_workflow("MentoringProgramme", data, id=f"programme-{data['programme_id']}",
-                                                 task_queue=harness.task_queue,
-                                                 memo={"continue_as_new_after_events": 60})
-    harness.started.append(handle)
+    handle = await start_programme(harness, data, memo={"continue_as_new_after_events": 60})
     first_run = handle.first_execution_run_id
-    for _ in range(200):  # opened once its first event is recorded
-        try:
-            await handle.query("state", result_type=ProgrammeState)
-            break
-        except Exception:
-            await harness.skip(seconds=0)
     await _until_accepted(handle, "nominate_mentors", recorded_by=HR, mentors=[
         mentor(f"M{n}", ["privacy", "social-networks"], capacity=3) for n in range(4)])
     await asyncio.gather(*(_until_accepted(handle, "confirm_programme_motivation", recorded_by=f"M{n}")

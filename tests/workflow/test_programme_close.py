@@ -36,6 +36,7 @@ from tests.workflow.test_programme import (
     dated,
     mentor,
     senior,
+    start_programme,
 )
 from workflows.payloads import DATA_CONVERTER
 from workflows.programme import MentoringProgramme
@@ -51,15 +52,7 @@ async def _open(harness: Harness) -> tuple[Any, str]:
     data["sessions_planned"] = 1
     data["health_every"] = "P7D"  # weekly: the test skips months, and each check is an activity
     data["policy"] = {"motivation_reminder_after": "P30D", "motivation_expires_after": "P60D"}
-    handle = await harness.client.start_workflow("MentoringProgramme", data, id=f"programme-{data['programme_id']}",
-                                                 task_queue=harness.task_queue)
-    harness.started.append(handle)
-    for _ in range(200):
-        try:
-            await handle.query("state", result_type=ProgrammeState)
-            break
-        except Exception:
-            await harness.skip(seconds=0)
+    handle = await start_programme(harness, data)
     return handle, data["programme_id"]
 
 
