@@ -17,9 +17,11 @@ import re
 import smtplib
 import ssl
 import tempfile
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.errors import MessageError
 from email.message import EmailMessage
+from email.parser import BytesParser
 from email.policy import SMTP
 from email.utils import parseaddr
 from pathlib import Path
@@ -81,6 +83,43 @@ class MailFolderChannel:
             with contextlib.suppress(OSError):
                 os.unlink(temporary)
             raise
+
+
+@dataclass(frozen=True)
+class OutboxErasure:
+    deleted: int
+    rewritten: int
+
+
+def forget_in_outbox(folder: Path, email: str | None, name: str | None) -> OutboxErasure:
+    """An erased person leaves the outbox too: messages to them are deleted; in messages to
+    others (where they are the counterpart, named in the text) their name becomes "(erased)".
+    Each file is rewritten whole, then renamed over the old one, as the channel writes them."""
+    deleted = rewritten = 0
+    if not folder.is_dir() or not (email or name):
+        return OutboxErasure(0, 0)
+    address = (email or "").casefold()
+    for path in sorted(folder.glob("*.eml")):
+        message = BytesParser(policy=SMTP).parsebytes(path.read_bytes())
+        recipients = [a.addr_spec.casefold() for a in message["To"].addresses] if message["To"] else []
+        if address and address in recipients:
+            path.unlink()
+            deleted += 1
+            continue
+        changed = False
+        for part in message.walk():
+            if name and part.get_content_type() == "text/plain" and not part.is_attachment():
+                text = part.get_content()
+                if name in text:
+                    part.set_content(text.replace(name, "(erased)"), cte="quoted-printable")
+                    changed = True
+        if changed:
+            handle, temporary = tempfile.mkstemp(dir=folder, prefix=".", suffix=".tmp")
+            with os.fdopen(handle, "wb") as file:
+                file.write(message.as_bytes(policy=SMTP))
+            os.replace(temporary, path)
+            rewritten += 1
+    return OutboxErasure(deleted, rewritten)
 
 
 def eml_file_name(message_id: str) -> str:

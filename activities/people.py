@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import asyncpg
@@ -116,20 +117,33 @@ async def _record_for_person(store: PostgresEventStore, conn: asyncpg.Connection
                                      occurred_at=datetime.now(UTC)), conn=conn)
 
 
+@dataclass(frozen=True)
+class Erased:
+    """What an erasure removed: the count of private comments, and the contact details as they
+    were (for the caller to clear the outbox with, then forget)."""
+
+    notes: int
+    email: str | None
+    display_name: str | None
+
+
 async def erase_person(store: PostgresEventStore, employee_id: str, *, by: str,
-                       reason: ErasureReason) -> int:
+                       reason: ErasureReason) -> Erased:
     """Erase a person's name, e-mail and private comments; record the erasure in the log.
 
-    The log keeps only pseudonymous ids, so its hash chain is untouched. Returns the number of
-    private comments erased. Raises UnknownPerson when there is nothing (left) to erase.
+    The log keeps only pseudonymous ids, so its hash chain is untouched. Raises UnknownPerson
+    when there is nothing (left) to erase.
     """
     stream = person_stream(employee_id)
     async with store.pool.acquire() as conn, conn.transaction():  # the erasure and its record
+        before = await conn.fetchrow(
+            "SELECT email, display_name FROM people WHERE employee_id = $1 AND erased_at IS NULL FOR UPDATE",
+            employee_id)
         erased = await conn.execute(_ERASE_PERSON, employee_id)
-        if erased == "UPDATE 0":
+        if erased == "UPDATE 0" or before is None:
             raise UnknownPerson(
                 f"no personal data is kept for {employee_id}: unknown id, or already erased")
         notes = int((await conn.execute(_ERASE_NOTES, employee_id)).split()[-1])
         fact = PersonalDataErased(employee_id=employee_id, reason=reason, notes_erased=notes)
         await _record_for_person(store, conn, stream, fact, by)
-    return notes
+    return Erased(notes=notes, email=before["email"], display_name=before["display_name"])

@@ -23,6 +23,7 @@ import os
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 from enum import StrEnum
+from pathlib import Path
 from typing import Annotated, TypeVar
 
 import asyncpg
@@ -444,25 +445,41 @@ def people_erase(
     employee_id: Annotated[str, typer.Argument(help="The person's employee id.")],
     by: Annotated[str, typer.Option("--by", help="Your employee id: recorded as the actor.")],
     reason: Annotated[ErasureReasonChoice, typer.Option(help="Why.")] = ErasureReasonChoice.person_request,
+    outbox: Annotated[Path | None, typer.Option(
+        "--outbox", help="The outbox folder of .eml files (default: the worker's, when it writes one)")] = None,
     database_url: DatabaseUrl = None,
 ) -> None:
-    """Erase a person's name, e-mail and private comments, on request.
+    """Erase a person's name, e-mail and private comments, on request, and their e-mails in the
+    outbox (messages to them deleted, their name in messages to others replaced).
 
     The log keeps only their pseudonymous id, so the audit trail and its hash chain stay intact;
     the erasure itself is recorded (PersonalDataErased, stream person-ID). An erased person is
     not registered again by later nominations.
     """
-    from activities.people import UnknownPerson, erase_person
+    from activities.notifications import forget_in_outbox
+    from activities.people import Erased, UnknownPerson, erase_person
+    from settings import SettingsError, get_settings
 
-    async def work(pool: asyncpg.Pool, _url: str) -> int:
+    async def work(pool: asyncpg.Pool, _url: str) -> Erased:
         return await erase_person(PostgresEventStore(pool), employee_id, by=by, reason=reason.value)
 
     try:
-        notes = _run(database_url, work)
+        erased = _run(database_url, work)
     except UnknownPerson as exc:
         raise _fail(str(exc)) from None
-    typer.echo(f"erased the personal data of {employee_id} ({notes} private comment(s)); "
+    typer.echo(f"erased the personal data of {employee_id} ({erased.notes} private comment(s)); "
                "the erasure is recorded in the log")
+    if outbox is None:
+        try:
+            settings = get_settings()
+        except SettingsError:
+            settings = None
+        if settings is not None and not settings.smtp_host:
+            outbox = settings.outbox  # the worker writes e-mails there
+    if outbox is not None:
+        cleared = forget_in_outbox(outbox, erased.email, erased.display_name)
+        typer.echo(f"outbox {outbox}: {cleared.deleted} message(s) to them deleted, {cleared.rewritten} "
+                   "naming them rewritten")
 
 
 @people_app.command("update")

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+from email.message import Message
+from email.parser import BytesParser
+from email.policy import SMTP
 
 import httpx
 from typer.testing import CliRunner
@@ -15,6 +18,11 @@ from events.messages import PersonContact, RegisterPeopleRequest
 from events.store import PostgresEventStore
 from tests.projections.conftest import make_runner
 from tests.workflow.pairs import HR, MENTEE, MENTOR, Harness, full_lifecycle
+
+
+def _text(message: Message) -> str:
+    return "".join(part.get_content() for part in message.walk()
+                   if part.get_content_type() == "text/plain" and not part.is_attachment())
 
 
 async def _mentoring(*args: str, database_url: str):
@@ -30,9 +38,24 @@ async def test_erasing_a_senior_keeps_the_log_whole_and_sticks(harness: Harness,
     assert comments >= 2
     events_before = await pool.fetchval("SELECT count(*) FROM events")
 
-    erased = await _mentoring("people", "erase", MENTEE, "--by", HR, database_url=database_url)
+    address = await pool.fetchval("SELECT email FROM people WHERE employee_id = $1", MENTEE)
+    name = await pool.fetchval("SELECT display_name FROM people WHERE employee_id = $1", MENTEE)
+    mails = {p: BytesParser(policy=SMTP).parsebytes(p.read_bytes()) for p in harness.outbox.glob("*.eml")}
+    to_them = [p for p, m in mails.items() if address in str(m["To"])]
+    naming_them = [p for p, m in mails.items() if p not in to_them and name in _text(m)]
+    assert to_them and naming_them  # the mentee got notices; the mentor's name their mentee
+
+    erased = await _mentoring("people", "erase", MENTEE, "--by", HR, "--outbox", str(harness.outbox),
+                              database_url=database_url)
     assert erased.exit_code == 0, erased.output
     assert f"erased the personal data of {MENTEE} ({comments} private comment(s))" in erased.output
+    assert f"{len(to_them)} message(s) to them deleted, {len(naming_them)} naming them rewritten" in erased.output
+    # The outbox forgot them too: no message to them, their name nowhere; the others' mail stays.
+    left = {p: BytesParser(policy=SMTP).parsebytes(p.read_bytes()) for p in harness.outbox.glob("*.eml")}
+    assert set(left) == set(mails) - set(to_them)
+    assert not any(name in _text(m) or address in str(m["To"]) for m in left.values())
+    assert all("(erased)" in _text(left[p]) for p in naming_them)
+    assert all(m.get_content_type() == left[p].get_content_type() for p, m in mails.items() if p in left)
 
     person = await pool.fetchrow("SELECT * FROM people WHERE employee_id = $1", MENTEE)
     assert (person["display_name"], person["email"], person["erased_at"] is not None) == (None, None, True)
