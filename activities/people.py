@@ -40,8 +40,8 @@ ON CONFLICT (employee_id) DO NOTHING
 
 # Idempotent on the event id: a retried activity finds its note already there and changes nothing.
 _INSERT_NOTE = """
-INSERT INTO private_notes (event_id, pair_id, author_id, body, shared)
-VALUES ($1, $2, $3, $4, $5)
+INSERT INTO private_notes (event_id, pair_id, author_id, body, shared, kind)
+VALUES ($1, $2, $3, $4, $5, $6)
 ON CONFLICT (event_id) DO NOTHING
 """
 
@@ -65,7 +65,7 @@ class PeopleActivities:
     async def record_private_note(self, request: PrivateNoteRequest) -> None:
         await self._pool.execute(
             _INSERT_NOTE, request.event_id, request.pair_id, request.author_id, request.body,
-            request.shared,
+            request.shared, request.kind,
         )
 
 

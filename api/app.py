@@ -141,7 +141,7 @@ def create_app(pool_or_dsn: asyncpg.Pool | str, tokens: Mapping[str, str]) -> Fa
             raise HTTPException(status.HTTP_404_NOT_FOUND, f"no pair with id {pair_id!r}")
         # Comments are shared with HR by their authors' choice, not with auditors.
         return report if role == "hr" else report.model_copy(update={
-            "shared_comments": [],
+            "shared_comments": [], "objectives": [],
             "overview": report.overview.model_copy(update={
                 "mentor": _id_only(report.overview.mentor), "mentee": _id_only(report.overview.mentee)})})
 

@@ -185,6 +185,8 @@ def audit_pair(pair_id: Annotated[str, typer.Argument(help="The pair's id.")],
                          ", ".join(s.topics_covered or []))
     console.print(sessions)
     _print_consent(console, "Consent", report.consent)
+    if report.objectives:
+        console.print("Curriculum objectives: " + "; ".join(report.objectives))
     if report.shared_comments:
         comments = _table("Comments their authors chose to share", "written (UTC)", "by", "comment")
         for c in report.shared_comments:

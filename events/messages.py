@@ -7,7 +7,7 @@ both sides need the same shapes and neither may import the other.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -90,13 +90,15 @@ class CancelRequest(_Message):
 
 
 class PrivateNoteRequest(_Message):
-    """A feedback comment: kept in `private_notes`, out of the log and the read models."""
+    """A feedback comment, or a curriculum's objectives: kept in `private_notes`, out of the log
+    and the read models."""
 
     event_id: str
     pair_id: str
     author_id: str
     body: str
     shared: bool = False
+    kind: Literal["comment", "curriculum_objectives"] = "comment"
 
 
 class SessionDetails(_Message):

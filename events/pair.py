@@ -8,11 +8,11 @@ so erasing a person never breaks the hash chain of the log. Stream id: ``pair-<p
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field
 
-from events.base import DomainEvent, event
+from events.base import DomainEvent, default_registry, event
 
 Role = Literal["mentor", "mentee", "hr"]
 SessionFormat = Literal["individual", "group"]
@@ -97,9 +97,19 @@ class InvitationExpired(DomainEvent):
 
 @event
 class CurriculumAgreed(DomainEvent):
+    """The curriculum's topics; its objectives are free text (they may name people), so they stay
+    in the erasable `private_notes`, under this event's id, and the log keeps their count.
+    Version 1 held the objectives themselves: read through the upcaster below, they are counted."""
+
     event_type = "CurriculumAgreed"
+    schema_version = 2
     topics: list[str]
-    objectives: list[str]
+    objectives_count: int = Field(ge=0)
+
+
+@default_registry.upcaster("CurriculumAgreed", from_version=1)
+def _objectives_counted(payload: dict[str, Any]) -> dict[str, Any]:
+    return {"topics": payload["topics"], "objectives_count": len(payload.get("objectives", []))}
 
 
 @event

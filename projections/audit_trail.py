@@ -87,7 +87,7 @@ _SUMMARIES: dict[str, Callable[[dict[str, Any]], str]] = {
         f"mentee {p['mentee_id']} declined by {p['channel']} (entered by {p['recorded_by']})"),
     "InvitationExpired": lambda p: f"invitation to mentee {p['mentee_id']} expired unanswered",
     "CurriculumAgreed": lambda p: (
-        f"curriculum agreed: {_list(p['topics'])}; {len(p['objectives'])} objective(s)"),
+        f"curriculum agreed: {_list(p['topics'])}; {p['objectives_count']} objective(s)"),
     "TrainingModuleCompleted": lambda p: (
         f"mentor {p['mentor_id']} completed training module {p['module']}"),
     "MenteeOnboarded": lambda p: f"mentee {p['mentee_id']} onboarded",

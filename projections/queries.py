@@ -7,6 +7,7 @@ from the `people` table at query time: an erased person shows as null, everywher
 
 from __future__ import annotations
 
+import json
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import TypeAlias
@@ -108,6 +109,8 @@ class PairReport(BaseModel):
     consent: list[ConsentEntry]
     trail: list[TrailEntry]
     shared_comments: list[SharedComment] = Field(default_factory=list)
+    objectives: list[str] = Field(default_factory=list, description="the curriculum's objectives, kept apart "
+                                  "from the log (erasable); empty once erased")
 
 
 class ActorReport(BaseModel):
@@ -257,14 +260,18 @@ async def pair_report(db: Db, pair_id: str) -> PairReport | None:
     # nothing erased.
     shared = await db.fetch(
         """SELECT event_id::text, author_id, created_at AS written_at, body FROM private_notes
-            WHERE pair_id = $1 AND shared AND erased_at IS NULL AND body IS NOT NULL
+            WHERE pair_id = $1 AND shared AND erased_at IS NULL AND body IS NOT NULL AND kind = 'comment'
             ORDER BY created_at, event_id""", pair_id)
+    objectives = await db.fetchval(
+        """SELECT body FROM private_notes WHERE pair_id = $1 AND kind = 'curriculum_objectives'
+            AND erased_at IS NULL AND body IS NOT NULL ORDER BY created_at DESC LIMIT 1""", pair_id)
     return PairReport(
         overview=overview,
         sessions=[SessionEntry(**dict(r)) for r in sessions],
         consent=[ConsentEntry(**dict(r)) for r in consent],
         trail=[TrailEntry(**dict(r)) for r in trail],
         shared_comments=[SharedComment(**dict(r)) for r in shared],
+        objectives=json.loads(objectives) if objectives else [],  # a JSON list (an objective may span lines)
     )
 
 

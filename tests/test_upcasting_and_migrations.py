@@ -65,3 +65,25 @@ async def test_migrations_apply_once_even_from_two_processes_at_once(empty_datab
     finally:
         await first.close()
         await second.close()
+
+
+class CurriculumAgreedV1(DomainEvent):
+    """How CurriculumAgreed was recorded before its objectives moved out of the log."""
+
+    event_type: ClassVar[str] = "CurriculumAgreed"
+    schema_version: ClassVar[int] = 1
+    topics: list[str]
+    objectives: list[str]
+
+
+async def test_old_curricula_read_without_their_objectives(store: PostgresEventStore):
+    """Objectives recorded in the log by older versions stay in the stored payload (the log is
+    never rewritten) but every reader gets their count only, as for new pairs."""
+    from events.pair import CurriculumAgreed
+
+    await store.append("pair-old-curriculum", 0, [NewEvent.of(CurriculumAgreedV1(
+        topics=["social networks"], objectives=["help Jane Doe post"]), uuid.uuid4())], EventMetadata(actor="E1"))
+    [recorded] = await store.read_stream("pair-old-curriculum")
+    assert (recorded.stored_schema_version, recorded.schema_version) == (1, 2)
+    assert recorded.payload == {"topics": ["social networks"], "objectives_count": 1}
+    assert recorded.domain_event() == CurriculumAgreed(topics=["social networks"], objectives_count=1)

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 from datetime import timedelta
-from typing import Any
+from typing import Any, Literal
 
 from temporalio import workflow
 from temporalio.common import RawValue, RetryPolicy
@@ -66,6 +67,7 @@ with workflow.unsafe.imports_passed_through():
         INPUT_CHECKS_PATCH,
         NO_OVERLAP_PATCH,
         NUMBERED_FOLLOW_UPS_PATCH,
+        OBJECTIVES_APART_PATCH,
         SIGNAL_CHECKS_PATCH,
         LogCaughtUp,
         PairEffects,
@@ -405,8 +407,15 @@ class MentoringPair(PairEffects):
         request = self._read(AgreeCurriculum, payloads)
         async with self._log:
             rules.agree_curriculum(self.pair, request)
-            await self._record(ev.CurriculumAgreed(topics=list(request.topics),
-                                                   objectives=list(request.objectives)), by=request)
+            agreed = ev.CurriculumAgreed(topics=list(request.topics), objectives_count=len(request.objectives))
+            if self._patched(OBJECTIVES_APART_PATCH):
+                # Free text that may name people stays out of the append-only log: in the
+                # erasable private notes, shared with the pair's HR (the pair report shows it).
+                note = await self._keep_private(json.dumps(list(request.objectives)), "mentor", shared=True,
+                                                kind="curriculum_objectives")
+                await self._record(agreed, by=request, ids=[note])
+            else:  # pairs that agreed their curriculum before: as they ran (one append)
+                await self._record(agreed, by=request)
             return await self._done()
 
     @agree_curriculum.validator
@@ -632,14 +641,15 @@ class MentoringPair(PairEffects):
         request = self._vet(GiveFinalEvaluation, payloads)
         rules.give_final_evaluation(self._state(), request)
 
-    async def _keep_private(self, comment: str | None, role: str, shared: bool) -> Any:
+    async def _keep_private(self, comment: str | None, role: str, shared: bool,
+                            kind: Literal["comment", "curriculum_objectives"] = "comment") -> Any:
         """Rule: what is said stays with the pair. The comment goes to `private_notes`, keyed by
         the id of the event that mentions it; the event itself only says there is one."""
         event_id = workflow.uuid4()
         if comment is not None:
             await self._activity("record_private_note", PrivateNoteRequest(
                 event_id=str(event_id), pair_id=self.pair.pair_id,
-                author_id=self.pair.person_of(role), body=comment, shared=shared))
+                author_id=self.pair.person_of(role), body=comment, shared=shared, kind=kind))
         return event_id
 
     # --- 7. follow-ups long after the end, then completion --------------------------------------

@@ -123,6 +123,8 @@ NO_OVERLAP_PATCH = "no-overlapping-sessions"
 NOTICES_APART_PATCH = "notices-retried-apart"
 """Notices not delivered by their first attempts are retried apart from the pair's lock."""
 LOG_CATCH_UP_PATCH = "log-catch-up"
+# The curriculum's objectives go to private_notes, not to the log (one more activity).
+OBJECTIVES_APART_PATCH = "objectives-off-the-log"
 """From this patch on, a run whose append finds the log ahead of it (after a Reset) catches up
 with the log instead of failing (see `PairEffects._catch_up_with_log`)."""
 # History events each kind of step adds (its own events plus a workflow task's three), counted

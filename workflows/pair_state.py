@@ -117,7 +117,9 @@ class PairState(_State):
     invitation_expires_at: datetime | None = None
     consent_given: bool = False
     curriculum_topics: list[str] = Field(default_factory=list)
-    curriculum_objectives: list[str] = Field(default_factory=list)
+    curriculum_objectives: list[str] = Field(
+        default_factory=list, description="no longer filled (kept so older runs' state still loads): "
+        "the objectives are in private_notes")
     modules_done: list[str] = Field(default_factory=list)
     mentee_onboarded: bool = False
     signed_off: bool = False
@@ -221,8 +223,8 @@ def apply(state: PairState, event: DomainEvent, at: datetime) -> None:
             state.mentee_invited, state.invitation_expires_at = True, expires_at
         case ev.MenteeConsentGiven():
             state.consent_given = True
-        case ev.CurriculumAgreed(topics=topics, objectives=objectives):
-            state.curriculum_topics, state.curriculum_objectives = list(topics), list(objectives)
+        case ev.CurriculumAgreed(topics=topics):
+            state.curriculum_topics = list(topics)  # the objectives stay in private_notes
         case ev.TrainingModuleCompleted(module=module):
             state.modules_done.append(module)
         case ev.MenteeOnboarded():

@@ -62,9 +62,10 @@ HR_TOKEN = {"Authorization": "Bearer hr-token"}
 
 
 def without_names(answer: object) -> object:
-    """An answer with every person's display name blanked, as an auditor receives it."""
+    """An answer with every person's display name blanked, and free text left out, as an auditor
+    receives it."""
     if isinstance(answer, dict):
-        return {k: (None if k == "display_name" else [] if k == "shared_comments" else without_names(v))
+        return {k: (None if k == "display_name" else [] if k in ("shared_comments", "objectives") else without_names(v))
                 for k, v in answer.items()}
     if isinstance(answer, list):
         return [without_names(v) for v in answer]

@@ -143,3 +143,28 @@ async def test_contact_details_change_only_by_the_recorded_act(store: PostgresEv
     after_erasure = await _mentoring("people", "update", MENTEE, "--by", HR, "--name", "B.",
                                      database_url=database_url)
     assert after_erasure.exit_code != 0 and "erased" in after_erasure.output
+
+
+async def test_curriculum_objectives_stay_out_of_the_log_and_go_with_their_author(
+        harness: Harness, store: PostgresEventStore, database_url: str):
+    """Objectives are free text that may name people: the log keeps their count, the erasable
+    notes the text (shown to HR with the pair), and erasing their author erases them."""
+    pair = await harness.start()
+    await pair.prepare()  # objectives: "publish a first post", "tune privacy settings"
+    agreed = next(e for e in await store.read_stream(pair.stream_id) if e.event_type == "CurriculumAgreed")
+    stored = await store.pool.fetchval("SELECT payload FROM events WHERE event_id = $1", agreed.event_id)
+    assert stored == {"topics": ["social networks"], "objectives_count": 2}
+    note = await store.pool.fetchrow("SELECT * FROM private_notes WHERE event_id = $1", agreed.event_id)
+    assert (note["kind"], note["author_id"], note["shared"]) == ("curriculum_objectives", MENTOR, True)
+    await make_runner(store, database_url).run_until_caught_up()
+    report = await _mentoring("audit", "pair", pair.handle.id, "--json", database_url=database_url)
+    shown = json.loads(report.output)
+    assert shown["objectives"] == ["publish a first post", "tune privacy settings"]
+    assert shown["shared_comments"] == []  # objectives are not a comment
+
+    erased = await _mentoring("people", "erase", MENTOR, "--by", HR, "--outbox", str(harness.outbox),
+                              database_url=database_url)
+    assert erased.exit_code == 0, erased.output
+    report = await _mentoring("audit", "pair", pair.handle.id, "--json", database_url=database_url)
+    assert json.loads(report.output)["objectives"] == []
+    assert "publish a first post" not in json.dumps([e.payload for e in await store.read_stream(pair.stream_id)])

@@ -125,7 +125,10 @@ async def test_happy_path_from_nomination_to_the_90_day_follow_up(harness: Harne
     for personal in ("Léa", "Martin", "Bernard", "example.com", "privacy settings", "Worth every"):
         assert personal not in log_text
     assert await pool.fetchval("SELECT count(*) FROM people WHERE email LIKE '%@example.com'") == 3
-    notes = await pool.fetch("SELECT event_id, author_id, body, shared FROM private_notes ORDER BY body")
+    objectives = await pool.fetch("SELECT author_id, body FROM private_notes WHERE kind = 'curriculum_objectives'")
+    assert [tuple(o) for o in objectives] == [(MENTOR, '["publish a first post", "tune privacy settings"]')]
+    notes = await pool.fetch("SELECT event_id, author_id, body, shared FROM private_notes WHERE kind = 'comment' "
+                             "ORDER BY body")
     assert [(n["author_id"], n["body"], n["shared"]) for n in notes] == [
         (MENTEE, "I finally understand my privacy settings", False),
         (MENTEE, "I finally understand my privacy settings", False),
