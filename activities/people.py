@@ -11,6 +11,7 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 import asyncpg
 from temporalio import activity
@@ -147,3 +148,40 @@ async def erase_person(store: PostgresEventStore, employee_id: str, *, by: str,
         fact = PersonalDataErased(employee_id=employee_id, reason=reason, notes_erased=notes)
         await _record_for_person(store, conn, stream, fact, by)
     return Erased(notes=notes, email=before["email"], display_name=before["display_name"])
+
+
+# --- erasure reaches running pairs ------------------------------------------------------------------
+
+_RUNNING_PAIRS = """
+SELECT pair_id, CASE WHEN mentor_id = $1 THEN 'mentor' ELSE 'mentee' END AS role
+  FROM pair_overview.pairs
+ WHERE (mentor_id = $1 OR mentee_id = $1)
+   AND stage IN ('nominated', 'awaiting_motivation', 'mentee_invited', 'preparation', 'sessions',
+                 'final_evaluation', 'follow_up', 'paused')
+ ORDER BY pair_id
+"""
+
+
+async def withdraw_from_running_pairs(pool: asyncpg.Pool, client: Any, employee_id: str,
+                                      reason: ErasureReason) -> list[tuple[str, str]]:
+    """Before an erasure: the person leaves every pair still running, as their own act and
+    without penalty (each pair records `PairWithdrawn` and tells the other person). Returns each
+    pair's workflow id with what happened; a pair that ended meanwhile is left as it is.
+
+    The pairs come from the `pair_overview` read model, which follows the log within moments."""
+    from temporalio.client import WorkflowUpdateFailedError
+    from temporalio.service import RPCError
+
+    outcomes = []
+    for row in await pool.fetch(_RUNNING_PAIRS, employee_id):
+        workflow_id = f"pair-{row['pair_id']}"
+        request = {"recorded_by": employee_id, "role": row["role"],
+                   "reason": "left_company" if reason == "left_company" else "personal"}
+        try:
+            await client.get_workflow_handle(workflow_id).execute_update("withdraw", request)
+            outcomes.append((workflow_id, "withdrawn"))
+        except WorkflowUpdateFailedError as exc:
+            outcomes.append((workflow_id, f"not withdrawn: {str(exc.cause or exc).splitlines()[0]}"))
+        except RPCError as exc:  # closed meanwhile (or gone past retention): nothing to withdraw from
+            outcomes.append((workflow_id, f"not running: {exc.message}"))
+    return outcomes

@@ -452,23 +452,32 @@ def people_erase(
     database_url: DatabaseUrl = None,
 ) -> None:
     """Erase a person's name, e-mail and private comments, on request, and their e-mails in the
-    outbox (messages to them deleted, their name in messages to others replaced).
+    outbox (messages to them deleted, their name in messages to others replaced). First, they
+    leave every pair still running (their own act, without penalty), through Temporal.
 
     The log keeps only their pseudonymous id, so the audit trail and its hash chain stay intact;
     the erasure itself is recorded (PersonalDataErased, stream person-ID). An erased person is
     not registered again by later nominations.
     """
     from activities.notifications import forget_in_outbox
-    from activities.people import Erased, UnknownPerson, erase_person
+    from activities.people import Erased, UnknownPerson, erase_person, withdraw_from_running_pairs
+    from runtime import StartupError, connect_temporal
     from settings import SettingsError, get_settings
 
-    async def work(pool: asyncpg.Pool, _url: str) -> Erased:
-        return await erase_person(PostgresEventStore(pool), employee_id, by=by, reason=reason.value)
+    async def work(pool: asyncpg.Pool, _url: str) -> tuple[list[tuple[str, str]], Erased]:
+        try:
+            client = await connect_temporal(get_settings())
+        except (StartupError, SettingsError) as exc:
+            raise _fail(f"{exc}: the pairs they are in could not be withdrawn, so nothing was erased", 2) from None
+        withdrawn = await withdraw_from_running_pairs(pool, client, employee_id, reason.value)
+        return withdrawn, await erase_person(PostgresEventStore(pool), employee_id, by=by, reason=reason.value)
 
     try:
-        erased = _run(database_url, work)
+        withdrawn, erased = _run(database_url, work)
     except UnknownPerson as exc:
         raise _fail(str(exc)) from None
+    for workflow_id, outcome in withdrawn:
+        typer.echo(f"{workflow_id}: {outcome}")
     typer.echo(f"erased the personal data of {employee_id} ({erased.notes} private comment(s)); "
                "the erasure is recorded in the log")
     if outbox is None:

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Iterator
 from email.message import Message
 from email.parser import BytesParser
 from email.policy import SMTP
 
 import httpx
+import pytest
+from temporalio.testing import WorkflowEnvironment
 from typer.testing import CliRunner
 
 from activities.people import PeopleActivities
@@ -23,6 +26,17 @@ from tests.workflow.pairs import HR, MENTEE, MENTOR, Harness, full_lifecycle
 def _text(message: Message) -> str:
     return "".join(part.get_content() for part in message.walk()
                    if part.get_content_type() == "text/plain" and not part.is_attachment())
+
+
+@pytest.fixture(autouse=True)
+def _cli_reaches_the_test_server(temporal_env: WorkflowEnvironment, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """`mentoring people erase` withdraws the person from running pairs through Temporal: this one."""
+    from settings import get_settings
+
+    monkeypatch.setenv("TEMPORAL_ADDRESS", temporal_env.client.service_client.config.target_host)
+    get_settings.cache_clear()
+    yield
+    get_settings.cache_clear()
 
 
 async def _mentoring(*args: str, database_url: str):
@@ -168,3 +182,22 @@ async def test_curriculum_objectives_stay_out_of_the_log_and_go_with_their_autho
     report = await _mentoring("audit", "pair", pair.handle.id, "--json", database_url=database_url)
     assert json.loads(report.output)["objectives"] == []
     assert "publish a first post" not in json.dumps([e.payload for e in await store.read_stream(pair.stream_id)])
+
+
+async def test_an_erased_person_first_leaves_the_pairs_still_running(harness: Harness, store: PostgresEventStore,
+                                                                       database_url: str):
+    """Their own act, without penalty: each pair records the withdrawal and tells the other person,
+    then the erasure goes ahead."""
+    pair = await harness.start()
+    await pair.prepare()
+    await make_runner(store, database_url).run_until_caught_up()  # the read model knows the pair runs
+    erased = await _mentoring("people", "erase", MENTEE, "--by", HR, "--outbox", str(harness.outbox),
+                              database_url=database_url)
+    assert erased.exit_code == 0, erased.output
+    assert f"{pair.handle.id}: withdrawn" in erased.output
+    state = await pair.wait_for(lambda s: s.closed)
+    assert state.stage.value == "withdrawn"
+    withdrawal = next(e for e in await store.read_stream(pair.stream_id) if e.event_type == "PairWithdrawn")
+    assert (withdrawal.payload["withdrawn_by"], withdrawal.payload["role"], withdrawal.payload["reason"]) == (
+        MENTEE, "mentee", "personal")
+    assert await store.pool.fetchval("SELECT erased_at IS NOT NULL FROM people WHERE employee_id = $1", MENTEE)
