@@ -142,11 +142,20 @@ class EmbeddedPostgres:
             if user is not None:
                 shutil.chown(folder, user=user)
                 shutil.chown(pwfile, user=user)
-            subprocess.run(
-                [str(bins / "initdb"), "-D", str(self.data_dir), "-U", SUPERUSER, f"--pwfile={pwfile}",
-                 "--auth=scram-sha-256", "--encoding=UTF8", "--no-instructions"],
-                check=True, user=user, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-            )
+            command = [str(bins / "initdb"), "-D", str(self.data_dir), "-U", SUPERUSER, f"--pwfile={pwfile}",
+                       "--auth=scram-sha-256", "--encoding=UTF8", "--no-instructions"]
+            for attempt in (1, 2):
+                done = subprocess.run(command, check=False, user=user, stdout=subprocess.DEVNULL,
+                                      stderr=subprocess.PIPE, text=True)
+                if done.returncode == 0:
+                    break
+                # Once more on a clean folder (a machine short of shared memory for a moment);
+                # then say why, in initdb's words.
+                for leftover in self.data_dir.iterdir():
+                    shutil.rmtree(leftover) if leftover.is_dir() else leftover.unlink()
+                if attempt == 2:
+                    raise StackError(f"initdb failed for {self.data_dir}: {done.stderr.strip()[-500:]}")
+                warnings.warn(f"initdb failed once, trying again: {done.stderr.strip()[-300:]}", stacklevel=2)
         fd = os.open(self.password_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as out:
             out.write(password)
