@@ -428,11 +428,18 @@ async def check_notices(pool: asyncpg.Pool, outbox: Path, figures: dict[str, Any
             check.problems.append(f"recorded as sent in {streams} but no {name} in the outbox")
     if failed:
         check.problems.append(f"{failed} NotificationFailed event(s): a notice gave up")
-    notes = await pool.fetchval("SELECT count(*) FROM private_notes")
+    notes = await pool.fetchval("SELECT count(*) FROM private_notes WHERE kind = 'comment'")
     commented = await pool.fetchval(
         "SELECT count(*) FROM events WHERE (payload->>'has_private_comment')::boolean")
     if notes != commented:
         check.problems.append(f"{notes} private notes for {commented} events with a comment")
+    # Each curriculum's objectives once, under the id of the event that counts them.
+    apart = await pool.fetchval(
+        """SELECT count(*) FROM events e JOIN private_notes n ON n.event_id = e.event_id
+            WHERE e.event_type = 'CurriculumAgreed' AND n.kind = 'curriculum_objectives'""")
+    agreed = await pool.fetchval("SELECT count(*) FROM events WHERE event_type = 'CurriculumAgreed'")
+    if apart != agreed:
+        check.problems.append(f"{apart} objectives notes for {agreed} agreed curricula")
     figures["notices"] = {"events": len(events), "receipts": len(rows), "eml_files": len(files),
                           "temp_files_left": leftovers, "private_notes": notes}
     return check

@@ -204,7 +204,9 @@ async def test_a_pair_survives_worker_crashes_and_records_each_fact_once(
         assert {r["message_id"] for r in rows} == {e.payload["message_id"] for e in notices}
         assert len({e.payload["message_id"] for e in notices}) == len(notices)
         assert len(list((state_dir / "outbox").glob("*.eml"))) == len(notices)
-        assert await pool.fetchval("SELECT count(*) FROM private_notes") == 2  # the two comments
+        assert await pool.fetchval("SELECT count(*) FROM private_notes WHERE kind = 'comment'") == 2
+        assert await pool.fetchval(  # the curriculum's objectives, once, beside the log
+            "SELECT count(*) FROM private_notes WHERE kind = 'curriculum_objectives'") == 1
 
         report = await store.verify()
         assert report.ok, report.first_bad

@@ -152,5 +152,7 @@ async def test_continue_as_new_carries_state_and_stream_version(harness: Harness
     for run_id in runs[:-1]:
         history = await harness.client.get_workflow_handle(pair.handle.id, run_id=run_id).fetch_history()
         assert history.events[-1].event_type == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_CONTINUED_AS_NEW
-        assert len(history.events) < 120, Counter(EventType.Name(e.event_type) for e in history.events)
+        # Short: the limit (60) plus at most one step's worth (the first run holds the whole
+        # preparation, whose curriculum now keeps its objectives apart: one more activity).
+        assert len(history.events) < 130, Counter(EventType.Name(e.event_type) for e in history.events)
     assert outcome.stream_version == len(events)
