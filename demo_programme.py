@@ -28,7 +28,6 @@ from typing import Any
 
 from temporalio.client import (
     Client,
-    WorkflowFailureError,
     WorkflowHandle,
     WorkflowUpdateFailedError,
 )
@@ -97,8 +96,8 @@ class DemoError(Exception):
 
 
 class _Run:
-    def __init__(self, client: Client, handle: WorkflowHandle, out: Out) -> None:
-        self.client, self.handle, self.out, self.started = client, handle, out, clock.monotonic()
+    def __init__(self, handle: WorkflowHandle, out: Out) -> None:
+        self.handle, self.out, self.started = handle, out, clock.monotonic()
         self.limit = asyncio.Semaphore(CONCURRENCY)
 
     def say(self, text: str) -> None:
@@ -133,7 +132,7 @@ class _Run:
     async def pair_state(self, handle: WorkflowHandle) -> PairState | None:
         try:
             return await handle.query("state", result_type=PairState)
-        except (RPCError, WorkflowFailureError, Exception):  # not started its first task yet
+        except Exception:  # not started its first task yet (or just continued as new)
             return None
 
 
@@ -151,7 +150,7 @@ async def run_demo(client: Client, settings: Settings, out: Out = print) -> dict
                                              id=workflow_id, task_queue=settings.temporal_task_queue)
     except WorkflowAlreadyStartedError:
         raise DemoError(f"{workflow_id} already runs: wait a second and run the demo again") from None
-    run = _Run(client, handle, out)
+    run = _Run(handle, out)
 
     async def opened() -> bool:
         try:

@@ -26,6 +26,7 @@ from events.people import (
     person_stream,
 )
 from events.store import PostgresEventStore
+from projections.pair_fold import LIVE_STAGES
 from workflows.inputs import ContactChange
 
 # A nomination registers a person it does not know yet, and never changes one it knows: contact
@@ -156,8 +157,7 @@ _RUNNING_PAIRS = """
 SELECT pair_id, CASE WHEN mentor_id = $1 THEN 'mentor' ELSE 'mentee' END AS role
   FROM pair_overview.pairs
  WHERE (mentor_id = $1 OR mentee_id = $1)
-   AND stage IN ('nominated', 'awaiting_motivation', 'mentee_invited', 'preparation', 'sessions',
-                 'final_evaluation', 'follow_up', 'paused')
+   AND stage = ANY($2::text[])
  ORDER BY pair_id
 """
 
@@ -173,7 +173,7 @@ async def withdraw_from_running_pairs(pool: asyncpg.Pool, client: Any, employee_
     from temporalio.service import RPCError
 
     outcomes = []
-    for row in await pool.fetch(_RUNNING_PAIRS, employee_id):
+    for row in await pool.fetch(_RUNNING_PAIRS, employee_id, list(LIVE_STAGES)):
         workflow_id = f"pair-{row['pair_id']}"
         request = {"recorded_by": employee_id, "role": row["role"],
                    "reason": "left_company" if reason == "left_company" else "personal"}

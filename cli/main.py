@@ -34,7 +34,7 @@ from rich.table import Table
 
 from events.store import PostgresEventStore
 from projections import all_projections, queries
-from projections.programme_figures import FUNNEL
+from projections.programme_figures import CONSENT, FUNNEL
 from projections.rebuild import RebuildError, rebuild, rich_progress
 from projections.runner import NothingToResume, ProjectionStatus, UnknownProjection, resume
 from projections.runner import projection_status as read_status
@@ -371,7 +371,7 @@ def audit_rollup(since: Annotated[str, typer.Option("--since", help="Programmes 
 
 
 def _pairs_text(counts: dict[str, int]) -> str:
-    order = {key: n for n, key in enumerate((*FUNNEL, "invited", "consented", "declined", "expired", "awaiting"))}
+    order = {key: n for n, key in enumerate((*FUNNEL, *CONSENT))}
     ordered = sorted(counts.items(), key=lambda item: (order.get(item[0], len(order)), item[0]))
     return ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in ordered) or "none"
 

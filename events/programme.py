@@ -220,14 +220,6 @@ class ProgrammeFigures(BaseModel):
     stage_of: dict[str, str] = Field(default_factory=dict,
                                      description="pair workflow id -> stage, only when asked for")
 
-    @property
-    def open_pairs(self) -> int:
-        return sum(n for stage, n in self.pairs_per_stage.items() if stage in _LIVE)
-
-
-_LIVE = ("awaiting_motivation", "mentee_invited", "preparation", "sessions", "final_evaluation", "follow_up")
-
-
 @event
 class PairsExtended(DomainEvent):
     """HR keeps these pairs going past the sessions' end (they are not wound down)."""

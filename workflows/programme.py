@@ -686,7 +686,7 @@ class MentoringProgramme:
                                                            reason="the programme's sessions ended"),
                         result_type=WindDownResponse, **_STARTS)
             await self._record(ev.ProgrammeSessionsEnded(
-                policy="cancel_open_pairs" if p.at_sessions_end == "cancel_open_pairs" else "let_pairs_finish",
+                policy=p.at_sessions_end,
                 cancelled=cancelled, kept=[i for i in p.pairs_started if i not in cancelled]), by=by)
         self._check_health_now()
 

@@ -55,7 +55,7 @@ class ProgrammeState(BaseModel):
     pairs_started: list[str] = Field(default_factory=list, description="pair workflow ids")
     pairs_not_started: list[ev.PairNotStarted] = Field(default_factory=list)
     sessions_end: date | None = None
-    at_sessions_end: str = "cancel_open_pairs"
+    at_sessions_end: Literal["cancel_open_pairs", "let_pairs_finish"] = "cancel_open_pairs"
     health_every: timedelta = timedelta(hours=1)
     digest_every: timedelta = timedelta(days=7)
     group_sessions: dict[int, GroupSession] = Field(default_factory=dict)
