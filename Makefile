@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 
-.PHONY: run test demo demo-programme screenshots chaos bench-store bench-projections bench-programme lint clean-state
+.PHONY: run test demo demo-programme screenshots chaos bench-store bench-projections bench-programme bench-codec lint clean-state
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -55,6 +55,10 @@ bench-projections: $(VENV)/.installed-bench
 
 bench-programme: $(VENV)/.installed-bench
 	$(PY) -m bench.programme
+
+# The payload codec's cost: the same pairs prepared with and without encryption, same run.
+bench-codec: $(VENV)/.installed-bench
+	$(PY) -m bench.codec
 
 lint: $(VENV)/.installed-dev
 	$(VENV)/bin/ruff check .

@@ -365,17 +365,16 @@ async def check_worker(client: Client, settings: Settings, wait_s: float = 5.0) 
 
 
 async def _main(settings: Settings, out: Out) -> str:
-    from runtime import StartupError, connect_temporal
+    from runtime import StartupError, temporal_client
 
-    try:
-        client = await connect_temporal(settings)
-    except StartupError:
-        raise StackNotRunning(
-            f"cannot reach Temporal at {settings.temporal_address} (namespace "
-            f"{settings.temporal_namespace}): start the stack first with `make run` in another terminal"
-        ) from None
-    await check_worker(client, settings)
-    return await run_demo(client, settings, out)
+    async with contextlib.AsyncExitStack() as stack:
+        try:
+            client = await stack.enter_async_context(temporal_client(settings))
+        except StartupError as exc:
+            raise StackNotRunning(
+                f"{exc}: start the stack first with `make run` in another terminal") from None
+        await check_worker(client, settings)
+        return await run_demo(client, settings, out)
 
 
 def main(argv: list[str] | None = None, out: Out | None = None) -> int:

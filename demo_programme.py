@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import sys
 import time as clock
@@ -343,15 +344,15 @@ async def _follow_ups(run: _Run, senior: str, pair: tuple[str, WorkflowHandle]) 
 
 
 async def _main(settings: Settings, out: Out) -> dict[str, Any]:
-    from runtime import StartupError, connect_temporal
+    from runtime import StartupError, temporal_client
 
-    try:
-        client = await connect_temporal(settings)
-    except StartupError:
-        raise demo.StackNotRunning(f"cannot reach Temporal at {settings.temporal_address}: start the stack "
-                                   "first with `make run` in another terminal") from None
-    await demo.check_worker(client, settings)
-    return await run_demo(client, settings, out)
+    async with contextlib.AsyncExitStack() as stack:
+        try:
+            client = await stack.enter_async_context(temporal_client(settings))
+        except StartupError as exc:
+            raise demo.StackNotRunning(f"{exc}: start the stack first with `make run` in another terminal") from None
+        await demo.check_worker(client, settings)
+        return await run_demo(client, settings, out)
 
 
 def main(argv: list[str] | None = None) -> int:

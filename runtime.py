@@ -7,6 +7,8 @@ and a wrong setting always gives the same one-line error.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -18,10 +20,11 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExport
 from temporalio.client import Client, TLSConfig
 from temporalio.contrib.opentelemetry import TracingInterceptor
 
+from codec.encryption import encrypting_data_converter
+from codec.keys import DataKeys, KeySetupError, kek_from_settings
 from events.migrations import MigrationError, migrate
 from events.store import create_pool
 from settings import Settings
-from workflows.payloads import DATA_CONVERTER
 
 STARTING_SERVER_GRACE_S = 30.0
 """How long a Temporal server that answers "not healthy yet" is given to finish starting."""
@@ -79,7 +82,37 @@ async def open_database(url: str, *, max_size: int = 10, apply_migrations: bool 
     return await create_pool(url, min_size=1, max_size=max_size)
 
 
-async def connect_temporal(settings: Settings, *, address: str | None = None) -> Client:
+def configured_database_url(settings: Settings) -> str:
+    """DATABASE_URL, or the embedded server of `make run`, where `worker.py --dev` put it."""
+    if settings.database_url:
+        return settings.database_url
+    from devstack.postgres import database_url
+
+    return database_url(settings.state_dir / "postgres", settings.embedded_postgres_port)
+
+
+@asynccontextmanager
+async def temporal_client(settings: Settings, *, address: str | None = None) -> AsyncIterator[Client]:
+    """A client for a command outside the worker, with a small pool of its own for the codec's
+    keys (closed on the way out)."""
+    pool = await open_database(configured_database_url(settings), max_size=2, apply_migrations=False)
+    try:
+        yield await connect_temporal(settings, data_keys(settings, pool), address=address)
+    finally:
+        await pool.close()
+
+
+def data_keys(settings: Settings, pool: asyncpg.Pool) -> DataKeys:
+    """The payload codec's keys: wrapped in `pool`'s database, by the configured KEK."""
+    try:
+        kek = kek_from_settings(settings.mentoring_kek, settings.mentoring_kek_file, settings.state_dir)
+    except KeySetupError as exc:
+        raise StartupError(str(exc)) from None
+    return DataKeys(pool, kek, cache_seconds=settings.data_key_cache_seconds)
+
+
+async def connect_temporal(settings: Settings, keys: DataKeys, *, address: str | None = None) -> Client:
+    """A client whose payloads are encrypted with `keys` (codec/encryption.py)."""
     target = address or settings.temporal_address
     tls: bool | TLSConfig = False
     if settings.temporal_tls or settings.temporal_tls_cert:
@@ -96,7 +129,7 @@ async def connect_temporal(settings: Settings, *, address: str | None = None) ->
                 namespace=settings.temporal_namespace,
                 api_key=settings.temporal_api_key,
                 tls=tls,
-                data_converter=DATA_CONVERTER,
+                data_converter=encrypting_data_converter(keys),
                 interceptors=[TracingInterceptor()],
             )
         except Exception as exc:  # the SDK raises several types for one cause: unreachable or refused

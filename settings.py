@@ -53,6 +53,19 @@ class Settings(BaseSettings):
     api_port: int = Field(default=8400, ge=1, le=65535)
     mentoring_api_tokens: dict[str, str] = Field(default_factory=dict, repr=False)
 
+    # The key-encryption key (KEK) of the payload codec that encrypts everything sent to Temporal
+    # (codec/keys.py): 32 random bytes, base64, in a file (MENTORING_KEK_FILE) or a variable
+    # (MENTORING_KEK). Under --dev it is generated into STATE_DIR/kek, which clients then find.
+    mentoring_kek: str | None = Field(default=None, repr=False)
+    mentoring_kek_file: Path | None = None
+    # How long a process keeps a data key unwrapped: a key destroyed by an erasure elsewhere stops
+    # decoding here within this time.
+    data_key_cache_seconds: float = Field(default=60.0, ge=0)
+    # The codec server the Web UI calls (API_HOST:API_PORT/codec): the UI's origins (CORS), and
+    # whether it answers requests without an HR token (only --dev sets this: its UI has no sign-in).
+    codec_ui_origins: list[str] = Field(default_factory=list)
+    codec_without_token: bool = False
+
     # How often the worker checks that every open pair's workflow still runs in Temporal, and
     # records the end of those terminated, timed out or failed there (activities/reconcile.py).
     reconcile_interval_seconds: float = Field(default=60.0, gt=0)

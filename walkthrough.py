@@ -34,8 +34,10 @@ from typing import Any
 from urllib.parse import quote
 from zoneinfo import ZoneInfo
 
+from temporalio.client import Client
+
 from devstack.postgres import free_port
-from runtime import connect_temporal
+from runtime import temporal_client
 from settings import Settings
 from workflows.inputs import pair_workflow_id
 from workflows.pair_state import ActionResult
@@ -106,7 +108,13 @@ def first_session_slot(now: datetime) -> datetime:
 
 async def drive_the_pair(stack: Stack) -> tuple[str, str]:
     """The README's walkthrough, as HR sends it: (workflow id, run id)."""
-    client = await connect_temporal(Settings(temporal_address=stack.env["TEMPORAL_ADDRESS"]))
+    settings = Settings(temporal_address=stack.env["TEMPORAL_ADDRESS"], state_dir=stack.state,
+                        embedded_postgres_port=stack.ports["pg"])
+    async with temporal_client(settings) as client:  # the stack's keys: payloads are encrypted
+        return await _drive(client)
+
+
+async def _drive(client: Client) -> tuple[str, str]:
     mentor, mentee, hr = (EXAMPLE[k]["employee_id"] for k in ("mentor", "mentee", "nominated_by"))
     workflow_id = pair_workflow_id(EXAMPLE["programme_id"], mentor, mentee)
     handle = await client.start_workflow("MentoringPair", EXAMPLE, id=workflow_id, task_queue="mentoring")

@@ -52,10 +52,18 @@ class DevStack:
             postgres.start()
             self.started.append(postgres)
             updates["database_url"] = postgres.url
+        if not (self.settings.mentoring_kek or self.settings.mentoring_kek_file):
+            from codec.keys import generate_kek_file
+
+            generate_kek_file(state / "kek")  # kept: the data keys in the database need it
+            updates["mentoring_kek_file"] = state / "kek"
+        # The dev UI has no sign-in, so the codec server answers it without a token.
+        updates["codec_without_token"] = True
         host, _, port = self.settings.temporal_address.rpartition(":")
         temporal = TemporalDevServer(
             state / "temporal.db", port=int(port), ui_port=self.settings.temporal_ui_port,
             namespace=self.settings.temporal_namespace,
+            codec_endpoint=f"http://127.0.0.1:{self.settings.api_port}/codec",
         )
         _say(f"starting Temporal dev server on {temporal.address}, state in {temporal.db_file}")
         temporal.start()
@@ -117,19 +125,20 @@ def build_worker(client, pool, settings: Settings):
 
 
 async def serve(settings: Settings, stop: asyncio.Event, *, dev: bool) -> None:
-    from runtime import StartupError, connect_temporal, open_database, setup_telemetry
+    from runtime import StartupError, connect_temporal, data_keys, open_database, setup_telemetry
 
     provider = setup_telemetry(settings)
     pool = await open_database(settings.database_url)
     tasks: list[asyncio.Task] = []
     try:
-        client = await connect_temporal(settings)
+        keys = data_keys(settings, pool)
+        client = await connect_temporal(settings, keys)
         if not dev and (problem := settings.outbox_problem()):
             raise StartupError(problem)
         worker = build_worker(client, pool, settings)
         tasks.append(asyncio.create_task(worker.run(), name="temporal-worker"))
-        tasks += start_projections_and_api(pool, settings)
-        tasks.append(start_reconciler(client, pool, settings))
+        tasks += start_projections_and_api(pool, settings, keys)
+        tasks.append(start_reconciler(client, pool, settings, keys))
         _banner(settings, dev)
         stopper = asyncio.create_task(stop.wait())
         done, _ = await asyncio.wait([stopper, *tasks], return_when=asyncio.FIRST_COMPLETED)
@@ -147,20 +156,22 @@ async def serve(settings: Settings, stop: asyncio.Event, *, dev: bool) -> None:
             provider.shutdown()
 
 
-def start_projections_and_api(pool, settings: Settings) -> list[asyncio.Task]:
-    """The projection runner and the audit API, as tasks beside the Temporal worker."""
+def start_projections_and_api(pool, settings: Settings, keys) -> list[asyncio.Task]:
+    """The projection runner and the audit API (with the codec server), as tasks beside the
+    Temporal worker."""
     from api.server import start_api_server
     from projections import start_projection_runner
 
-    return [start_projection_runner(pool, settings), start_api_server(pool, settings)]
+    return [start_projection_runner(pool, settings), start_api_server(pool, settings, keys)]
 
 
-def start_reconciler(client, pool, settings: Settings) -> asyncio.Task:
-    """Pairs whose workflow ended in Temporal without recording it get their end recorded."""
+def start_reconciler(client, pool, settings: Settings, keys=None) -> asyncio.Task:
+    """Pairs whose workflow ended in Temporal without recording it get their end recorded; erased
+    people's workflows that closed lose their keys."""
     from activities.reconcile import reconcile_forever
     from events.store import PostgresEventStore
 
-    return asyncio.create_task(reconcile_forever(client, PostgresEventStore(pool), settings.reconcile_interval_seconds),
+    return asyncio.create_task(reconcile_forever(client, PostgresEventStore(pool), settings.reconcile_interval_seconds, keys),
                                name="reconciler")
 
 

@@ -23,6 +23,7 @@ from temporalio.api.workflowservice.v1 import DescribeWorkflowExecutionRequest
 from temporalio.client import Client
 from temporalio.service import RPCError, RPCStatusCode
 
+from codec.keys import DataKeys
 from events.base import EventMetadata, NewEvent
 from events.pair import PairEndedInTemporal
 from events.store import ConcurrencyError, PostgresEventStore
@@ -112,11 +113,21 @@ async def _record_end(store: PostgresEventStore, stream_id: str, version: int, s
     return True
 
 
-async def reconcile_forever(client: Client, store: PostgresEventStore, interval: float) -> None:
-    """The worker's reconciler: one pass every `interval` seconds, errors logged and retried."""
+async def reconcile_forever(client: Client, store: PostgresEventStore, interval: float,
+                            keys: DataKeys | None = None) -> None:
+    """The worker's reconciler: one pass every `interval` seconds, errors logged and retried.
+    With `keys`, each pass also destroys the keys of erased people's workflows that have closed
+    since (codec/shredding.py)."""
+    from codec.shredding import shred_closed
+
     while True:
         try:
             await drift(client, store, record=True)
         except Exception:  # a pass that fails (Temporal or PostgreSQL away) is retried next time
             log.exception("reconciling the log with Temporal failed; retrying in %s s", interval)
+        if keys is not None:
+            try:
+                await shred_closed(client, keys)
+            except Exception:
+                log.exception("destroying the keys of closed workflows failed; retrying in %s s", interval)
         await asyncio.sleep(interval)

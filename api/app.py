@@ -80,8 +80,10 @@ class _Database:
             self._pool = None
 
 
-def create_app(pool_or_dsn: asyncpg.Pool | str, tokens: Mapping[str, str]) -> FastAPI:
-    """The API over a pool (shared with the worker) or a DSN; `tokens` maps bearer token -> role."""
+def create_app(pool_or_dsn: asyncpg.Pool | str, tokens: Mapping[str, str],
+               codec: FastAPI | None = None) -> FastAPI:
+    """The API over a pool (shared with the worker) or a DSN; `tokens` maps bearer token -> role.
+    `codec`: the codec server (codec/server.py), mounted at /codec for the Web UI."""
     unknown = sorted({role for role in tokens.values() if role not in ROLES})
     if unknown:
         raise ValueError(f"unknown role(s) {', '.join(unknown)}: use {' or '.join(ROLES)}")
@@ -209,6 +211,8 @@ def create_app(pool_or_dsn: asyncpg.Pool | str, tokens: Mapping[str, str]) -> Fa
 
     app.include_router(audit)
     app.include_router(operations)
+    if codec is not None:
+        app.mount("/codec", codec)
 
     @app.get(SCHEMA_PATH, tags=["formats"], response_class=Response)
     async def pair_input_format() -> Response:

@@ -14,6 +14,7 @@ from runtime import StartupError
 if TYPE_CHECKING:
     import asyncpg
 
+    from codec.keys import DataKeys
     from settings import Settings
 
 
@@ -28,10 +29,16 @@ class _Server(uvicorn.Server):
         yield
 
 
-def start_api_server(pool: asyncpg.Pool, settings: Settings) -> asyncio.Task:
-    """Serve the API on API_HOST:API_PORT as a task; cancelling it finishes requests in flight."""
+def start_api_server(pool: asyncpg.Pool, settings: Settings, keys: DataKeys) -> asyncio.Task:
+    """Serve the API, and the codec server at /codec, on API_HOST:API_PORT as a task;
+    cancelling it finishes requests in flight."""
+    from codec.server import create_codec_app
+
+    codec = create_codec_app(keys, namespace=settings.temporal_namespace,
+                             tokens=settings.mentoring_api_tokens, ui_origins=ui_origins(settings),
+                             without_token=settings.codec_without_token)
     server = _Server(uvicorn.Config(
-        create_app(pool, settings.mentoring_api_tokens), host=settings.api_host,
+        create_app(pool, settings.mentoring_api_tokens, codec), host=settings.api_host,
         port=settings.api_port, log_level="warning", lifespan="on",
     ))
 
@@ -53,3 +60,11 @@ def start_api_server(pool: asyncpg.Pool, settings: Settings) -> asyncio.Task:
             raise
 
     return asyncio.create_task(serve_api(), name="audit-api")
+
+
+def ui_origins(settings: Settings) -> list[str]:
+    """The Web UI's origins the codec server answers (CORS): CODEC_UI_ORIGINS, else the local UI."""
+    if settings.codec_ui_origins:
+        return settings.codec_ui_origins
+    host = settings.temporal_address.rpartition(":")[0]
+    return sorted({f"http://{name}:{settings.temporal_ui_port}" for name in (host, "localhost", "127.0.0.1")})

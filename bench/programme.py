@@ -593,7 +593,7 @@ class PayloadWarnings(logging.Filter):
 
 
 async def run(args: argparse.Namespace, folder: Path, admin_url: str, temporal_address: str) -> dict[str, Any]:
-    from runtime import connect_temporal, open_database, setup_telemetry
+    from runtime import connect_temporal, data_keys, open_database, setup_telemetry
     from worker import build_worker
 
     # The SDK's core logs its warnings on stdout by default: to stderr, with ours, instead.
@@ -612,7 +612,7 @@ async def run(args: argparse.Namespace, folder: Path, admin_url: str, temporal_a
         provider = setup_telemetry(settings)
         pool = await open_database(settings.database_url)
         try:
-            client = await connect_temporal(settings)
+            client = await connect_temporal(settings, data_keys(settings, pool))
             bench = Bench(args, client, pool, settings)
             async with build_worker(client, pool, settings):
                 driving = asyncio.create_task(bench.run())

@@ -256,11 +256,11 @@ async def check_histories(client: Client, runs: Sequence[PairRun],
     from temporalio.worker import Replayer
 
     from workflows.pair import MentoringPair
-    from workflows.payloads import DATA_CONVERTER
 
     failed = Check("no workflow task failed (history, or a query's replay)")
     replays = Check("every history replays")
-    replayer = Replayer(workflows=[MentoringPair], data_converter=DATA_CONVERTER)
+    # The client's converter: the histories are encrypted, and it holds their keys.
+    replayer = Replayer(workflows=[MentoringPair], data_converter=client.data_converter)
     counts: Counter[str] = Counter()
     for run in runs:
         try:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import random
 import time
 import uuid
@@ -34,8 +35,9 @@ from chaos.stack import Worker, code_fingerprint, worker_env
 
 async def run_chaos(config: ChaosConfig, *, temporal_address: str, database_url: str,
                     work_dir: Path, say: Callable[[str], None] = print) -> ChaosReport:
+    from codec.keys import generate_kek_file
     from events.store import PostgresEventStore
-    from runtime import connect_temporal, open_database
+    from runtime import connect_temporal, data_keys, open_database
     from settings import Settings
 
     began = time.monotonic()
@@ -46,8 +48,11 @@ async def run_chaos(config: ChaosConfig, *, temporal_address: str, database_url:
     logs.mkdir(parents=True, exist_ok=True)
     fingerprint = code_fingerprint()
 
-    client = await connect_temporal(Settings(temporal_address=temporal_address))
     pool = await open_database(database_url, max_size=8)  # migrated, like the workers do
+    if not (os.environ.get("MENTORING_KEK") or os.environ.get("MENTORING_KEK_FILE")):
+        generate_kek_file(state_dir / "kek")  # the workers find it in their STATE_DIR
+    settings = Settings(temporal_address=temporal_address, state_dir=state_dir)
+    client = await connect_temporal(settings, data_keys(settings, pool))
     store = PostgresEventStore(pool)
     workers = [Worker(name, worker_env(DATABASE_URL=database_url, TEMPORAL_ADDRESS=temporal_address,
                                        TEMPORAL_TASK_QUEUE=task_queue, STATE_DIR=str(state_dir)),

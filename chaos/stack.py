@@ -31,9 +31,11 @@ CODE_FOLDERS = ("workflows", "activities", "events")
 
 def worker_env(**settings: str) -> dict[str, str]:
     """This process's environment without the project's settings, plus `settings` and a free
-    API port (two workers on one machine must not both take 8400)."""
+    API port (two workers on one machine must not both take 8400). The key-encryption key is
+    kept: the workers and the driver must read each other's payloads."""
     env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("DATABASE_", "TEMPORAL_", "OTEL_", "MENTORING_", "SMTP_"))}
+           if not k.startswith(("DATABASE_", "TEMPORAL_", "OTEL_", "MENTORING_", "SMTP_"))
+           or k in ("MENTORING_KEK", "MENTORING_KEK_FILE")}
     env.update({"API_PORT": str(free_port()), "PYTHONUNBUFFERED": "1", **settings})
     return env
 

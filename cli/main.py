@@ -18,6 +18,7 @@ the settings (DATABASE_URL) unless `--database-url` is given.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json as jsonlib
 import os
 from collections.abc import Awaitable, Callable, Sequence
@@ -82,11 +83,9 @@ def _database_url(option: str | None) -> str:
     except SettingsError as exc:
         raise _fail(str(exc), 2) from None
     if not url:
-        # No DATABASE_URL: the embedded server of `make run`, where `worker.py --dev` put it.
-        from devstack.postgres import database_url
+        from runtime import configured_database_url
 
-        settings = get_settings()
-        url = database_url(settings.state_dir / "postgres", settings.embedded_postgres_port)
+        url = configured_database_url(get_settings())
     return url
 
 
@@ -280,12 +279,12 @@ def audit_drift(
     """Pairs on which the log and Temporal disagree: open in the log while their workflow ended
     (terminated, timed out, failed), or closed in the log while it still runs. Exit code 1 if any."""
     from activities.reconcile import drift
-    from runtime import StartupError, connect_temporal
+    from runtime import StartupError, connect_temporal, data_keys
     from settings import get_settings
 
     async def work(pool: asyncpg.Pool, _url: str) -> list:
         try:
-            client = await connect_temporal(get_settings())
+            client = await connect_temporal(get_settings(), data_keys(get_settings(), pool))
         except StartupError as exc:
             raise _fail(str(exc), 2) from None
         return await drift(client, PostgresEventStore(pool), record=record)
@@ -457,29 +456,45 @@ def people_erase(
 
     The log keeps only their pseudonymous id, so the audit trail and its hash chain stay intact;
     the erasure itself is recorded (PersonalDataErased, stream person-ID). An erased person is
-    not registered again by later nominations.
+    not registered again by later nominations. In Temporal, the keys of every pair and programme
+    whose payloads hold their data are destroyed once that workflow has closed (now, or by the
+    worker when it closes): those histories become unreadable.
     """
     from activities.notifications import forget_in_outbox
     from activities.people import Erased, UnknownPerson, erase_person, withdraw_from_running_pairs
-    from runtime import StartupError, connect_temporal
+    from codec.shredding import Shredded, request_shredding, shred_closed
+    from runtime import StartupError, connect_temporal, data_keys
     from settings import SettingsError, get_settings
 
-    async def work(pool: asyncpg.Pool, _url: str) -> tuple[list[tuple[str, str]], Erased]:
+    async def work(pool: asyncpg.Pool, _url: str) -> tuple[list[tuple[str, str]], Erased, list[str], list[Shredded]]:
         try:
-            client = await connect_temporal(get_settings())
+            keys = data_keys(get_settings(), pool)
+            client = await connect_temporal(get_settings(), keys)
         except (StartupError, SettingsError) as exc:
             raise _fail(f"{exc}: the pairs they are in could not be withdrawn, so nothing was erased", 2) from None
         withdrawn = await withdraw_from_running_pairs(pool, client, employee_id, reason.value)
-        return withdrawn, await erase_person(PostgresEventStore(pool), employee_id, by=by, reason=reason.value)
+        erased = await erase_person(PostgresEventStore(pool), employee_id, by=by, reason=reason.value)
+        marked = await request_shredding(pool, employee_id, by=by)
+        for workflow_id, outcome in withdrawn:  # a withdrawn pair closes within moments
+            if outcome == "withdrawn":
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(client.get_workflow_handle(workflow_id).result(), 15)
+        return withdrawn, erased, marked, await shred_closed(client, keys)
 
     try:
-        withdrawn, erased = _run(database_url, work)
+        withdrawn, erased, marked, shredded = _run(database_url, work)
     except UnknownPerson as exc:
         raise _fail(str(exc)) from None
     for workflow_id, outcome in withdrawn:
         typer.echo(f"{workflow_id}: {outcome}")
     typer.echo(f"erased the personal data of {employee_id} ({erased.notes} private comment(s)); "
                "the erasure is recorded in the log")
+    done = {s.workflow_id for s in shredded}
+    waiting = [w for w in marked if w not in done]
+    typer.echo(f"Temporal: the keys of {len(done & set(marked))} closed workflow(s) holding their data "
+               f"destroyed ({sum(s.keys for s in shredded if s.workflow_id in marked)} key(s))"
+               + (f"; {len(waiting)} still running, whose keys the worker destroys when they close: "
+                  + ", ".join(waiting) if waiting else ""))
     if outbox is None:
         try:
             settings = get_settings()

@@ -38,6 +38,8 @@ class TemporalDevServer:
     namespace: str = "default"
     headless: bool = False
     log_file: Path | None = None
+    # The codec server the Web UI calls to show and send payloads in clear (codec/server.py).
+    codec_endpoint: str | None = None
     process: subprocess.Popen | None = field(default=None, repr=False)
 
     @property
@@ -59,6 +61,8 @@ class TemporalDevServer:
             "--log-level", "warn",
         ]
         args += ["--headless"] if self.headless else ["--ui-port", str(self.ui_port)]
+        if self.codec_endpoint and not self.headless:
+            args += ["--ui-codec-endpoint", self.codec_endpoint]
         for name, kind in SEARCH_ATTRIBUTE_TYPES.items():
             args += ["--search-attribute", f"{name}={kind}"]
         log_path = self.log_file or self.db_file.with_suffix(".log")

@@ -7,6 +7,7 @@ events and the migrations run once, not per test.
 from __future__ import annotations
 
 import asyncio
+import base64
 import itertools
 import os
 from collections.abc import AsyncIterator
@@ -21,6 +22,13 @@ from events.store import PostgresEventStore, create_pool
 
 _TEMPLATE = "mentoring_template"
 _counter = itertools.count(1)
+
+# The session's key-encryption key, shared by every worker and client the tests start (their
+# payloads to Temporal are encrypted): the end-of-session replay reads them all.
+TEST_KEK = base64.b64encode(os.urandom(32)).decode()
+os.environ["MENTORING_KEK"] = TEST_KEK
+CREATED_DATABASES: list[str] = []
+"""Every database the session created, for the data keys of the histories it left."""
 
 
 @pytest.fixture(scope="session")
@@ -56,6 +64,7 @@ async def create_database(server: EmbeddedPostgres, template: str | None) -> str
         await admin.execute(f"CREATE DATABASE {name}{clause}")
     finally:
         await admin.close()
+    CREATED_DATABASES.append(server.admin_url(name))
     return server.admin_url(name)
 
 

@@ -39,9 +39,14 @@ PERSONAL = [p[key] for p in (EXAMPLE["mentor"], EXAMPLE["mentee"], EXAMPLE["nomi
 PERSONAL += [part for name in PERSONAL if "@" not in name for part in name.split()]  # "Dupont"
 
 
+HR_TOKEN = "hr-cli-token"
+CODEC: list[tuple[str, str]] = []  # the worker's codec server, as the Web UI reaches it
+
+
 async def cli(server: TemporalDevServer, *args: str) -> Any:
-    """Run the CLI off the event loop; the CompletedProcess."""
-    return await asyncio.to_thread(temporal_cli, server, *args, timeout_s=60)
+    """Run the CLI off the event loop, through the worker's codec server as the UI does (payloads
+    are encrypted in Temporal); the CompletedProcess."""
+    return await asyncio.to_thread(temporal_cli, server, *args, timeout_s=60, codec=CODEC[-1] if CODEC else None)
 
 
 async def update(server: TemporalDevServer, name: str, payload: dict[str, Any]) -> dict[str, Any]:
@@ -115,7 +120,9 @@ async def test_a_pair_driven_through_the_temporal_cli(temporal_dev_server: Tempo
     task_queue = f"mentoring-cli-{uuid.uuid4().hex[:8]}"
     worker = WorkerProcess(worker_env(
         DATABASE_URL=database_url, TEMPORAL_ADDRESS=server.address,
-        TEMPORAL_TASK_QUEUE=task_queue, STATE_DIR=str(tmp_path / "state")))
+        TEMPORAL_TASK_QUEUE=task_queue, STATE_DIR=str(tmp_path / "state"),
+        MENTORING_API_TOKENS=json.dumps({HR_TOKEN: "hr"})))
+    CODEC.append((f"http://127.0.0.1:{worker.env['API_PORT']}/codec", HR_TOKEN))
     conn = await asyncpg.connect(database_url)
     started = False
     try:

@@ -7,11 +7,10 @@ from pathlib import Path
 
 import pytest
 from temporalio.api.workflowservice.v1 import GetSystemInfoRequest
+from temporalio.client import Client
 
 from devstack.postgres import free_port
 from devstack.temporal import TemporalDevServer
-from runtime import connect_temporal
-from settings import Settings
 
 
 async def test_the_dev_server_starts_whatever_the_otel_settings(monkeypatch: pytest.MonkeyPatch,
@@ -22,7 +21,7 @@ async def test_the_dev_server_starts_whatever_the_otel_settings(monkeypatch: pyt
                                headless=True)
     server.start()
     try:
-        client = await connect_temporal(Settings(temporal_address=server.address))
+        client = await Client.connect(server.address)
         info = await client.workflow_service.get_system_info(GetSystemInfoRequest())
         assert info.server_version  # it runs, and answers
     finally:

@@ -32,7 +32,6 @@ from tests.workflow.pairs import MENTEE, MENTOR, pair_input
 from workflows.inputs import pair_workflow_id
 from workflows.pair import MentoringPair
 from workflows.pair_state import PairOutcome, PairState
-from workflows.payloads import DATA_CONVERTER
 
 REMINDER_AFTER_S = 8
 
@@ -100,6 +99,6 @@ async def test_a_query_answered_by_a_fresh_worker_after_a_timer_fired_keeps_the_
                 await handle.terminate(reason="test finished")
 
     assert "EVENT_TYPE_WORKFLOW_TASK_FAILED" not in kinds
-    replay = await Replayer(workflows=[MentoringPair], data_converter=DATA_CONVERTER) \
+    replay = await Replayer(workflows=[MentoringPair], data_converter=dev_client.data_converter) \
         .replay_workflow(history, raise_on_replay_failure=False)
     assert replay.replay_failure is None, replay.replay_failure

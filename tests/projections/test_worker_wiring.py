@@ -8,6 +8,7 @@ import httpx
 
 from devstack.postgres import free_port
 from events.store import create_pool
+from runtime import data_keys
 from settings import Settings
 from tests.projections import lifecycles as story
 from worker import start_projections_and_api
@@ -17,7 +18,7 @@ async def test_worker_starts_runner_and_api_and_stops_them(database_url: str, st
     settings = Settings(database_url=database_url, api_port=free_port(),
                         mentoring_api_tokens={"hr-token": "hr"})
     pool = await create_pool(database_url, max_size=4)
-    tasks = start_projections_and_api(pool, settings)
+    tasks = start_projections_and_api(pool, settings, data_keys(settings, pool))
     try:
         await story.write(store, story.declined_by_mentor("p-w"))
         url = f"http://{settings.api_host}:{settings.api_port}"
@@ -54,7 +55,7 @@ async def test_api_port_taken_is_a_one_line_error(database_url: str):
         settings = Settings(database_url=database_url, api_port=port,
                             mentoring_api_tokens={"hr-token": "hr"})
         pool = await create_pool(database_url, max_size=4)
-        tasks = start_projections_and_api(pool, settings)
+        tasks = start_projections_and_api(pool, settings, data_keys(settings, pool))
         try:
             done, _ = await asyncio.wait(tasks, timeout=10, return_when=asyncio.FIRST_COMPLETED)
             error = next(iter(done)).exception()

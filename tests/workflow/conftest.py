@@ -5,11 +5,13 @@ write to that test's fresh PostgreSQL database (`database_url` / `store` from te
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import sys
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import cast
 
 import pytest
 from temporalio.api.enums.v1 import IndexedValueType
@@ -19,7 +21,10 @@ from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
 from activities.heartbeat import HeartbeatWhileRunning
+from codec.encryption import encrypting_data_converter
+from codec.keys import DataKeys, LocalKeyEncryptionKey
 from events.store import PostgresEventStore
+from tests.conftest import TEST_KEK
 from tests.workflow.pairs import Harness, notification_activity
 from workflows.pair import MentoringPair
 from workflows.payloads import DATA_CONVERTER
@@ -71,6 +76,33 @@ async def worker_harness(env: WorkflowEnvironment, store: PostgresEventStore) ->
             yield harness
         finally:
             await harness.stop_all()
+
+
+class EncryptedEnvironment:
+    """The time-skipping environment seen through a client that encrypts its payloads, keys in
+    the test's database and wrapped by the session's KEK: as worker.py and the CLI see Temporal.
+    Everything else (sleep, the clock) is the environment's own."""
+
+    def __init__(self, env: WorkflowEnvironment, keys: DataKeys) -> None:
+        self._env = env
+        config = env.client.config()
+        config["data_converter"] = encrypting_data_converter(keys)
+        self.client = Client(**config)
+
+    def __getattr__(self, name: str):
+        return getattr(self._env, name)
+
+
+def session_keys(store: PostgresEventStore) -> DataKeys:
+    return DataKeys(store.pool, LocalKeyEncryptionKey(base64.b64decode(TEST_KEK)), cache_seconds=0)
+
+
+@pytest.fixture
+async def encrypted_harness(temporal_env: WorkflowEnvironment, store: PostgresEventStore) -> AsyncIterator[Harness]:
+    """A harness whose workflows' payloads are encrypted (tests of erasure in Temporal)."""
+    env = cast(WorkflowEnvironment, EncryptedEnvironment(temporal_env, session_keys(store)))
+    async with worker_harness(env, store) as harness:
+        yield harness
 
 
 @pytest.fixture

@@ -20,7 +20,7 @@ from cli.main import app
 from events.messages import PersonContact, RegisterPeopleRequest
 from events.store import PostgresEventStore
 from tests.projections.conftest import make_runner
-from tests.workflow.pairs import HR, MENTEE, MENTOR, Harness, full_lifecycle
+from tests.workflow.pairs import HR, MENTEE, MENTOR, Harness, full_lifecycle, pair_input
 
 
 def _text(message: Message) -> str:
@@ -37,6 +37,12 @@ def _cli_reaches_the_test_server(temporal_env: WorkflowEnvironment, monkeypatch:
     get_settings.cache_clear()
     yield
     get_settings.cache_clear()
+
+
+@pytest.fixture
+def harness(encrypted_harness: Harness) -> Harness:
+    """Erasure reaches Temporal: here the pairs' payloads are encrypted, as worker.py's are."""
+    return encrypted_harness
 
 
 async def _mentoring(*args: str, database_url: str):
@@ -195,9 +201,60 @@ async def test_an_erased_person_first_leaves_the_pairs_still_running(harness: Ha
                               database_url=database_url)
     assert erased.exit_code == 0, erased.output
     assert f"{pair.handle.id}: withdrawn" in erased.output
-    state = await pair.wait_for(lambda s: s.closed)
-    assert state.stage.value == "withdrawn"
+    # Closed: its keys are destroyed since, so the log tells the stage, not a query.
+    await make_runner(store, database_url).run_until_caught_up()
+    assert await store.pool.fetchval("SELECT stage FROM pair_overview.pairs WHERE pair_id = $1",
+                                     pair.handle.id.removeprefix("pair-")) == "withdrawn"
     withdrawal = next(e for e in await store.read_stream(pair.stream_id) if e.event_type == "PairWithdrawn")
     assert (withdrawal.payload["withdrawn_by"], withdrawal.payload["role"], withdrawal.payload["reason"]) == (
         MENTEE, "mentee", "personal")
     assert await store.pool.fetchval("SELECT erased_at IS NOT NULL FROM people WHERE employee_id = $1", MENTEE)
+
+
+async def test_erasure_destroys_the_keys_of_their_closed_pairs_and_other_pairs_run_on(
+        harness: Harness, store: PostgresEventStore, database_url: str):
+    """Crypto-shredding: once their pair has closed, its history in Temporal is ciphertext nobody
+    can read (a decode answers an "erased" marker); another pair, with its own key, goes on and
+    still replays from its history."""
+    from temporalio.worker import Replayer
+
+    from codec.encryption import ERASED_KEY, EncryptingCodec, key_ids_in
+    from tests.workflow.conftest import session_keys
+    from workflows.pair import MentoringPair
+
+    theirs = await harness.start()
+    other_input = pair_input()
+    other_input["mentor"] = {**other_input["mentor"], "employee_id": "E9001", "email": "o.m@example.com"}
+    other_input["mentee"] = {**other_input["mentee"], "employee_id": "E9002", "email": "o.s@example.com"}
+    other = await harness.start(other_input)
+    await theirs.prepare()
+    await make_runner(store, database_url).run_until_caught_up()
+
+    erased = await _mentoring("people", "erase", MENTEE, "--by", HR, "--outbox", str(harness.outbox),
+                              database_url=database_url)
+    assert erased.exit_code == 0, erased.output
+    assert f"{theirs.handle.id}: withdrawn" in erased.output
+    assert "the keys of 1 closed workflow(s) holding their data destroyed" in erased.output
+
+    # Every key their pair's history names is destroyed; their start input decodes to the marker.
+    history = await theirs.handle.fetch_history()
+    used: set[str] = set()
+    for event in history.events:
+        key_ids_in(event, used)
+    assert used, "the pair's history was not encrypted"
+    rows = await store.pool.fetch("SELECT shredded_at, wrapped_key FROM data_keys WHERE key_id = ANY($1::uuid[])",
+                                  list(used))
+    assert len(rows) == len(used) and all(r["shredded_at"] and r["wrapped_key"] is None for r in rows)
+    start = history.events[0].workflow_execution_started_event_attributes.input.payloads[0]
+    [marker] = await EncryptingCodec(session_keys(store)).decode([start])
+    assert ERASED_KEY in marker.metadata and b"personal data erased on" in marker.data
+    assert (await store.verify()).ok  # the log and its chain are untouched
+
+    # The other pair keeps its key, acts, and replays from its history after the erasure.
+    await other.act("confirm_motivation", recorded_by="E9001")
+    assert (await other.state()).stage.value == "mentee_invited"
+    replayed = await Replayer(workflows=[MentoringPair], data_converter=harness.client.data_converter) \
+        .replay_workflow(await other.handle.fetch_history(), raise_on_replay_failure=False)
+    assert replayed.replay_failure is None, replayed.replay_failure
+    assert await store.pool.fetchval(
+        "SELECT shredded_at IS NULL FROM data_keys WHERE workflow_id = $1 AND scope = 'workflow'", other.handle.id)

@@ -1,0 +1,110 @@
+"""Crypto-shredding on erasure: the workflows whose payloads hold a person's data lose their keys.
+
+An erasure asks for the keys of every pair and programme whose log mentions the person (the
+streams are the workflows: same ids). A workflow still running keeps its key until it closes (it
+must still read its own history to go on); `shred_closed` destroys the keys of the closed ones:
+its own key, and the keys of inputs typed for it in the Web UI, found in its history. The worker's
+reconciler calls it every pass, so a running pair's keys go soon after it ends.
+
+After that, every copy of those histories (Temporal's store, its backups, an exported file) holds
+only ciphertext that nobody can read; the codec server shows an "erased" marker in their place.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import asyncpg
+from temporalio.api.common.v1 import WorkflowExecution
+from temporalio.api.enums.v1 import WorkflowExecutionStatus
+from temporalio.api.workflowservice.v1 import DescribeWorkflowExecutionRequest
+from temporalio.client import Client
+from temporalio.service import RPCError, RPCStatusCode
+
+from codec.encryption import key_ids_in
+from codec.keys import DataKeys
+
+log = logging.getLogger("mentoring.shredding")
+
+# Pairs and programmes whose events name the person (as a JSON string value anywhere in the
+# payload: mentor, mentee, nominator, enrolled senior, replacement mentor...).
+_WORKFLOWS_NAMING = """
+SELECT DISTINCT stream_id FROM events
+ WHERE (stream_id LIKE 'pair-%' OR stream_id LIKE 'programme-%')
+   AND strpos(payload::text, to_jsonb($1::text)::text) > 0
+ ORDER BY stream_id
+"""
+_REQUEST = """
+INSERT INTO key_shredding (workflow_id, requested_by) SELECT unnest($1::text[]), $2
+ON CONFLICT (workflow_id) DO UPDATE
+   SET requested_at = now(), requested_by = EXCLUDED.requested_by, done_at = NULL, keys_shredded = NULL
+"""
+
+
+@dataclass(frozen=True)
+class Shredded:
+    workflow_id: str
+    keys: int
+
+
+async def request_shredding(pool: asyncpg.Pool, employee_id: str, *, by: str) -> list[str]:
+    """Mark for shredding every workflow whose payloads hold `employee_id`'s data; their ids."""
+    workflow_ids = [row["stream_id"] for row in await pool.fetch(_WORKFLOWS_NAMING, employee_id)]
+    if workflow_ids:
+        await pool.execute(_REQUEST, workflow_ids, by)
+    return workflow_ids
+
+
+async def pending_shredding(pool: asyncpg.Pool) -> list[str]:
+    rows = await pool.fetch("SELECT workflow_id FROM key_shredding WHERE done_at IS NULL ORDER BY requested_at")
+    return [row["workflow_id"] for row in rows]
+
+
+async def shred_closed(client: Client, keys: DataKeys, *, limit: int = 200) -> list[Shredded]:
+    """Destroy the keys of the workflows marked for shredding that have closed; what was done.
+    Those still running stay marked."""
+    done = []
+    for workflow_id in (await pending_shredding(keys.pool))[:limit]:
+        runs = await _runs(client, workflow_id)
+        if runs is None:
+            continue  # still running
+        typed: set[str] = set()
+        for run_id in runs:
+            history = await client.get_workflow_handle(workflow_id, run_id=run_id).fetch_history()
+            for event in history.events:
+                key_ids_in(event, typed)
+        async with keys.pool.acquire() as conn, conn.transaction():
+            count = await keys.shred(conn, workflow_id, sorted(typed))
+            await conn.execute("UPDATE key_shredding SET done_at = now(), keys_shredded = $2 WHERE workflow_id = $1",
+                               workflow_id, count)
+        log.info("destroyed %d data key(s) of workflow %s", count, workflow_id)
+        done.append(Shredded(workflow_id, count))
+    return done
+
+
+async def _runs(client: Client, workflow_id: str) -> list[str] | None:
+    """The run ids of `workflow_id` (its continued runs too), or None while one still runs. A
+    workflow Temporal no longer knows (never started, or past retention) has no run left."""
+    try:  # the raw call: nothing of the answer needs decoding
+        described = await client.workflow_service.describe_workflow_execution(DescribeWorkflowExecutionRequest(
+            namespace=client.namespace, execution=WorkflowExecution(workflow_id=workflow_id)))
+    except RPCError as exc:
+        if exc.status == RPCStatusCode.NOT_FOUND:
+            return []
+        raise
+    info = described.workflow_execution_info
+    if info.status == WorkflowExecutionStatus.WORKFLOW_EXECUTION_STATUS_RUNNING:
+        return None
+    runs = [info.execution.run_id]
+    # Earlier runs of the chain (continue-as-new): each names the run it continued.
+    run_id: str | None = info.execution.run_id
+    while run_id is not None:
+        history = await client.get_workflow_handle(workflow_id, run_id=run_id).fetch_history()
+        started = history.events[0].workflow_execution_started_event_attributes
+        run_id = started.continued_execution_run_id or None
+        if run_id is not None:
+            if run_id in runs:
+                break
+            runs.append(run_id)
+    return runs
