@@ -550,19 +550,35 @@ def people_update(
 def workflow_replay(
     history_file: Annotated[str, typer.Argument(
         help="A history as JSON: temporal workflow show --workflow-id ID --output json > FILE")],
+    database_url: DatabaseUrl = None,
 ) -> None:
     """Replay a workflow's history against this code; if it does not replay, name the first bad
-    event and the event id to reset the workflow to (exit code 1)."""
+    event and the event id to reset the workflow to (exit code 1). An encrypted history is read
+    with its keys from the database (and the key-encryption key, MENTORING_KEK_FILE)."""
     from pathlib import Path
 
-    from cli.replay import diagnose
+    from cli.replay import diagnose, is_encrypted
+    from codec.encryption import encrypting_data_converter
+    from runtime import StartupError, data_keys
+    from settings import get_settings
 
     try:
         text = Path(history_file).read_text(encoding="utf-8")
     except OSError as exc:
         raise _fail(f"cannot read {history_file}: {exc.strerror or exc}") from None
+
+    async def with_keys(pool: asyncpg.Pool, _url: str):
+        try:
+            keys = data_keys(get_settings(), pool)
+        except StartupError as exc:
+            raise _fail(str(exc), 2) from None
+        return await diagnose(text, Path(history_file).stem, encrypting_data_converter(keys))
+
     try:
-        found = asyncio.run(diagnose(text, Path(history_file).stem))
+        if is_encrypted(text):
+            found = _run(database_url, with_keys)
+        else:
+            found = asyncio.run(diagnose(text, Path(history_file).stem))
     except ValueError as exc:  # not a history
         raise _fail(f"{history_file} is not a workflow history in JSON: {str(exc)[:200]}") from None
     if found.replays:

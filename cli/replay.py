@@ -13,8 +13,10 @@ from dataclasses import dataclass
 
 from temporalio.api.history.v1 import HistoryEvent
 from temporalio.client import WorkflowHistory
+from temporalio.converter import DataConverter
 from temporalio.worker import Replayer
 
+from codec.encryption import key_ids_in
 from workflows.payloads import DATA_CONVERTER
 
 _BAD_EVENT = re.compile(r"HistoryEvent\(id: (\d+)")
@@ -35,11 +37,21 @@ class ReplayDiagnosis:
         return self.error is None
 
 
-async def diagnose(history_json: str, workflow_id: str = "replayed") -> ReplayDiagnosis:
+def is_encrypted(history_json: str) -> bool:
+    """Whether the history holds payloads of the encrypting codec (replaying needs their keys)."""
+    history = WorkflowHistory.from_json("replayed", history_json)
+    found: set[str] = set()
+    for event in history.events:
+        key_ids_in(event, found)
+    return bool(found)
+
+
+async def diagnose(history_json: str, workflow_id: str = "replayed",
+                   data_converter: DataConverter = DATA_CONVERTER) -> ReplayDiagnosis:
     from workflows import WORKFLOWS
 
     history = WorkflowHistory.from_json(workflow_id, history_json)
-    result = await Replayer(workflows=WORKFLOWS, data_converter=DATA_CONVERTER) \
+    result = await Replayer(workflows=WORKFLOWS, data_converter=data_converter) \
         .replay_workflow(history, raise_on_replay_failure=False)
     if result.replay_failure is None:
         return ReplayDiagnosis(workflow_id, len(history.events))

@@ -124,13 +124,14 @@ def test_demo_without_the_stack_says_so_in_one_line():
     lines = demo.stderr.strip().splitlines()
     assert len(lines) == 1, demo.stderr
     assert "start the stack first with `make run` in another terminal" in lines[0]
-    assert env["TEMPORAL_ADDRESS"] in lines[0]
+    # What it could not reach: the stack's database (the keys of the payloads' encryption), or Temporal.
+    assert "cannot reach PostgreSQL at 127.0.0.1:5433" in lines[0] or env["TEMPORAL_ADDRESS"] in lines[0]
     assert "Traceback" not in demo.stderr
 
 
-def test_demo_without_a_worker_says_so_in_one_line(temporal_dev_server: TemporalDevServer):
+def test_demo_without_a_worker_says_so_in_one_line(temporal_dev_server: TemporalDevServer, database_url: str):
     """Temporal is up but no worker polls the queue: the pair would never move, so do not start it."""
-    env = worker_env(TEMPORAL_ADDRESS=temporal_dev_server.address,
+    env = worker_env(TEMPORAL_ADDRESS=temporal_dev_server.address, DATABASE_URL=database_url,
                      TEMPORAL_TASK_QUEUE="demo-queue-without-worker")
     demo = run_demo(env, timeout_s=60)
     assert demo.returncode == 2, demo.stdout + demo.stderr

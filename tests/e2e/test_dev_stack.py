@@ -35,7 +35,7 @@ async def test_dev_stack_runs_stops_cleanly_and_keeps_its_data(tmp_path: Path):
         # No open doors: the state folder is its owner's only, and the database wants a password.
         state = tmp_path / "state"
         assert stat.S_IMODE(state.stat().st_mode) & 0o066 == 0, "others may list or change the state folder"
-        for secret in ("postgres-password", "api-tokens.json", "temporal.db"):
+        for secret in ("postgres-password", "api-tokens.json", "temporal.db", "kek"):
             assert stat.S_IMODE((state / secret).stat().st_mode) == 0o600, secret
         with pytest.raises(asyncpg.InvalidPasswordError):
             await asyncpg.connect(f"postgresql://postgres@127.0.0.1:{ports['pg']}/mentoring")
@@ -44,6 +44,10 @@ async def test_dev_stack_runs_stops_cleanly_and_keeps_its_data(tmp_path: Path):
         assert any(f"http://127.0.0.1:{ports['ui']}" in line for line in stack.lines)
         with urllib.request.urlopen(f"http://127.0.0.1:{ports['ui']}/", timeout=10) as page:
             assert page.status == 200  # the Web UI answers
+        # ... and reads and writes payloads through the stack's codec server.
+        with urllib.request.urlopen(f"http://127.0.0.1:{ports['ui']}/api/v1/settings", timeout=10) as page:
+            codec = json.loads(page.read())["Codec"]
+        assert codec["Endpoint"] == f"http://127.0.0.1:{ports['api']}/codec", codec
         attributes = temporal_cli(server, "operator", "search-attribute", "list")
         assert "MentoringStage" in attributes.stdout and "MentoringProgramme" in attributes.stdout
 

@@ -258,3 +258,22 @@ async def test_erasure_destroys_the_keys_of_their_closed_pairs_and_other_pairs_r
     assert replayed.replay_failure is None, replayed.replay_failure
     assert await store.pool.fetchval(
         "SELECT shredded_at IS NULL FROM data_keys WHERE workflow_id = $1 AND scope = 'workflow'", other.handle.id)
+
+
+async def test_a_running_workflows_keys_wait_until_it_closes(harness: Harness, store: PostgresEventStore):
+    """A workflow still running must read its own history: its keys go when it has closed (the
+    worker's reconciler calls `shred_closed` on every pass)."""
+    from codec.shredding import pending_shredding, shred_closed
+    from tests.workflow.conftest import session_keys
+
+    pair = await harness.start()
+    await store.pool.execute("INSERT INTO key_shredding (workflow_id, requested_by) VALUES ($1, $2)",
+                             pair.handle.id, HR)
+    keys = session_keys(store)
+    assert await shred_closed(harness.client, keys) == []
+    assert await pending_shredding(store.pool) == [pair.handle.id]
+    await pair.act("withdraw", recorded_by=MENTOR, role="mentor", reason="personal")
+    await pair.handle.result()
+    [done] = await shred_closed(harness.client, keys)
+    assert (done.workflow_id, done.keys) == (pair.handle.id, 1)  # started from the client: one key
+    assert await pending_shredding(store.pool) == []
