@@ -58,6 +58,13 @@ class Settings(BaseSettings):
     # (MENTORING_KEK). Under --dev it is generated into STATE_DIR/kek, which clients then find.
     mentoring_kek: str | None = Field(default=None, repr=False)
     mentoring_kek_file: Path | None = None
+    # The Ed25519 key (PEM) that signs the log's checkpoints (events/ledger.py). Under --dev it is
+    # generated into STATE_DIR/signing-key.pem; the checkpoints go to CHECKPOINT_DIR every
+    # CHECKPOINT_INTERVAL_SECONDS, for a witness outside the database to keep.
+    mentoring_signing_key_file: Path | None = None
+    checkpoint_dir: Path | None = None
+    checkpoint_interval_seconds: float = Field(default=300.0, gt=0)
+
     # How long a process keeps a data key unwrapped: a key destroyed by an erasure elsewhere stops
     # decoding here within this time.
     data_key_cache_seconds: float = Field(default=60.0, ge=0)

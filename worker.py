@@ -57,6 +57,10 @@ class DevStack:
 
             generate_kek_file(state / "kek")  # kept: the data keys in the database need it
             updates["mentoring_kek_file"] = state / "kek"
+        if not self.settings.mentoring_signing_key_file:
+            from events.ledger import generate_signing_key
+
+            generate_signing_key(state / "signing-key.pem")  # signs the log's checkpoints
         # The dev UI has no sign-in, so the codec server answers it without a token.
         updates["codec_without_token"] = True
         host, _, port = self.settings.temporal_address.rpartition(":")
@@ -125,6 +129,7 @@ def build_worker(client, pool, settings: Settings):
 
 
 async def serve(settings: Settings, stop: asyncio.Event, *, dev: bool) -> None:
+    from events.ledger import SigningKeyError
     from runtime import StartupError, connect_temporal, data_keys, open_database, setup_telemetry
 
     provider = setup_telemetry(settings)
@@ -139,6 +144,10 @@ async def serve(settings: Settings, stop: asyncio.Event, *, dev: bool) -> None:
         tasks.append(asyncio.create_task(worker.run(), name="temporal-worker"))
         tasks += start_projections_and_api(pool, settings, keys)
         tasks.append(start_reconciler(client, pool, settings, keys))
+        try:
+            tasks.append(start_sealing(pool, settings))
+        except SigningKeyError as exc:
+            raise StartupError(str(exc)) from None
         _banner(settings, dev)
         stopper = asyncio.create_task(stop.wait())
         done, _ = await asyncio.wait([stopper, *tasks], return_when=asyncio.FIRST_COMPLETED)
@@ -173,6 +182,18 @@ def start_reconciler(client, pool, settings: Settings, keys=None) -> asyncio.Tas
 
     return asyncio.create_task(reconcile_forever(client, PostgresEventStore(pool), settings.reconcile_interval_seconds, keys),
                                name="reconciler")
+
+
+def start_sealing(pool, settings: Settings) -> asyncio.Task:
+    """Every event bound into the log's Merkle tree; checkpoints signed and written out."""
+    from events.ledger import keep_sealing, load_signing_key
+
+    path = settings.mentoring_signing_key_file or settings.state_dir / "signing-key.pem"
+    key = load_signing_key(path) if settings.mentoring_signing_key_file or path.exists() else None
+    if key is None:
+        log.warning("no MENTORING_SIGNING_KEY_FILE: the log is sealed, but no checkpoint is signed")
+    out = settings.checkpoint_dir or settings.state_dir / "checkpoints"
+    return asyncio.create_task(keep_sealing(pool, key, out, settings.checkpoint_interval_seconds), name="ledger")
 
 
 def _banner(settings: Settings, dev: bool) -> None:

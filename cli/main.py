@@ -52,6 +52,8 @@ people_app = typer.Typer(no_args_is_help=True, help="Personal data kept outside 
 app.add_typer(people_app, name="people")
 workflow_app = typer.Typer(no_args_is_help=True, help="Operate the Temporal workflows.")
 app.add_typer(workflow_app, name="workflow")
+export_app = typer.Typer(no_args_is_help=True, help="Evidence for outsiders: bundles they check offline.")
+audit_app.add_typer(export_app, name="export")
 programme_app = typer.Typer(no_args_is_help=True, help="Programmes: the cohorts HR runs.")
 app.add_typer(programme_app, name="programme")
 
@@ -256,18 +258,125 @@ def audit_funnel(
 
 
 @audit_app.command("verify")
-def audit_verify(json: Json = False, database_url: DatabaseUrl = None) -> None:
-    """Recompute the log's hash chain; name the first bad event. Exit code 1 if tampered."""
-    result = _run(database_url, lambda pool, _url: queries.verify_log(PostgresEventStore(pool)))
+def audit_verify(
+    against: Annotated[Path | None, typer.Option(
+        "--against", help="A signed checkpoint (JSON, from `mentoring audit checkpoint`): also prove the "
+        "log still extends it, recomputing every event's leaf (nothing before it changed or vanished).")] = None,
+    public_key: Annotated[Path | None, typer.Option(
+        "--public-key", help="The log's public key (PEM) you trust; without it, the checkpoint's own key "
+        "is used and its fingerprint printed for you to compare.")] = None,
+    json: Json = False, database_url: DatabaseUrl = None,
+) -> None:
+    """Recompute the log's hash chains; name the first bad event. With --against, prove the log
+    extends a checkpoint kept outside the database. Exit code 1 if tampered."""
+    from events.ledger import Checkpoint, ExtensionReport, verify_against
+
+    checkpoint = trusted = None
+    if against is not None:
+        try:
+            checkpoint = Checkpoint.from_json(jsonlib.loads(against.read_text(encoding="utf-8")))
+            if public_key is not None:
+                from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+                from cryptography.hazmat.primitives.serialization import load_pem_public_key
+
+                loaded = load_pem_public_key(public_key.read_bytes())
+                if not isinstance(loaded, Ed25519PublicKey):
+                    raise ValueError(f"{public_key} is not an Ed25519 public key")
+                trusted = loaded
+        except (OSError, ValueError) as exc:
+            raise _fail(f"cannot read the checkpoint or key: {exc}", 2) from None
+
+    async def work(pool: asyncpg.Pool, _url: str) -> tuple[queries.VerifyResult, ExtensionReport | None]:
+        chains = await queries.verify_log(PostgresEventStore(pool))
+        extension = None if checkpoint is None else await verify_against(pool, checkpoint, trusted)
+        return chains, extension
+
+    result, extension = _run(database_url, work)
     if json:
-        _json(result)
-    elif result.first_bad is not None:  # not ok: the log was tampered with
-        typer.echo(f"TAMPERED: first bad event at {result.first_bad.description}")
+        typer.echo(jsonlib.dumps({**result.model_dump(mode="json"),
+                                  "against_checkpoint": None if extension is None else extension.__dict__}, indent=2))
     else:
-        typer.echo(f"ok: {result.events_checked} events in {result.streams_checked} streams, "
-                   "hash chain intact")
-    if not result.ok:
+        if result.first_bad is not None:  # not ok: the log was tampered with
+            typer.echo(f"TAMPERED: first bad event at {result.first_bad.description}")
+        else:
+            typer.echo(f"ok: {result.events_checked} events in {result.streams_checked} streams, "
+                       "hash chain intact")
+        if extension is not None and checkpoint is not None:
+            if extension.ok:
+                from verifier.mentoring_verify import key_fingerprint
+
+                typer.echo(f"ok: the log ({extension.log_size} events) extends the checkpoint of "
+                           f"{checkpoint.size} events signed at {checkpoint.signed_at} by key "
+                           f"{key_fingerprint(bytes.fromhex(checkpoint.public_key))}")
+            else:
+                typer.echo(f"TAMPERED: {extension.problem}")
+    if not result.ok or (extension is not None and not extension.ok):
         raise typer.Exit(1)
+
+
+def _signing_key():
+    from events.ledger import SigningKeyError, load_signing_key
+    from settings import SettingsError, get_settings
+
+    try:
+        settings = get_settings()
+        return load_signing_key(settings.mentoring_signing_key_file or settings.state_dir / "signing-key.pem")
+    except (SettingsError, SigningKeyError) as exc:
+        raise _fail(f"{exc} (under `make run` the stack generates one in its state folder)", 2) from None
+
+
+@audit_app.command("checkpoint")
+def audit_checkpoint(
+    out: Annotated[Path | None, typer.Option("--out", help="Also write it to this file, for a witness to keep.")] = None,
+    database_url: DatabaseUrl = None,
+) -> None:
+    """Bind every committed event into the log's Merkle tree, then sign its size and root (Ed25519):
+    print the checkpoint as JSON. Keep it outside the database: `audit verify --against` proves
+    later that the log still extends it."""
+    from events.ledger import take_checkpoint
+
+    key = _signing_key()
+    checkpoint = _run(database_url, lambda pool, _url: take_checkpoint(pool, key))
+    text = jsonlib.dumps(checkpoint.as_json(), indent=2)
+    if out is not None:
+        out.write_text(text + "\n", encoding="utf-8")
+    typer.echo(text)
+
+
+@audit_app.command("public-key")
+def audit_public_key() -> None:
+    """The public key (PEM) that verifies the log's checkpoints: give it to whoever checks them."""
+    from events.ledger import public_key_pem
+
+    typer.echo(public_key_pem(_signing_key()), nl=False)
+
+
+@export_app.command("pair")
+def export_pair(
+    pair_id: Annotated[str, typer.Argument(help="The pair's id, or its workflow id (pair-...).")],
+    out: Annotated[Path, typer.Option("--out", help="The folder to write the bundle into.")],
+    database_url: DatabaseUrl = None,
+) -> None:
+    """A bundle an outsider checks without any database: the pair's events, each with its proof of
+    inclusion in the whole log, a fresh signed checkpoint, the public key, and the stand-alone
+    verifier (`python mentoring_verify.py bundle.json --public-key public-key.pem`)."""
+    import shutil
+
+    from events.ledger import export_stream, public_key_pem
+
+    key = _signing_key()
+    stream_id = pair_id if pair_id.startswith("pair-") else f"pair-{pair_id}"
+    try:
+        bundle = _run(database_url, lambda pool, _url: export_stream(pool, stream_id, key))
+    except LookupError as exc:
+        raise _fail(str(exc)) from None
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "bundle.json").write_text(jsonlib.dumps(bundle, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+    (out / "public-key.pem").write_text(public_key_pem(key), encoding="utf-8")
+    shutil.copyfile(Path(__file__).resolve().parents[1] / "verifier" / "mentoring_verify.py", out / "mentoring_verify.py")
+    typer.echo(f"{out}: {len(bundle['events'])} event(s) of {stream_id} under the checkpoint of "
+               f"{bundle['checkpoint']['size']} events; check with: python {out / 'mentoring_verify.py'} "
+               f"{out / 'bundle.json'} --public-key {out / 'public-key.pem'}")
 
 
 @audit_app.command("drift")
