@@ -15,17 +15,21 @@ business, not the auditors': an auditor's token gets 403 there. No token or an u
 # No `from __future__ import annotations` here: FastAPI reads the endpoints' annotations, which
 # name dependencies local to create_app, so they must be evaluated where they are written.
 import asyncio
+import hashlib
+import re
 import secrets
+import time
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
-from typing import Annotated, overload
+from typing import Annotated, Any, overload
 
 import asyncpg
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Path, Query, Request, status
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
+from fastapi.routing import APIRoute
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from events.store import PostgresEventStore, create_pool
@@ -57,6 +61,32 @@ ProgrammeIdPath = Annotated[str, Path(min_length=1, max_length=200, pattern=_PRI
                                       description="the programme's id")]
 
 
+STATEMENT_TIMEOUT_MS = 30_000
+
+_RECORD_ACCESS = """
+INSERT INTO api_access (token_name, role, method, route, path_params, query_params, status, answer_bytes, duration_ms)
+VALUES ($1, $2, $3, $4, $5::jsonb, $6::jsonb, $7, $8, $9)
+"""
+
+
+def token_name(role: str, token: str) -> str:
+    """How a token is named in the access log: its role and a fingerprint, never the token."""
+    return f"{role}-{hashlib.sha256(token.encode()).hexdigest()[:10]}"
+
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def _storable(value: Any) -> Any:
+    """As the access log can keep it: control characters (a refused request may carry a NUL,
+    which PostgreSQL text cannot hold) shown as U+FFFD."""
+    if isinstance(value, str):
+        return _CONTROL.sub("\ufffd", value)
+    if isinstance(value, dict):
+        return {_storable(k): _storable(v) for k, v in value.items()}
+    return value
+
+
 class _Database:
     """The pool the app reads from: given, or opened on first use from a DSN (and closed by us)."""
 
@@ -71,7 +101,10 @@ class _Database:
                 if self._pool is None:
                     if self._dsn is None:  # cannot be: only a pool opened from the DSN is dropped
                         raise RuntimeError("the API has neither a database pool nor a DSN")
-                    self._pool = await create_pool(self._dsn, min_size=1, max_size=5)
+                    # Its own pool, apart from the worker's activities, and no query may run
+                    # long enough to hold one of its connections for good.
+                    self._pool = await create_pool(self._dsn, min_size=1, max_size=5,
+                                                   statement_timeout_ms=STATEMENT_TIMEOUT_MS)
         return self._pool
 
     async def close(self) -> None:
@@ -99,6 +132,27 @@ def create_app(pool_or_dsn: asyncpg.Pool | str, tokens: Mapping[str, str],
                   description=__doc__)
     bearer = HTTPBearer(auto_error=False, description="a token given by HR; its role decides "
                         "what it may read")
+
+    @app.middleware("http")
+    async def record_access(request: Request, call_next):
+        """Who read what: recorded before the answer leaves; if it cannot be, no answer leaves."""
+        began = time.perf_counter()
+        response = await call_next(request)
+        scheme, _, token = request.headers.get("authorization", "").partition(" ")
+        role = role_of(token) if scheme.lower() == "bearer" and token else None
+        name = token_name(role, token) if role else ("unknown token" if token else None)
+        route = request.scope.get("route")
+        template = route.path if isinstance(route, APIRoute) else request.url.path
+        try:
+            db = await database.pool()
+            await db.execute(_RECORD_ACCESS, name, role, request.method, _storable(template),
+                             _storable(dict(request.path_params)), _storable(dict(request.query_params)),
+                             response.status_code, int(response.headers.get("content-length") or 0),
+                             (time.perf_counter() - began) * 1000)
+        except (asyncpg.PostgresError, OSError):
+            return JSONResponse({"detail": "not answered: the access could not be recorded; try again later"},
+                                status.HTTP_503_SERVICE_UNAVAILABLE)
+        return response
 
     def role_of(token: str) -> str | None:
         # Compare with every known token, in constant time, so timing reveals nothing.
@@ -164,13 +218,35 @@ def create_app(pool_or_dsn: asyncpg.Pool | str, tokens: Mapping[str, str],
         role: Role,
         since: Annotated[datetime | None, Query(description="from (ISO 8601)")] = None,
         until: Annotated[datetime | None, Query(description="before (ISO 8601)")] = None,
+        limit: Annotated[int, Query(ge=1, le=10_000, description="entries per page")] = 1000,
+        after: Annotated[str | None, Query(max_length=100, description="`next_after` of the previous page")] = None,
     ) -> queries.ActorReport:
-        """Everything one person did, by business time, within [since, until)."""
+        """Everything one person did, by business time, within [since, until), a page at a time."""
         since, until = _utc(since, "since"), _utc(until, "until")
         if since and until and since >= until:
             raise _unprocessable(["query", "since"], "since must be earlier than until")
-        report = await queries.actor_report(db, actor_id, since, until)
+        cursor = None
+        if after is not None:
+            moment, _, position = after.rpartition("|")
+            try:
+                cursor = (datetime.fromisoformat(moment), int(position))
+            except ValueError:
+                raise _unprocessable(["query", "after"], "after must be the next_after of a previous page") from None
+        report = await queries.actor_report(db, actor_id, since, until, limit=limit, after=cursor)
         return report if role == "hr" else report.model_copy(update={"actor": _id_only(report.actor)})
+
+    @audit.get("/access", response_model=list[queries.AccessEntry])
+    async def access(
+        db: Pool,
+        since: Annotated[datetime, Query(description="from (ISO 8601)")],
+        limit: Annotated[int, Query(ge=1, le=10_000, description="at most this many, oldest first")] = 1000,
+        after_id: Annotated[int | None, Query(ge=0, description="continue after this entry's id")] = None,
+    ) -> list[queries.AccessEntry]:
+        """Who read what through this API: token (role and fingerprint), route, parameters,
+        status, answer size, time; a page at a time."""
+        moment = _utc(since, "since")
+        assert moment is not None
+        return await queries.access_log(db, moment, limit=limit, after_id=after_id)
 
     @audit.get("/consent", response_model=queries.ConsentReport)
     async def consent(programme: Programme, db: Pool) -> queries.ConsentReport:

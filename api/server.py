@@ -38,7 +38,9 @@ def start_api_server(pool: asyncpg.Pool, settings: Settings, keys: DataKeys) -> 
                              tokens=settings.mentoring_api_tokens, ui_origins=ui_origins(settings),
                              without_token=settings.codec_without_token)
     server = _Server(uvicorn.Config(
-        create_app(pool, settings.mentoring_api_tokens, codec), host=settings.api_host,
+        # The API's own pool (from the URL) when it has one: an audit query never makes the
+        # worker's activities wait for a connection.
+        create_app(settings.database_url or pool, settings.mentoring_api_tokens, codec), host=settings.api_host,
         port=settings.api_port, log_level="warning", lifespan="on",
     ))
 

@@ -293,8 +293,10 @@ def audit_verify(
 
     result, extension = _run(database_url, work)
     if json:
-        typer.echo(jsonlib.dumps({**result.model_dump(mode="json"),
-                                  "against_checkpoint": None if extension is None else extension.__dict__}, indent=2))
+        if extension is None:
+            _json(result)
+        else:
+            typer.echo(jsonlib.dumps({**result.model_dump(mode="json"), "against_checkpoint": extension.__dict__}, indent=2))
     else:
         if result.first_bad is not None:  # not ok: the log was tampered with
             typer.echo(f"TAMPERED: first bad event at {result.first_bad.description}")
@@ -451,6 +453,29 @@ def audit_programme(programme_id: Annotated[str, typer.Argument(help="The progra
     console.print(stages)
     for todo in f.hr_next:
         console.print(f"HR next: {todo}")
+
+
+@audit_app.command("access")
+def audit_access(
+    since: Annotated[str, typer.Option("--since", help="From this moment (ISO 8601, e.g. 2026-11-01).")],
+    token: Annotated[str | None, typer.Option("--token", help="One token's name (role-fingerprint).")] = None,
+    limit: Annotated[int, typer.Option("--limit", min=1, max=100_000, help="At most this many, oldest first.")] = 1000,
+    json: Json = False, database_url: DatabaseUrl = None,
+) -> None:
+    """Who read what through the audit API and the codec server: token (role and fingerprint),
+    route, parameters, status, answer size, time."""
+    moment = _parse_time(since, "--since")
+    entries = _run(database_url, lambda pool, _url: queries.access_log(pool, moment, limit=limit, token=token))
+    if json:
+        _json(entries)
+        return
+    table = _table(f"API access since {moment:%Y-%m-%d %H:%M} UTC", "at", "token", "request", "parameters",
+                   "status", "bytes")
+    for e in entries:
+        params = {**e.path_params, **e.query_params}
+        table.add_row(_when(e.at), e.token_name or "(none)", f"{e.method} {e.route}",
+                      ", ".join(f"{k}={v}" for k, v in params.items()), str(e.status), f"{e.answer_bytes:,}")
+    _console().print(table)
 
 
 @audit_app.command("rollup")

@@ -110,8 +110,11 @@ async def _init_connection(conn: asyncpg.Connection) -> None:
     await conn.set_type_codec("jsonb", encoder=json.dumps, decoder=json.loads, schema="pg_catalog")
 
 
-async def create_pool(dsn: str, *, min_size: int = 1, max_size: int = 10) -> asyncpg.Pool:
-    return await asyncpg.create_pool(dsn, min_size=min_size, max_size=max_size, init=_init_connection)
+async def create_pool(dsn: str, *, min_size: int = 1, max_size: int = 10,
+                      statement_timeout_ms: int | None = None) -> asyncpg.Pool:
+    server_settings = {"statement_timeout": str(statement_timeout_ms)} if statement_timeout_ms else None
+    return await asyncpg.create_pool(dsn, min_size=min_size, max_size=max_size, init=_init_connection,
+                                     server_settings=server_settings)
 
 
 _COLUMNS = """position, transaction_id::text::bigint AS transaction_id, stream_id, version,

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
-from typing import TypeAlias
+from typing import Any, TypeAlias
 
 import asyncpg
 from pydantic import BaseModel, Field
@@ -118,6 +118,32 @@ class ActorReport(BaseModel):
     since: datetime | None
     until: datetime | None
     entries: list[TrailEntry]
+    next_after: str | None = Field(None, description="more entries follow: pass this as `after` for the next page")
+
+
+class AccessEntry(BaseModel):
+    id: int
+    at: datetime
+    token_name: str | None = Field(description="role and token fingerprint; none: no token sent")
+    role: str | None
+    method: str
+    route: str
+    path_params: dict[str, Any]
+    query_params: dict[str, Any]
+    status: int
+    answer_bytes: int
+    duration_ms: float
+
+
+async def access_log(db: Db, since: datetime, *, limit: int = 1000, after_id: int | None = None,
+                     token: str | None = None) -> list[AccessEntry]:
+    rows = await db.fetch(
+        """SELECT id, at, token_name, role, method, route, path_params::text AS path_params,
+                  query_params::text AS query_params, status, answer_bytes, duration_ms
+             FROM api_access WHERE at >= $1 AND id > coalesce($2, 0) AND ($3::text IS NULL OR token_name = $3)
+            ORDER BY id LIMIT $4""", since, after_id, token, limit)
+    return [AccessEntry(**{**dict(r), "path_params": json.loads(r["path_params"]),
+                           "query_params": json.loads(r["query_params"])}) for r in rows]
 
 
 class ConsentSummary(BaseModel):
@@ -276,17 +302,24 @@ async def pair_report(db: Db, pair_id: str) -> PairReport | None:
 
 
 async def actor_report(db: Db, actor_id: str, since: datetime | None = None,
-                       until: datetime | None = None) -> ActorReport:
-    """Everything a person (or 'system') did, by business time, within [since, until)."""
+                       until: datetime | None = None, *, limit: int | None = None,
+                       after: tuple[datetime, int] | None = None) -> ActorReport:
+    """Everything a person (or 'system') did, by business time, within [since, until); a page of
+    `limit` entries after the (time, position) `after`, when given."""
     rows = await db.fetch(
         f"""SELECT {_TRAIL_COLUMNS} FROM audit_trail.entries
             WHERE actor = $1 AND ($2::timestamptz IS NULL OR at >= $2)
               AND ($3::timestamptz IS NULL OR at < $3)
-            ORDER BY at, position""",
-        actor_id, since, until)
+              AND ($4::timestamptz IS NULL OR (at, position) > ($4, $5))
+            ORDER BY at, position LIMIT $6""",
+        actor_id, since, until, after[0] if after else None, after[1] if after else 0,
+        None if limit is None else limit + 1)
+    more = limit is not None and len(rows) > limit
+    rows = rows[:limit] if more else rows
     name = await db.fetchval("SELECT display_name FROM people WHERE employee_id = $1", actor_id)
     return ActorReport(actor=Person(employee_id=actor_id, display_name=name), since=since,
-                       until=until, entries=[TrailEntry(**dict(r)) for r in rows])
+                       until=until, entries=[TrailEntry(**dict(r)) for r in rows],
+                       next_after=f"{rows[-1]['at'].isoformat()}|{rows[-1]['position']}" if more else None)
 
 
 async def consent_report(db: Db, programme_id: str) -> ConsentReport:

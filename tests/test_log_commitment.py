@@ -27,7 +27,12 @@ from events.pair import MentorMotivationConfirmed
 from events.store import PostgresEventStore
 from tests.test_tamper_evidence import META, _position, _tamper, _three_streams
 from verifier import mentoring_verify
-from verifier.mentoring_verify import canonical_json, verify_bundle, verify_consistency, verify_inclusion
+from verifier.mentoring_verify import (
+    canonical_json,
+    verify_bundle,
+    verify_consistency,
+    verify_inclusion,
+)
 
 VERIFIER = Path(mentoring_verify.__file__)
 KEY = Ed25519PrivateKey.generate()

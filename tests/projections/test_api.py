@@ -202,3 +202,54 @@ async def test_the_start_input_s_json_schema_is_served_without_a_token(client):
     assert schema["title"] == "MentoringPair input" and "nominated_by" in schema["required"]
     programme = await client.get("/formats/programme-input.schema.json")
     assert programme.status_code == 200 and programme.json()["title"] == "MentoringProgramme input"
+
+
+async def test_every_request_is_on_record_before_its_answer_leaves(seeded, client, store: PostgresEventStore,
+                                                                   database_url: str):
+    from api.app import token_name
+
+    since = await store.pool.fetchval("SELECT now()")
+    assert (await client.get("/audit/pairs/p-full", headers=HR)).status_code == 200
+    assert (await client.get("/audit/funnel", params={"programme": "P1"}, headers=AUDITOR)).status_code == 200
+    assert (await client.get("/audit/verify", headers={"Authorization": "Bearer guess"})).status_code == 401
+    page = await client.get("/audit/access", params={"since": since.isoformat(), "limit": 2}, headers=AUDITOR)
+    assert page.status_code == 200
+    first, second = page.json()
+    assert (first["token_name"], first["role"], first["route"], first["path_params"], first["status"]) == (
+        token_name("hr", "hr-token"), "hr", "/audit/pairs/{pair_id}", {"pair_id": "p-full"}, 200)
+    assert first["answer_bytes"] > 100 and "hr-token" not in json.dumps(page.json())
+    assert (second["role"], second["route"], second["query_params"]) == ("auditor", "/audit/funnel", {"programme": "P1"})
+    rest = await client.get("/audit/access", params={"since": since.isoformat(), "after_id": second["id"]}, headers=HR)
+    assert [(e["token_name"], e["status"]) for e in rest.json()[:2]] == [("unknown token", 401), (token_name("auditor", "auditor-token"), 200)]
+
+    shown = await asyncio.to_thread(CliRunner().invoke, cli_app, [
+        "audit", "access", "--since", since.isoformat(), "--json", "--database-url", database_url])
+    assert shown.exit_code == 0 and len(json.loads(shown.output)) >= 4
+    with pytest.raises(Exception, match="append-only"):
+        await store.pool.execute("DELETE FROM api_access")
+
+
+async def test_no_answer_leaves_when_its_access_cannot_be_recorded(seeded, client, store: PostgresEventStore):
+    await store.pool.execute("ALTER TABLE api_access RENAME TO api_access_gone")
+    try:
+        refused = await client.get("/audit/pairs/p-full", headers=HR)
+        assert refused.status_code == 503 and "could not be recorded" in refused.json()["detail"]
+        assert "p-full" not in refused.text
+    finally:
+        await store.pool.execute("ALTER TABLE api_access_gone RENAME TO api_access")
+
+
+async def test_a_long_actor_trail_comes_a_page_at_a_time(seeded, client):
+    whole = (await client.get("/audit/actors/hr-007", headers=HR)).json()
+    assert whole["next_after"] is None and len(whole["entries"]) >= 3
+    pages, after = [], None
+    while True:
+        params = {"limit": 2, **({"after": after} if after else {})}
+        page = (await client.get("/audit/actors/hr-007", params=params, headers=HR)).json()
+        pages += page["entries"]
+        after = page["next_after"]
+        if after is None:
+            break
+    assert [e["position"] for e in pages] == [e["position"] for e in whole["entries"]]
+    bad = await client.get("/audit/actors/hr-007", params={"after": "yesterday"}, headers=HR)
+    assert bad.status_code == 422 and "next_after" in bad.text
