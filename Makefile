@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 
-.PHONY: run test demo demo-programme screenshots chaos bench-store bench-projections bench-programme bench-codec lint clean-state
+.PHONY: run test demo demo-programme screenshots chaos bench-store bench-projections bench-programme bench-codec bench-ledger lint clean-state
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -59,6 +59,10 @@ bench-programme: $(VENV)/.installed-bench
 # The payload codec's cost: the same pairs prepared with and without encryption, same run.
 bench-codec: $(VENV)/.installed-bench
 	$(PY) -m bench.codec
+
+# The log's commitment: appends with and without the sealer, sealing, checkpoints, verify, bundles.
+bench-ledger: $(VENV)/.installed-bench
+	$(PY) -m bench.ledger
 
 lint: $(VENV)/.installed-dev
 	$(VENV)/bin/ruff check .

@@ -21,7 +21,7 @@ from temporalio.client import Client, TLSConfig
 from temporalio.contrib.opentelemetry import TracingInterceptor
 
 from codec.encryption import encrypting_data_converter
-from codec.keys import DataKeys, KeySetupError, kek_from_settings
+from codec.keys import DataKeys, KeySetupError, ReadOnlyDataKeys, kek_from_settings
 from events.migrations import MigrationError, migrate
 from events.store import create_pool
 from settings import Settings
@@ -102,13 +102,15 @@ async def temporal_client(settings: Settings, *, address: str | None = None) -> 
         await pool.close()
 
 
-def data_keys(settings: Settings, pool: asyncpg.Pool) -> DataKeys:
-    """The payload codec's keys: wrapped in `pool`'s database, by the configured KEK."""
+def data_keys(settings: Settings, pool: asyncpg.Pool, *, read_only: bool = False) -> DataKeys:
+    """The payload codec's keys: wrapped in `pool`'s database, by the configured KEK
+    (`read_only`: for replays, which must create none)."""
     try:
         kek = kek_from_settings(settings.mentoring_kek, settings.mentoring_kek_file, settings.state_dir)
     except KeySetupError as exc:
         raise StartupError(str(exc)) from None
-    return DataKeys(pool, kek, cache_seconds=settings.data_key_cache_seconds)
+    kind = ReadOnlyDataKeys if read_only else DataKeys
+    return kind(pool, kek, cache_seconds=settings.data_key_cache_seconds)
 
 
 async def connect_temporal(settings: Settings, keys: DataKeys, *, address: str | None = None) -> Client:

@@ -61,8 +61,9 @@ class DevStack:
             from events.ledger import generate_signing_key
 
             generate_signing_key(state / "signing-key.pem")  # signs the log's checkpoints
-        # The dev UI has no sign-in, so the codec server answers it without a token.
-        updates["codec_without_token"] = True
+        # The dev UI has no sign-in, so the codec server answers it without a token: only when
+        # the API listens on this machine alone.
+        updates["codec_without_token"] = self.settings.api_host in ("127.0.0.1", "localhost", "::1")
         host, _, port = self.settings.temporal_address.rpartition(":")
         temporal = TemporalDevServer(
             state / "temporal.db", port=int(port), ui_port=self.settings.temporal_ui_port,

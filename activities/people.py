@@ -17,6 +17,7 @@ import asyncpg
 from temporalio import activity
 
 from activities.database_errors import refused_data_is_final
+from codec.shredding import mark_for_shredding, request_shredding
 from events.base import DomainEvent, EventMetadata, NewEvent
 from events.messages import PrivateNoteRequest, RegisterPeopleRequest
 from events.people import (
@@ -61,6 +62,13 @@ class PeopleActivities:
             await conn.executemany(_REGISTER_PERSON, [
                 (p.employee_id, p.display_name, p.email, p.time_zone) for p in request.people
             ])
+            # A nomination naming someone erased brought their details into this workflow's
+            # input again: its keys go too, once it has closed.
+            erased = await conn.fetchval(
+                "SELECT count(*) FROM people WHERE employee_id = ANY($1::text[]) AND erased_at IS NOT NULL",
+                [p.employee_id for p in request.people])
+            if erased and activity.in_activity():
+                await mark_for_shredding(conn, activity.info().workflow_id or "", by="erasure (named again)")
 
     @activity.defn(name="record_private_note")
     @refused_data_is_final
@@ -127,6 +135,7 @@ class Erased:
     notes: int
     email: str | None
     display_name: str | None
+    workflows: list[str]  # marked for their keys to be destroyed (codec/shredding.py)
 
 
 async def erase_person(store: PostgresEventStore, employee_id: str, *, by: str,
@@ -148,7 +157,9 @@ async def erase_person(store: PostgresEventStore, employee_id: str, *, by: str,
         notes = int((await conn.execute(_ERASE_NOTES, employee_id)).split()[-1])
         fact = PersonalDataErased(employee_id=employee_id, reason=reason, notes_erased=notes)
         await _record_for_person(store, conn, stream, fact, by)
-    return Erased(notes=notes, email=before["email"], display_name=before["display_name"])
+        # In the same transaction: the erasure never happens without its reach into Temporal.
+        workflows = await request_shredding(conn, employee_id, by=by)
+    return Erased(notes=notes, email=before["email"], display_name=before["display_name"], workflows=workflows)
 
 
 # --- erasure reaches running pairs ------------------------------------------------------------------

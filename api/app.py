@@ -137,9 +137,15 @@ def create_app(pool_or_dsn: asyncpg.Pool | str, tokens: Mapping[str, str],
     async def record_access(request: Request, call_next):
         """Who read what: recorded before the answer leaves; if it cannot be, no answer leaves."""
         began = time.perf_counter()
-        response = await call_next(request)
+        try:
+            response = await call_next(request)
+        except Exception:  # recorded as what the caller gets, then left to the server's handler
+            response = Response(status_code=status.HTTP_500_INTERNAL_SERVER_ERROR)
+            crashed = True
+        else:
+            crashed = False
         scheme, _, token = request.headers.get("authorization", "").partition(" ")
-        role = role_of(token) if scheme.lower() == "bearer" and token else None
+        role = role_of(token) if scheme.lower() == "bearer" and token.isascii() and token else None
         name = token_name(role, token) if role else ("unknown token" if token else None)
         route = request.scope.get("route")
         template = route.path if isinstance(route, APIRoute) else request.url.path
@@ -152,6 +158,8 @@ def create_app(pool_or_dsn: asyncpg.Pool | str, tokens: Mapping[str, str],
         except (asyncpg.PostgresError, OSError):
             return JSONResponse({"detail": "not answered: the access could not be recorded; try again later"},
                                 status.HTTP_503_SERVICE_UNAVAILABLE)
+        if crashed:
+            return JSONResponse({"detail": "internal error"}, status.HTTP_500_INTERNAL_SERVER_ERROR)
         return response
 
     def role_of(token: str) -> str | None:

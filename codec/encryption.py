@@ -91,7 +91,15 @@ class EncryptingCodec(PayloadCodec, WithSerializationContext):
         return [encrypt(key, payload) for payload in payloads]
 
     async def decode(self, payloads: Sequence[Payload]) -> list[Payload]:
-        return [await self.decode_one(payload) for payload in payloads]
+        decoded = []
+        for payload in payloads:
+            try:
+                decoded.append(await self.decode_one(payload))
+            except (UnknownDataKey, UnreadablePayload) as exc:
+                # Never an error here: a workflow task failing on its own input retries for ever.
+                # The marker reaches the door, which refuses it in words (a start, an update).
+                decoded.append(unreadable_marker(str(exc)))
+        return decoded
 
     async def decode_one(self, payload: Payload) -> Payload:
         if not is_encrypted(payload):
@@ -113,6 +121,8 @@ def encrypt(key: DataKey, payload: Payload) -> Payload:
 
 
 def decrypt(key: DataKey, payload: Payload) -> Payload:
+    if len(payload.data) < NONCE_BYTES + 16:  # a nonce and a tag at least
+        raise UnreadablePayload(f"a payload under key {key.key_id} is too short to be ours: it was altered")
     try:
         clear = key.cipher.decrypt(payload.data[:NONCE_BYTES], payload.data[NONCE_BYTES:], key.key_id.encode())
     except InvalidTag:

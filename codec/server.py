@@ -49,7 +49,8 @@ def create_codec_app(keys: DataKeys, *, namespace: str, tokens: Mapping[str, str
         if credentials is None:
             raise HTTPException(status.HTTP_401_UNAUTHORIZED, "an HR bearer token is required",
                                 headers={"WWW-Authenticate": "Bearer"})
-        role = next((r for t, r in tokens.items() if secrets.compare_digest(t, credentials.credentials)), None)
+        given = credentials.credentials.encode()  # bytes: compare_digest refuses non-ASCII text
+        role = next((r for t, r in tokens.items() if secrets.compare_digest(t.encode(), given)), None)
         if role is None:
             raise HTTPException(status.HTTP_401_UNAUTHORIZED, "unknown token",
                                 headers={"WWW-Authenticate": "Bearer"})

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import asyncpg
 from temporalio.api.common.v1 import WorkflowExecution
 from temporalio.api.enums.v1 import WorkflowExecutionStatus
+from temporalio.api.history.v1 import HistoryEvent
 from temporalio.api.workflowservice.v1 import DescribeWorkflowExecutionRequest
 from temporalio.client import Client
 from temporalio.service import RPCError, RPCStatusCode
@@ -30,10 +31,13 @@ log = logging.getLogger("mentoring.shredding")
 # Pairs and programmes whose events name the person (as a JSON string value anywhere in the
 # payload: mentor, mentee, nominator, enrolled senior, replacement mentor...).
 _WORKFLOWS_NAMING = """
-SELECT DISTINCT stream_id FROM events
- WHERE (stream_id LIKE 'pair-%' OR stream_id LIKE 'programme-%')
-   AND strpos(payload::text, to_jsonb($1::text)::text) > 0
- ORDER BY stream_id
+SELECT DISTINCT ids.workflow_id FROM (
+    SELECT stream_id, metadata->>'workflow_id' AS recorded_by FROM events
+     WHERE (stream_id LIKE 'pair-%' OR stream_id LIKE 'programme-%')
+       AND strpos(payload::text, to_jsonb($1::text)::text) > 0
+) named, LATERAL (VALUES (named.stream_id), (named.recorded_by)) AS ids(workflow_id)
+WHERE ids.workflow_id IS NOT NULL
+ORDER BY 1
 """
 _REQUEST = """
 INSERT INTO key_shredding (workflow_id, requested_by) SELECT unnest($1::text[]), $2
@@ -48,12 +52,18 @@ class Shredded:
     keys: int
 
 
-async def request_shredding(pool: asyncpg.Pool, employee_id: str, *, by: str) -> list[str]:
-    """Mark for shredding every workflow whose payloads hold `employee_id`'s data; their ids."""
-    workflow_ids = [row["stream_id"] for row in await pool.fetch(_WORKFLOWS_NAMING, employee_id)]
+async def request_shredding(db: asyncpg.Pool | asyncpg.Connection, employee_id: str, *, by: str) -> list[str]:
+    """Mark for shredding every workflow whose payloads hold `employee_id`'s data (its stream,
+    and the workflow that recorded its events, where they differ); their ids. On a connection,
+    inside the caller's transaction (the erasure's: both happen, or neither)."""
+    workflow_ids = [row["workflow_id"] for row in await db.fetch(_WORKFLOWS_NAMING, employee_id)]
     if workflow_ids:
-        await pool.execute(_REQUEST, workflow_ids, by)
+        await db.execute(_REQUEST, workflow_ids, by)
     return workflow_ids
+
+
+async def mark_for_shredding(db: asyncpg.Pool | asyncpg.Connection, workflow_id: str, *, by: str) -> None:
+    await db.execute(_REQUEST, [workflow_id], by)
 
 
 async def pending_shredding(pool: asyncpg.Pool) -> list[str]:
@@ -66,14 +76,17 @@ async def shred_closed(client: Client, keys: DataKeys, *, limit: int = 200) -> l
     Those still running stay marked."""
     done = []
     for workflow_id in (await pending_shredding(keys.pool))[:limit]:
-        runs = await _runs(client, workflow_id)
-        if runs is None:
-            continue  # still running
-        typed: set[str] = set()
-        for run_id in runs:
-            history = await client.get_workflow_handle(workflow_id, run_id=run_id).fetch_history()
-            for event in history.events:
-                key_ids_in(event, typed)
+        try:  # one workflow Temporal cannot answer for must not hold up the others
+            runs = await _runs(client, workflow_id)
+            if runs is None:
+                continue  # still running
+            typed: set[str] = set()
+            for run_id in runs:
+                for event in await _history(client, workflow_id, run_id):
+                    key_ids_in(event, typed)
+        except RPCError as exc:
+            log.warning("cannot read workflow %s to destroy its keys (retried next pass): %s", workflow_id, exc.message)
+            continue
         async with keys.pool.acquire() as conn, conn.transaction():
             count = await keys.shred(conn, workflow_id, sorted(typed))
             await conn.execute("UPDATE key_shredding SET done_at = now(), keys_shredded = $2 WHERE workflow_id = $1",
@@ -81,6 +94,16 @@ async def shred_closed(client: Client, keys: DataKeys, *, limit: int = 200) -> l
         log.info("destroyed %d data key(s) of workflow %s", count, workflow_id)
         done.append(Shredded(workflow_id, count))
     return done
+
+
+async def _history(client: Client, workflow_id: str, run_id: str) -> list[HistoryEvent]:
+    """A run's events; none when Temporal no longer has it (its retention passed)."""
+    try:
+        return list((await client.get_workflow_handle(workflow_id, run_id=run_id).fetch_history()).events)
+    except RPCError as exc:
+        if exc.status == RPCStatusCode.NOT_FOUND:
+            return []
+        raise
 
 
 async def _runs(client: Client, workflow_id: str) -> list[str] | None:
@@ -100,8 +123,10 @@ async def _runs(client: Client, workflow_id: str) -> list[str] | None:
     # Earlier runs of the chain (continue-as-new): each names the run it continued.
     run_id: str | None = info.execution.run_id
     while run_id is not None:
-        history = await client.get_workflow_handle(workflow_id, run_id=run_id).fetch_history()
-        started = history.events[0].workflow_execution_started_event_attributes
+        events = await _history(client, workflow_id, run_id)
+        if not events:
+            break  # an older run past its retention: nothing of it is left to read
+        started = events[0].workflow_execution_started_event_attributes
         run_id = started.continued_execution_run_id or None
         if run_id is not None:
             if run_id in runs:

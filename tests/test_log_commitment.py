@@ -162,7 +162,7 @@ async def test_a_pairs_bundle_verifies_offline_and_fails_when_one_byte_changes(s
 
     done = check()
     assert done.returncode == 0, done.stdout + done.stderr
-    assert done.stdout.startswith("OK 4 event(s) of pair-b")
+    assert done.stdout.startswith("OK versions 1 to 4 of pair-b")
 
     text = (alone / "bundle.json").read_text()
     altered = text.replace('"mentor_id": "M2"', '"mentor_id": "M7"', 1)
@@ -173,6 +173,10 @@ async def test_a_pairs_bundle_verifies_offline_and_fails_when_one_byte_changes(s
 
     dropped = dict(bundle, events=bundle["events"][:1] + bundle["events"][2:])
     assert any("is missing" in p or "does not chain" in p for p in verify_bundle(dropped))
+    relabelled = dict(bundle, stream_id="pair-a")
+    assert any("belongs to stream pair-b, not pair-a" in p for p in verify_bundle(relabelled))
+    broken = dict(bundle, events=[{**bundle["events"][0], "proof": ["not hex"]}])
+    assert verify_bundle(broken)[0].startswith("the bundle is malformed")
     stranger = Ed25519PrivateKey.generate().public_key().public_bytes_raw()
     assert "signature does not match" in verify_bundle(bundle, stranger)[0]
 
@@ -241,6 +245,7 @@ def test_merkle_proofs_hold_for_every_leaf_and_size():
     (0.0, "0"), (-0.0, "0"), (1e21, "1e+21"), (1e20, "100000000000000000000"), (1e-7, "1e-7"),
     (0.000001, "0.000001"), (5e-324, "5e-324"), (1.7976931348623157e308, "1.7976931348623157e+308"),
     (333333333.3333333, "333333333.3333333"), (9007199254740992.0, "9007199254740992"),
+    (1.2345678901234567e20, "123456789012345670000"), (2**60, "1152921504606847000"),  # as node prints them
     ({"b": 1, "a": [True, None, "é\n"]}, '{"a":[true,null,"é\\n"],"b":1}'),
     ({"\u20ac": 1, "\r": 2, "1": 3, "\U0001f600": 4, "\u00f6": 5}, '{"\\r":2,"1":3,"ö":5,"€":1,"\U0001f600":4}'),
 ])

@@ -85,16 +85,25 @@ async def test_an_altered_payload_is_refused_not_misread(store: PostgresEventSto
     altered.CopyFrom(sealed)
     altered.data = sealed.data[:-1] + bytes([sealed.data[-1] ^ 1])
     with pytest.raises(UnreadablePayload, match="altered"):
-        await codec.decode([altered])
+        await codec.decode_one(altered)
+    # Through the converter (a worker's activation), a marker instead: the door refuses it in
+    # words, and no workflow task fails for ever on its own input.
+    [marker] = await codec.decode([altered])
+    assert "altered" in json.loads(marker.data)["unreadable"]
+    short = Payload()
+    short.CopyFrom(sealed)
+    short.data = b"abc"
+    with pytest.raises(UnreadablePayload, match="too short"):
+        await codec.decode_one(short)
     moved = Payload()  # the same ciphertext claimed by another key
     moved.CopyFrom(sealed)
     [other] = await EncryptingCodec(codec._keys, "pair-b").encode([sealed])
     moved.metadata[KEY_ID] = other.metadata[KEY_ID]
     with pytest.raises(UnreadablePayload):
-        await codec.decode([moved])
+        await codec.decode_one(moved)
     with pytest.raises(UnknownDataKey):
         moved.metadata[KEY_ID] = b"not-a-key"
-        await codec.decode([moved])
+        await codec.decode_one(moved)
 
 
 async def test_clear_payloads_from_before_the_codec_still_decode(store: PostgresEventStore):
@@ -189,6 +198,8 @@ async def test_the_codec_server_answers_hr_only_for_our_namespace_and_never_brea
     async with codec_client(keys) as ui:
         assert (await ui.post("/decode", json=body)).status_code == 401
         assert (await ui.post("/decode", json=body, headers={"Authorization": "Bearer nope"})).status_code == 401
+        accented = await ui.post("/decode", json=body, headers={"Authorization": "Bearer tok\u00e9n".encode()})
+        assert accented.status_code == 401
         refused = await ui.post("/decode", json=body, headers={"Authorization": "Bearer auditor-token"})
         assert refused.status_code == 403 and "only HR" in refused.json()["message"]
         other = await ui.post("/decode", json=body, headers={**HR, "X-Namespace": "payroll"})

@@ -52,8 +52,8 @@ def _jcs(value: Any) -> str:
         return "true"
     if value is False:
         return "false"
-    if isinstance(value, int):
-        return str(value)
+    if isinstance(value, int):  # JSON numbers are doubles (RFC 8785): big ints as ECMAScript writes them
+        return str(value) if abs(value) < 2**53 else _es6_number(float(value))
     if isinstance(value, float):
         return _es6_number(value)
     if isinstance(value, str):
@@ -72,12 +72,12 @@ def _es6_number(number: float) -> str:
         raise ValueError("NaN and Infinity are not JSON")
     if number == 0:
         return "0"
-    if number.is_integer() and abs(number) < 1e21:
+    if number.is_integer() and abs(number) < 2**53:  # exact; beyond, the shortest digits below
         return str(int(number))
     text = repr(number)  # the shortest text that reads back the same, as ES6 asks
     mantissa, _, exponent = text.partition("e")
     if not exponent:
-        return text
+        return text.removesuffix(".0")
     digits = mantissa.replace(".", "").replace("-", "").rstrip("0") or "0"
     sign = "-" if number < 0 else ""
     point = int(exponent) + 1  # where the decimal point goes after the first digit
@@ -198,6 +198,13 @@ def public_key_from_pem(text: bytes) -> bytes:
 
 def verify_bundle(bundle: dict[str, Any], public_key_raw: bytes | None = None) -> list[str]:
     """Every failure found (empty: the bundle holds)."""
+    try:
+        return _verify_bundle(bundle, public_key_raw)
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        return [f"the bundle is malformed: {type(exc).__name__} {exc}"]
+
+
+def _verify_bundle(bundle: dict[str, Any], public_key_raw: bytes | None) -> list[str]:
     problems: list[str] = []
     checkpoint = bundle.get("checkpoint") or {}
     key = public_key_raw or bytes.fromhex(checkpoint.get("public_key", ""))
@@ -207,6 +214,11 @@ def verify_bundle(bundle: dict[str, Any], public_key_raw: bytes | None = None) -
     previous_hash = "00" * 32
     for expected_version, entry in enumerate(bundle.get("events", []), start=1):
         event, where = entry["event"], f"event {entry['event'].get('event_id', '?')} (version {entry['event'].get('version')})"
+        if event.get("stream_id") != bundle.get("stream_id"):
+            problems.append(f"{where}: belongs to stream {event.get('stream_id')}, not {bundle.get('stream_id')}")
+        if int(entry["leaf_index"]) < 0:
+            problems.append(f"{where}: a negative leaf index")
+            continue
         if event.get("version") != expected_version:
             problems.append(f"{where}: version {event.get('version')} where {expected_version} was due (an event is missing or extra)")
         if event.get("prev_hash") != previous_hash:
@@ -243,7 +255,9 @@ def main(argv: list[str] | None = None) -> int:
             print(f"FAIL {problem}")
         return 1
     used = key or bytes.fromhex(checkpoint["public_key"])
-    print(f"OK {len(bundle['events'])} event(s) of {bundle.get('stream_id')} are in the log of "
+    # The tree proves each event is in the log; that none of the stream's later events was left
+    # out of the bundle, it cannot: hence "versions 1 to n", not "all".
+    print(f"OK versions 1 to {len(bundle['events'])} of {bundle.get('stream_id')} are in the log of "
           f"{checkpoint['size']} events signed at {checkpoint['signed_at']}, by key {key_fingerprint(used)}"
           + ("" if key else " (the bundle's own key: compare this fingerprint with the operator's)"))
     return 0

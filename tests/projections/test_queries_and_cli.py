@@ -180,3 +180,25 @@ async def test_unreachable_database_is_one_line(database_url):
     result = await mentoring("audit", "verify", database_url="postgresql://x@127.0.0.1:1/none")
     assert result.exit_code == 2
     assert result.output.count("\n") == 1 and "cannot reach PostgreSQL" in result.output
+
+
+async def test_a_pairs_read_model_row_is_proved_against_its_log_and_a_change_is_named(seeded, store, database_url):
+    import json as jsonlib
+
+    from projections.proofs import COLUMNS, prove_pair
+
+    for pair_id in ("p-full", "p-declined", "p-withdrawn", "p-lapsed"):
+        proof = await prove_pair(store, store.pool, pair_id)
+        assert proof is not None and proof.ok, (pair_id, proof)
+    proved = await asyncio.to_thread(CliRunner().invoke, app, ["audit", "prove", "pair", "p-full",
+                                                               "--database-url", database_url])
+    assert proved.exit_code == 0 and f"in all {len(COLUMNS)} columns" in proved.output, proved.output
+
+    await store.pool.execute("UPDATE pair_overview.pairs SET sessions_held = sessions_held + 1 WHERE pair_id = 'p-full'")
+    caught = await asyncio.to_thread(CliRunner().invoke, app, ["audit", "prove", "pair", "p-full", "--json",
+                                                               "--database-url", database_url])
+    assert caught.exit_code == 1
+    [difference] = jsonlib.loads(caught.output)["differences"]
+    assert difference["column"] == "sessions_held"
+    assert int(difference["read_model"]) == int(difference["refolded"]) + 1
+    assert await prove_pair(store, store.pool, "no-such-pair") is None

@@ -109,6 +109,11 @@ async def test_erasing_a_senior_keeps_the_log_whole_and_sticks(harness: Harness,
     assert again.exit_code == 1 and "already erased" in again.output
     assert await pool.fetchval("SELECT count(*) FROM events") == events_before + 1
 
+    # Nominated again, their details are in the new workflow's input: its keys are to go too.
+    renominated = await harness.start()
+    assert await pool.fetchval("SELECT requested_by FROM key_shredding WHERE workflow_id = $1",
+                               renominated.handle.id) == "erasure (named again)"
+
 
 async def test_only_comments_their_authors_shared_are_shown_and_erasure_removes_them(
         harness: Harness, store: PostgresEventStore, database_url: str):
