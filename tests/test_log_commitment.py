@@ -251,3 +251,24 @@ def test_merkle_proofs_hold_for_every_leaf_and_size():
 ])
 def test_canonical_json_is_rfc_8785(value, text):
     assert canonical_json(value).decode() == text
+
+
+def test_the_fast_canonical_path_writes_what_the_careful_one_does():
+    """Plain JSON (no float, no big int, ASCII keys) takes the standard encoder: the same bytes."""
+    import random
+
+    from verifier.mentoring_verify import _jcs
+
+    draw = random.Random(8785)
+
+    def value(depth: int = 0):
+        pick = draw.random()
+        if depth > 3 or pick < 0.3:
+            return draw.choice([None, True, False, draw.randrange(-10**9, 10**9), 2**52, "x\u00e9\n\"\\\u2028\x01", ""])
+        if pick < 0.6:
+            return [value(depth + 1) for _ in range(draw.randrange(4))]
+        return {draw.choice(["a", "b", "zz", "A", "_1", "10", "9"]): value(depth + 1) for _ in range(draw.randrange(4))}
+
+    for _ in range(3000):
+        v = value()
+        assert canonical_json(v) == _jcs(v).encode(), v

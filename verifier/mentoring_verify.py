@@ -42,7 +42,21 @@ CHECKPOINT_HEADER = "mentoring-checkpoint-v1"
 
 def canonical_json(value: Any) -> bytes:
     """RFC 8785 (JCS): sorted keys (by UTF-16 code units), no whitespace, ES6 number form."""
+    if _plain(value):  # no float, no big int, ASCII keys: the standard encoder writes JCS already
+        return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
     return _jcs(value).encode("utf-8")
+
+
+def _plain(value: Any) -> bool:
+    if isinstance(value, str) or value is None or isinstance(value, bool):
+        return True
+    if isinstance(value, int):
+        return abs(value) < 2**53
+    if isinstance(value, dict):
+        return all(isinstance(k, str) and k.isascii() and _plain(v) for k, v in value.items())
+    if isinstance(value, list):
+        return all(_plain(item) for item in value)
+    return False  # floats (and anything else) take the careful path
 
 
 def _jcs(value: Any) -> str:
