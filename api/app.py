@@ -32,6 +32,7 @@ from fastapi.responses import JSONResponse, Response
 from fastapi.routing import APIRoute
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
+from events import verify_jobs
 from events.store import PostgresEventStore, create_pool
 from projections import all_projections, queries
 from projections.runner import ProjectionStatus, projection_status
@@ -123,9 +124,24 @@ def create_app(pool_or_dsn: asyncpg.Pool | str, tokens: Mapping[str, str],
     known = [(token.encode(), role) for token, role in tokens.items()]
     database = _Database(pool_or_dsn)
 
+    background: set[asyncio.Task] = set()  # verify jobs running in this process
+
+    def in_background(task: asyncio.Task) -> None:
+        background.add(task)
+        task.add_done_callback(background.discard)
+
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        async def resume() -> None:
+            try:
+                await verify_jobs.resume_unfinished(await database.pool())
+            except (asyncpg.PostgresError, OSError):
+                pass  # the database is away: the next start, or the next job, resumes them
+        in_background(asyncio.create_task(resume(), name="verify-jobs-resume"))
         yield
+        for task in list(background):
+            task.cancel()
+        await asyncio.gather(*background, return_exceptions=True)
         await database.close()
 
     app = FastAPI(title="Reverse mentoring: audit API", version="1.0", lifespan=lifespan,
@@ -242,6 +258,28 @@ def create_app(pool_or_dsn: asyncpg.Pool | str, tokens: Mapping[str, str],
                 raise _unprocessable(["query", "after"], "after must be the next_after of a previous page") from None
         report = await queries.actor_report(db, actor_id, since, until, limit=limit, after=cursor)
         return report if role == "hr" else report.model_copy(update={"actor": _id_only(report.actor)})
+
+    @audit.post("/verify-jobs", response_model=queries.VerifyJobReport, status_code=status.HTTP_202_ACCEPTED)
+    async def start_verify_job(db: Pool, request: Request) -> queries.VerifyJobReport:
+        """Start a full verify of the log's chains in the background (resumed after a crash);
+        follow it at /audit/verify-jobs/{id}."""
+        scheme, _, token = request.headers.get("authorization", "").partition(" ")
+        role = role_of(token)
+        job_id = await verify_jobs.start_job(db, token_name(role, token) if role else None)
+        in_background(verify_jobs.run_in_background(db, job_id))
+        return await _job_report(db, job_id)
+
+    @audit.get("/verify-jobs/{job_id}", response_model=queries.VerifyJobReport,
+               responses={404: {"description": "no such job"}})
+    async def verify_job(job_id: Annotated[int, Path(ge=1, le=2**62)], db: Pool) -> queries.VerifyJobReport:
+        """A verify job's progress, and its result once done."""
+        return await _job_report(db, job_id)
+
+    async def _job_report(db: asyncpg.Pool, job_id: int) -> queries.VerifyJobReport:
+        job = await verify_jobs.read_job(db, job_id)
+        if job is None:
+            raise HTTPException(status.HTTP_404_NOT_FOUND, f"no verify job {job_id}")
+        return queries.VerifyJobReport(ok=job.ok, **{k: v for k, v in job.__dict__.items()})
 
     @audit.get("/access", response_model=list[queries.AccessEntry])
     async def access(
