@@ -253,3 +253,22 @@ async def test_a_long_actor_trail_comes_a_page_at_a_time(seeded, client):
     assert [e["position"] for e in pages] == [e["position"] for e in whole["entries"]]
     bad = await client.get("/audit/actors/hr-007", params={"after": "yesterday"}, headers=HR)
     assert bad.status_code == 422 and "next_after" in bad.text
+
+
+async def test_the_access_log_is_purged_only_past_its_retention_and_only_by_its_owner(seeded, client, store):
+    await client.get("/audit/verify", headers=HR)
+    await store.pool.execute("ALTER TABLE api_access DISABLE TRIGGER api_access_no_update_delete")
+    await store.pool.execute("UPDATE api_access SET at = now() - interval '400 days' WHERE id = (SELECT min(id) FROM api_access)")
+    await store.pool.execute("ALTER TABLE api_access ENABLE TRIGGER api_access_no_update_delete")
+    before = await store.pool.fetchval("SELECT count(*) FROM api_access")
+    assert await store.pool.fetchval("SELECT purge_api_access(now())") == 1  # the old row only
+    assert await store.pool.fetchval("SELECT count(*) FROM api_access") == before - 1
+    await client.get("/audit/verify", headers=HR)  # a young row: not even a purge may take it
+    assert await store.pool.fetchval("SELECT purge_api_access(now())") == 0
+    with pytest.raises(Exception, match="append-only"):
+        await store.pool.execute("SET mentoring.purging_access_log = 'on'; DELETE FROM api_access")
+    async with store.pool.acquire() as conn:
+        with pytest.raises(Exception, match="permission denied"):
+            async with conn.transaction():
+                await conn.execute("SET LOCAL ROLE mentoring_app")
+                await conn.fetchval("SELECT purge_api_access(now())")
