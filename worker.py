@@ -203,7 +203,10 @@ def _banner(settings: Settings, dev: bool) -> None:
         f"worker polling task queue '{settings.temporal_task_queue}' on {settings.temporal_address}",
         "projection runner following the event log",
         f"reconciler checking open pairs against Temporal every {settings.reconcile_interval_seconds:g} s",
-        f"audit API on http://{settings.api_host}:{settings.api_port}/docs",
+        f"audit API on http://{settings.api_host}:{settings.api_port}/docs; codec server for the "
+        f"Web UI on http://{settings.api_host}:{settings.api_port}/codec",
+        f"the log sealed into its Merkle tree; checkpoints signed every {settings.checkpoint_interval_seconds:g} s "
+        f"into {settings.checkpoint_dir or settings.state_dir / 'checkpoints'}",
     ]
     if not settings.mentoring_api_tokens:
         lines.append("warning: MENTORING_API_TOKENS is empty: the audit API refuses every request "
