@@ -259,8 +259,8 @@ def create_app(pool_or_dsn: asyncpg.Pool | str, tokens: Mapping[str, str],
         report = await queries.actor_report(db, actor_id, since, until, limit=limit, after=cursor)
         return report if role == "hr" else report.model_copy(update={"actor": _id_only(report.actor)})
 
-    @audit.post("/verify-jobs", response_model=queries.VerifyJobReport, status_code=status.HTTP_202_ACCEPTED)
-    async def start_verify_job(db: Pool, request: Request) -> queries.VerifyJobReport:
+    @audit.post("/verify-jobs", response_model=verify_jobs.VerifyJob, status_code=status.HTTP_202_ACCEPTED)
+    async def start_verify_job(db: Pool, request: Request) -> verify_jobs.VerifyJob:
         """Start a full verify of the log's chains in the background (resumed after a crash);
         follow it at /audit/verify-jobs/{id}."""
         scheme, _, token = request.headers.get("authorization", "").partition(" ")
@@ -269,17 +269,17 @@ def create_app(pool_or_dsn: asyncpg.Pool | str, tokens: Mapping[str, str],
         in_background(verify_jobs.run_in_background(db, job_id))
         return await _job_report(db, job_id)
 
-    @audit.get("/verify-jobs/{job_id}", response_model=queries.VerifyJobReport,
+    @audit.get("/verify-jobs/{job_id}", response_model=verify_jobs.VerifyJob,
                responses={404: {"description": "no such job"}})
-    async def verify_job(job_id: Annotated[int, Path(ge=1, le=2**62)], db: Pool) -> queries.VerifyJobReport:
+    async def verify_job(job_id: Annotated[int, Path(ge=1, le=2**62)], db: Pool) -> verify_jobs.VerifyJob:
         """A verify job's progress, and its result once done."""
         return await _job_report(db, job_id)
 
-    async def _job_report(db: asyncpg.Pool, job_id: int) -> queries.VerifyJobReport:
+    async def _job_report(db: asyncpg.Pool, job_id: int) -> verify_jobs.VerifyJob:
         job = await verify_jobs.read_job(db, job_id)
         if job is None:
             raise HTTPException(status.HTTP_404_NOT_FOUND, f"no verify job {job_id}")
-        return queries.VerifyJobReport(ok=job.ok, **{k: v for k, v in job.__dict__.items()})
+        return job
 
     @audit.get("/access", response_model=list[queries.AccessEntry])
     async def access(

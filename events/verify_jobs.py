@@ -11,11 +11,11 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 import asyncpg
+from pydantic import BaseModel, Field, computed_field
 
 from events.store import _verify
 
@@ -24,10 +24,11 @@ _LOCK_BASE = 0x76657269  # + the job's id: one runner per job across processes
 STREAMS_PER_RANGE = 500
 
 
-@dataclass(frozen=True)
-class VerifyJob:
+class VerifyJob(BaseModel):
+    """A job as the API shows it."""
+
     id: int
-    status: str
+    status: str = Field(description="running, or done")
     requested_at: datetime
     requested_by: str | None
     streams_checked: int
@@ -35,6 +36,7 @@ class VerifyJob:
     first_bad: dict[str, Any] | None
     finished_at: datetime | None
 
+    @computed_field  # type: ignore[prop-decorator]
     @property
     def ok(self) -> bool | None:
         """None while running."""

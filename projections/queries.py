@@ -121,18 +121,6 @@ class ActorReport(BaseModel):
     next_after: str | None = Field(None, description="more entries follow: pass this as `after` for the next page")
 
 
-class VerifyJobReport(BaseModel):
-    id: int
-    status: str = Field(description="running, or done")
-    ok: bool | None = Field(description="none while running")
-    requested_at: datetime
-    requested_by: str | None
-    streams_checked: int
-    events_checked: int
-    first_bad: dict[str, Any] | None
-    finished_at: datetime | None
-
-
 class AccessEntry(BaseModel):
     id: int
     at: datetime
