@@ -395,6 +395,9 @@ def prove_pair_command(
 def export_pair(
     pair_id: Annotated[str, typer.Argument(help="The pair's id, or its workflow id (pair-...).")],
     out: Annotated[Path, typer.Option("--out", help="The folder to write the bundle into.")],
+    allow_free_text: Annotated[bool, typer.Option(
+        "--allow-free-text", help="Export even events recorded before their free text (curriculum "
+        "objectives) left the log: the bundle then carries that text.")] = False,
     database_url: DatabaseUrl = None,
 ) -> None:
     """A bundle an outsider checks without any database: the pair's events, each with its proof of
@@ -402,13 +405,14 @@ def export_pair(
     verifier (`python mentoring_verify.py bundle.json --public-key public-key.pem`)."""
     import shutil
 
-    from events.ledger import export_stream, public_key_pem
+    from events.ledger import FreeTextInBundle, export_stream, public_key_pem
 
     key = _signing_key()
     stream_id = pair_id if pair_id.startswith("pair-") else f"pair-{pair_id}"
     try:
-        bundle = _run(database_url, lambda pool, _url: export_stream(pool, stream_id, key))
-    except LookupError as exc:
+        bundle = _run(database_url, lambda pool, _url: export_stream(pool, stream_id, key,
+                                                                      allow_free_text=allow_free_text))
+    except (LookupError, FreeTextInBundle) as exc:
         raise _fail(str(exc)) from None
     out.mkdir(parents=True, exist_ok=True)
     (out / "bundle.json").write_text(jsonlib.dumps(bundle, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")

@@ -231,8 +231,28 @@ def _first_difference(rows: list[asyncpg.Record], leaves: list[bytes], stored: d
 
 # --- a pair's bundle ------------------------------------------------------------------------
 
-async def export_stream(pool: asyncpg.Pool, stream_id: str, key: Ed25519PrivateKey) -> dict[str, Any]:
-    """The stream's events with their inclusion proofs under a fresh signed checkpoint."""
+# Events recorded before their free text left the log: their stored payload still holds it, and
+# a bundle carries stored payloads as they are (the leaf's hash covers them).
+_FREE_TEXT_IN_LOG = {("CurriculumAgreed", 1): "curriculum objectives"}
+
+
+class FreeTextInBundle(ValueError):
+    """The bundle would carry free text about people, recorded before it left the log."""
+
+
+async def export_stream(pool: asyncpg.Pool, stream_id: str, key: Ed25519PrivateKey, *,
+                        allow_free_text: bool = False) -> dict[str, Any]:
+    """The stream's events with their inclusion proofs under a fresh signed checkpoint. Refused
+    when an event still holds free text about people (an old version), unless allowed."""
+    legacy = await pool.fetch("SELECT version, event_type, schema_version FROM events WHERE stream_id = $1"
+                              " ORDER BY version", stream_id)
+    found = [f"version {r['version']} ({_FREE_TEXT_IN_LOG[(r['event_type'], r['schema_version'])]})"
+             for r in legacy if (r["event_type"], r["schema_version"]) in _FREE_TEXT_IN_LOG]
+    if found and not allow_free_text:
+        raise FreeTextInBundle(
+            f"{stream_id} holds events recorded before their free text left the log: {', '.join(found)}. "
+            "A bundle carries them as stored, text included (its hash covers it); export it only for "
+            "someone entitled to read it, with --allow-free-text")
     checkpoint = await take_checkpoint(pool, key)
     rows = await pool.fetch(
         "SELECT l.leaf_index, e.position, e.transaction_id::text::bigint AS transaction_id, e.stream_id, e.version,"

@@ -272,3 +272,18 @@ def test_the_fast_canonical_path_writes_what_the_careful_one_does():
     for _ in range(3000):
         v = value()
         assert canonical_json(v) == _jcs(v).encode(), v
+
+
+async def test_a_bundle_refuses_free_text_recorded_before_it_left_the_log(store: PostgresEventStore):
+    """Old curricula kept their objectives in the event; the leaf's hash covers the stored
+    payload, so a bundle would carry the text: refused unless asked for."""
+    from events.base import EventMetadata
+    from events.ledger import FreeTextInBundle
+    from tests.test_upcasting_and_migrations import CurriculumAgreedV1
+
+    await store.append("pair-old", 0, [NewEvent.of(CurriculumAgreedV1(
+        topics=["social networks"], objectives=["help Jane Doe post"]), uuid.uuid4())], EventMetadata(actor="E1"))
+    with pytest.raises(FreeTextInBundle, match="version 1 \\(curriculum objectives\\)"):
+        await export_stream(store.pool, "pair-old", KEY)
+    bundle = await export_stream(store.pool, "pair-old", KEY, allow_free_text=True)
+    assert "Jane Doe" in json.dumps(bundle) and verify_bundle(bundle) == []
