@@ -40,22 +40,20 @@ from verifier.mentoring_verify import checkpoint_text, key_fingerprint, leaf_has
 _SEAL_LOCK = 0x6C6F675F7365616C  # one sealer at a time across processes
 _SEAL_BATCH = 5000
 
-_UNSEALED = """
-SELECT e.position, e.transaction_id::text::bigint AS transaction_id, e.stream_id, e.version, e.event_id::text AS event_id,
-       e.event_type, e.schema_version, e.payload::text AS payload, e.metadata::text AS metadata,
-       (extract(epoch FROM e.recorded_at) * 1000000)::bigint AS recorded_at_us, e.prev_hash, e.hash
+# What a leaf covers, as `leaf_object` reads it.
+_LEAF_COLUMNS = """e.position, e.transaction_id::text::bigint AS transaction_id, e.stream_id, e.version,
+       e.event_id::text AS event_id, e.event_type, e.schema_version, e.payload::text AS payload,
+       e.metadata::text AS metadata, (extract(epoch FROM e.recorded_at) * 1000000)::bigint AS recorded_at_us,
+       e.prev_hash, e.hash"""
+_UNSEALED = f"""
+SELECT {_LEAF_COLUMNS}
   FROM events e
  WHERE (e.transaction_id, e.position) > ($1::text::xid8, $2)
    AND e.transaction_id < pg_snapshot_xmin(pg_current_snapshot())
  ORDER BY e.transaction_id, e.position
  LIMIT $3
 """
-_ALL_IN_ORDER = """
-SELECT e.position, e.transaction_id::text::bigint AS transaction_id, e.stream_id, e.version, e.event_id::text AS event_id,
-       e.event_type, e.schema_version, e.payload::text AS payload, e.metadata::text AS metadata,
-       (extract(epoch FROM e.recorded_at) * 1000000)::bigint AS recorded_at_us, e.prev_hash, e.hash
-  FROM events e ORDER BY e.transaction_id, e.position
-"""
+_ALL_IN_ORDER = f"SELECT {_LEAF_COLUMNS} FROM events e ORDER BY e.transaction_id, e.position"
 
 
 class SigningKeyError(Exception):
@@ -152,6 +150,11 @@ async def leaf_hashes(pool: asyncpg.Pool) -> list[bytes]:
 
 async def take_checkpoint(pool: asyncpg.Pool, key: Ed25519PrivateKey) -> Checkpoint:
     """Seal, then sign the tree's size and root; the checkpoint is also kept in the database."""
+    return (await _checkpoint_and_tree(pool, key))[0]
+
+
+async def _checkpoint_and_tree(pool: asyncpg.Pool, key: Ed25519PrivateKey) -> tuple[Checkpoint, MerkleTree]:
+    """The checkpoint, and the tree it signs (an export proves from it: the leaves read once)."""
     await seal(pool)
     tree = MerkleTree(await leaf_hashes(pool))
     signed_at = datetime.now(UTC).isoformat(timespec="seconds")
@@ -162,7 +165,7 @@ async def take_checkpoint(pool: asyncpg.Pool, key: Ed25519PrivateKey) -> Checkpo
         "INSERT INTO log_checkpoints (size, root, signed_at, key_fingerprint, signature)"
         " VALUES ($1, $2, $3, $4, $5) ON CONFLICT (size) DO NOTHING",
         tree.size, bytes.fromhex(root), datetime.fromisoformat(signed_at), key_fingerprint(public), signature)
-    return Checkpoint(tree.size, root, signed_at, public.hex(), base64.b64encode(signature).decode())
+    return Checkpoint(tree.size, root, signed_at, public.hex(), base64.b64encode(signature).decode()), tree
 
 
 # --- proving the log extends a checkpoint ---------------------------------------------------
@@ -253,16 +256,12 @@ async def export_stream(pool: asyncpg.Pool, stream_id: str, key: Ed25519PrivateK
             f"{stream_id} holds events recorded before their free text left the log: {', '.join(found)}. "
             "A bundle carries them as stored, text included (its hash covers it); export it only for "
             "someone entitled to read it, with --allow-free-text")
-    checkpoint = await take_checkpoint(pool, key)
+    checkpoint, tree = await _checkpoint_and_tree(pool, key)
     rows = await pool.fetch(
-        "SELECT l.leaf_index, e.position, e.transaction_id::text::bigint AS transaction_id, e.stream_id, e.version,"
-        " e.event_id::text AS event_id, e.event_type, e.schema_version, e.payload::text AS payload,"
-        " e.metadata::text AS metadata, (extract(epoch FROM e.recorded_at) * 1000000)::bigint AS recorded_at_us,"
-        " e.prev_hash, e.hash FROM events e JOIN log_leaves l ON l.position = e.position"
+        f"SELECT l.leaf_index, {_LEAF_COLUMNS} FROM events e JOIN log_leaves l ON l.position = e.position"
         " WHERE e.stream_id = $1 AND l.leaf_index < $2 ORDER BY e.version", stream_id, checkpoint.size)
     if not rows:
         raise LookupError(f"no event of stream {stream_id} is in the log")
-    tree = MerkleTree(await leaf_hashes(pool))
     return {
         "format": "mentoring-bundle-v1", "hash_scheme": "mentoring-leaf-v1", "stream_id": stream_id,
         "checkpoint": checkpoint.as_json(),

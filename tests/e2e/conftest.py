@@ -15,7 +15,6 @@ import subprocess
 import sys
 import threading
 import time
-import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,12 +22,11 @@ from typing import cast
 
 import asyncpg
 import pytest
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from temporalio.client import Client, WorkflowHistory
 from temporalio.worker import Replayer
 
 from codec.encryption import encrypting_data_converter, key_ids_in
-from codec.keys import DataKey, DataKeys, LocalKeyEncryptionKey, ShreddedKey, UnknownDataKey
+from codec.keys import DataKey, LocalKeyEncryptionKey, ReadOnlyDataKeys, ShreddedKey, UnknownDataKey
 from devstack.postgres import EmbeddedPostgres, free_port
 from devstack.temporal import TemporalDevServer, temporal_cli_path
 from events.store import create_pool
@@ -90,7 +88,7 @@ async def replay_every_history(address: str) -> tuple[int, int, list[str]]:
     return len(histories), erased, [f"{run_id}: {str(error)[:300]}" for run_id, error in results.replay_failures.items()]
 
 
-class KeysOfEveryTestDatabase(DataKeys):
+class KeysOfEveryTestDatabase(ReadOnlyDataKeys):
     """The data keys of every database the session created (each test's workers wrote theirs to
     its own), read once into memory after the tests, for the final replay."""
 
@@ -118,10 +116,6 @@ class KeysOfEveryTestDatabase(DataKeys):
         if key_id not in self._rows:
             raise UnknownDataKey(f"data key {key_id} is in none of the session's databases")
         return await self._unwrapped(self._rows[key_id])
-
-    async def for_workflow(self, workflow_id: str | None) -> DataKey | ShreddedKey:
-        # A replay encodes its commands, which are then thrown away: any key will do.
-        return DataKey(str(uuid.uuid4()), AESGCM(AESGCM.generate_key(bit_length=256)))
 
 
 @pytest.fixture
