@@ -14,31 +14,21 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-# The stages of a live pair, in lifecycle order, then the ways a pair ends.
-AWAITING_MOTIVATION = "awaiting_motivation"
-MENTEE_INVITED = "mentee_invited"
-PREPARATION = "preparation"
-SESSIONS = "sessions"
-FINAL_EVALUATION = "final_evaluation"
-FOLLOW_UP = "follow_up"
-LIVE_STAGES = (AWAITING_MOTIVATION, MENTEE_INVITED, PREPARATION, SESSIONS, FINAL_EVALUATION,
-               FOLLOW_UP)
-CLOSED_STAGES = ("completed", "declined", "expired", "withdrawn", "lapsed", "cancelled", "ended")
-STAGES = LIVE_STAGES + CLOSED_STAGES
+from events import lifecycle
+from events.lifecycle import DEFAULT_WAITS, Deadline, SessionClock, Stage
 
-# Event type -> (closed stage, outcome): the outcome keeps apart what the stage merges.
-ENDINGS: dict[str, tuple[str, str]] = {
-    "MentorDeclined": ("declined", "mentor_declined"),
-    "MenteeDeclined": ("declined", "mentee_declined"),
-    "MentorMotivationExpired": ("expired", "motivation_expired"),
-    "InvitationExpired": ("expired", "invitation_expired"),
-    "PairWithdrawn": ("withdrawn", "withdrawn"),
-    "PairLapsed": ("lapsed", "lapsed"),
-    "PairCompleted": ("completed", "completed"),
-    "PairCancelled": ("cancelled", "cancelled"),
-    "PairEndedInTemporal": ("ended", "ended_in_temporal"),
-}
-OPEN_SESSION = ("proposed", "confirmed")
+# The stages as the read models store them (text), in lifecycle order, then the ways a pair ends.
+AWAITING_MOTIVATION = Stage.AWAITING_MOTIVATION.value
+MENTEE_INVITED = Stage.MENTEE_INVITED.value
+PREPARATION = Stage.PREPARATION.value
+SESSIONS = Stage.SESSIONS.value
+FINAL_EVALUATION = Stage.FINAL_EVALUATION.value
+FOLLOW_UP = Stage.FOLLOW_UP.value
+LIVE_STAGES = tuple(stage.value for stage in lifecycle.LIVE_STAGES)
+CLOSED_STAGES = tuple(stage.value for stage in lifecycle.CLOSED_STAGES)
+STAGES = LIVE_STAGES + CLOSED_STAGES
+ENDINGS = {event_type: (stage.value, outcome) for event_type, (stage, outcome) in lifecycle.ENDINGS.items()}
+OPEN_SESSION = lifecycle.OPEN_SESSION
 SYSTEM_ACTOR = "system"
 
 
@@ -50,6 +40,7 @@ class PairFoldError(ValueError):
 class SessionFacts:
     status: str
     starts_at: datetime
+    reminder_handled: bool = False  # its reminder was sent, failed or skipped: that timer is over
 
 
 @dataclass(slots=True)
@@ -65,6 +56,7 @@ class PairFacts:
     stage: str = AWAITING_MOTIVATION
     stage_since: datetime | None = None
     clock_start: datetime | None = None  # the stage's timers count from here; pauses push it on
+    timers_fired: list[str] = field(default_factory=list)  # the stage's timers the log shows acted on
     mentor_motivated: bool = False
     mentee_invited: bool = False
     invitation_expires_at: datetime | None = None
@@ -99,6 +91,10 @@ class PairFacts:
     def average_rating(self) -> float | None:
         return round(self.rating_sum / self.rating_count, 2) if self.rating_count else None
 
+    def wait(self, name: str) -> timedelta:
+        """One of the policy's waits as the nomination recorded it (the default if it did not)."""
+        return parse_duration(self.policy.get(name, "")) or parse_duration(DEFAULT_WAITS[name]) or timedelta(0)
+
     # --- storage: the facts as JSON, kept in the read models' `facts` column --------------------
 
     def to_json(self) -> dict[str, Any]:
@@ -108,12 +104,13 @@ class PairFacts:
             "nominated_by": self.nominated_by, "nominated_at": _iso(self.nominated_at),
             "sessions_planned": self.sessions_planned, "policy": self.policy,
             "stage": self.stage, "stage_since": _iso(self.stage_since),
-            "clock_start": _iso(self.clock_start),
+            "clock_start": _iso(self.clock_start), "timers_fired": self.timers_fired,
             "mentor_motivated": self.mentor_motivated, "mentee_invited": self.mentee_invited,
             "invitation_expires_at": _iso(self.invitation_expires_at),
             "consent_given": self.consent_given, "curriculum_agreed": self.curriculum_agreed,
             "signed_off": self.signed_off, "mentee_onboarded": self.mentee_onboarded,
-            "sessions": {str(n): {"status": s.status, "starts_at": _iso(s.starts_at)}
+            "sessions": {str(n): {"status": s.status, "starts_at": _iso(s.starts_at),
+                                  "reminder_handled": s.reminder_handled}
                          for n, s in self.sessions.items()},
             "rating_sum": self.rating_sum, "rating_count": self.rating_count,
             "final_evaluations": self.final_evaluations,
@@ -130,8 +127,10 @@ class PairFacts:
         for key in ("nominated_at", "stage_since", "clock_start", "invitation_expires_at",
                     "paused_since", "ended_at", "last_activity_at"):
             values[key] = _time(values.get(key))
-        values["sessions"] = {int(n): SessionFacts(s["status"], _required_time(s["starts_at"]))
+        values["sessions"] = {int(n): SessionFacts(s["status"], _required_time(s["starts_at"]),
+                                                   bool(s.get("reminder_handled", False)))
                               for n, s in data.get("sessions", {}).items()}
+        values["timers_fired"] = list(data.get("timers_fired", []))
         values["final_evaluations"] = list(data.get("final_evaluations", []))
         values["follow_ups_sent"] = list(data.get("follow_ups_sent", []))
         return cls(**values)
@@ -160,6 +159,9 @@ def fold(facts: PairFacts | None, pair_id: str, event_type: str, payload: dict[s
             raise PairFoldError(f"{event_type} for pair {pair_id} before its nomination")
         return None
 
+    if facts.outcome is None and facts.clock_start is not None \
+            and lifecycle.restarts_idle_clock(facts.stage, facts.paused_since is not None, event_type):
+        facts.clock_start, facts.timers_fired = at, []
     handler = _HANDLERS.get(event_type)
     if handler is not None:
         handler(facts, payload, at)
@@ -171,58 +173,55 @@ def fold(facts: PairFacts | None, pair_id: str, event_type: str, payload: dict[s
     if actor != SYSTEM_ACTOR and (handler is not None or ending is not None):
         facts.last_activity_at = at
     if facts.outcome is None:
+        _note_timer_acted_on(facts, event_type, payload)
         stage = derive_stage(facts)
         if stage != facts.stage:
-            facts.stage, facts.stage_since, facts.clock_start = stage, at, at
+            facts.stage, facts.stage_since, facts.timers_fired = stage, at, []
+            facts.clock_start = lifecycle.clock_on_entering(Stage(stage), facts.clock_start or at,
+                                                            facts.paused_since, at)
     return facts
 
 
+def _note_timer_acted_on(facts: PairFacts, event_type: str, payload: dict[str, Any]) -> None:
+    fired = lifecycle.timer_acted_on(event_type, kind=payload.get("kind"), session_no=payload.get("session_no"),
+                                     stage_then=payload.get("stage"), follow_ups_sent=len(facts.follow_ups_sent))
+    if fired == "session_reminder":
+        session = facts.sessions.get(int(payload["session_no"]))
+        if session is not None:
+            session.reminder_handled = True
+    elif fired is not None and fired not in facts.timers_fired:
+        facts.timers_fired.append(fired)
+
+
 def derive_stage(facts: PairFacts) -> str:
-    """The stage the recorded facts call for."""
+    """The stage the recorded facts call for (the lifecycle's rule). The read models close a pair
+    only on its recorded ending, so they stay in `follow_up` until `PairCompleted` is recorded."""
     if facts.outcome is not None:
         return facts.stage
-    if not facts.mentor_motivated:
-        return AWAITING_MOTIVATION
-    if not facts.consent_given:
-        return MENTEE_INVITED
-    if not (facts.signed_off and facts.mentee_onboarded):
-        return PREPARATION
     held = open_count = 0
     for session in facts.sessions.values():  # one pass: this runs for every event of a rebuild
         if session.status == "held":
             held += 1
         elif session.status in OPEN_SESSION:
             open_count += 1
-    if facts.sessions_planned - held - open_count > 0 or open_count:
-        return SESSIONS
-    if facts.follow_ups_sent or facts.evaluation_window_closed:
-        return FOLLOW_UP  # the evaluation window may close without both evaluations
-    if not {"mentor", "mentee"} <= set(facts.final_evaluations):
-        return FINAL_EVALUATION
-    return FOLLOW_UP
+    return lifecycle.stage_called_for(
+        mentor_motivated=facts.mentor_motivated, consent_given=facts.consent_given,
+        prepared=facts.signed_off and facts.mentee_onboarded, sessions_planned=facts.sessions_planned,
+        sessions_held=held, sessions_open=open_count,
+        evaluation_closed=lifecycle.evaluation_over(facts.final_evaluations, facts.evaluation_window_closed,
+                                                    len(facts.follow_ups_sent)),
+        follow_ups_closed=False).value
 
 
-def next_deadline(facts: PairFacts) -> tuple[datetime, str] | None:
-    """The next deadline the facts let us name, with what happens then; None if none is known.
-
-    Only what the log states or the recorded policy fixes: the workflow owns the other timers.
-    """
-    if facts.outcome is not None or facts.paused_since is not None:
+def next_deadline(facts: PairFacts) -> Deadline | None:
+    """The pair's next deadline and what happens then, as its workflow counts it (the lifecycle's
+    rule over the recorded facts and the recorded policy); None when closed or paused."""
+    if facts.outcome is not None or facts.clock_start is None:
         return None
-    if facts.stage == AWAITING_MOTIVATION and facts.clock_start is not None:
-        expiry = facts.policy.get("motivation_expires_after")
-        delay = parse_duration(expiry) if expiry else None
-        return (facts.clock_start + delay, "nomination lapses") if delay else None
-    if facts.stage == MENTEE_INVITED and facts.invitation_expires_at is not None:
-        # The invitation records its expiry as sent; a pause since then moved it on by its length
-        # (the stage's clock started when the stage did, and each resume pushed it on).
-        moved = (facts.clock_start - facts.stage_since
-                 if facts.clock_start is not None and facts.stage_since is not None else timedelta(0))
-        return facts.invitation_expires_at + moved, "invitation expires"
-    if facts.stage == SESSIONS and facts.open_sessions:
-        number, session = facts.open_sessions[0]
-        return session.starts_at, f"session {number} ({session.status})"
-    return None
+    return lifecycle.next_deadline(
+        Stage(facts.stage), paused=facts.paused_since is not None, clock_start=facts.clock_start,
+        wait=facts.wait, fired=facts.timers_fired,
+        sessions=(SessionClock(n, s.status, s.starts_at, s.reminder_handled) for n, s in facts.sessions.items()))
 
 
 # --- one handler per event type that changes the facts ---------------------------------------------
@@ -258,7 +257,8 @@ def _proposed(facts: PairFacts, payload: dict[str, Any], _at: datetime) -> None:
 
 
 def _rescheduled(facts: PairFacts, payload: dict[str, Any], _at: datetime) -> None:
-    _session(facts, payload).starts_at = _required_time(payload["starts_at"])
+    session = _session(facts, payload)
+    session.starts_at, session.reminder_handled = _required_time(payload["starts_at"]), False
 
 
 def _feedback(facts: PairFacts, payload: dict[str, Any], _at: datetime) -> None:
@@ -276,8 +276,8 @@ def _paused(facts: PairFacts, _payload: dict[str, Any], at: datetime) -> None:
 
 
 def _resumed(facts: PairFacts, _payload: dict[str, Any], at: datetime) -> None:
-    if facts.paused_since is not None and facts.clock_start is not None:
-        facts.clock_start += at - facts.paused_since  # the stage's timers stood still meanwhile
+    if facts.clock_start is not None:
+        facts.clock_start = lifecycle.clock_after_resume(facts.clock_start, facts.paused_since, at)
     facts.paused_since = None
 
 

@@ -64,7 +64,7 @@ def _row(facts: PairFacts, position: int) -> tuple:
         facts.pair_id, facts.programme_id, facts.stage, facts.stage_since, facts.mentor_id,
         facts.mentee_id, facts.nominated_by, facts.nominated_at, facts.sessions_planned,
         facts.sessions_held, facts.rating_sum, facts.rating_count, facts.at_risk,
-        facts.paused_since is not None, deadline[0] if deadline else None,
-        deadline[1] if deadline else None, facts.last_activity_at, facts.ended_at, position,
+        facts.paused_since is not None, deadline.due if deadline else None,
+        deadline.kind if deadline else None, facts.last_activity_at, facts.ended_at, position,
         facts.to_json(),
     )

@@ -449,8 +449,8 @@ async def pair_as_of(store: PostgresEventStore, pair_id: str, as_of: datetime) -
         average_rating=facts.average_rating,
         sessions=[SessionAsOf(session_no=n, status=s.status, starts_at=s.starts_at)
                   for n, s in sorted(facts.sessions.items())],
-        next_deadline=deadline[0] if deadline else None,
-        next_deadline_kind=deadline[1] if deadline else None,
+        next_deadline=deadline.due if deadline else None,
+        next_deadline_kind=deadline.kind if deadline else None,
         outcome=facts.outcome, ended_at=facts.ended_at,
     )
 

@@ -10,39 +10,33 @@ from __future__ import annotations
 
 import json
 from datetime import datetime, timedelta
-from enum import StrEnum
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from events import pair as ev
 from events.base import DomainEvent
+from events.lifecycle import (
+    CLOSED_STAGES,
+    ENDINGS,
+    SessionClock,
+    clock_after_resume,
+    clock_on_entering,
+    evaluation_over,
+    next_deadline,
+    restarts_idle_clock,
+    stage_called_for,
+    timer_acted_on,
+)
+from events.lifecycle import STAGE_TIMERS as STAGE_TIMERS
+from events.lifecycle import TIMER_LABELS as TIMER_LABELS
+from events.lifecycle import Deadline as Timer
+from events.lifecycle import Stage as Stage
 from workflows import timezones
 from workflows.inputs import AvailabilityWindow, PairInput
 from workflows.policy import Policy
 
-
-class Stage(StrEnum):
-    """The lifecycle (README, "The lifecycle"); the last seven are the ways a pair ends."""
-
-    NOMINATED = "nominated"
-    AWAITING_MOTIVATION = "awaiting_motivation"
-    MENTEE_INVITED = "mentee_invited"
-    PREPARATION = "preparation"
-    SESSIONS = "sessions"
-    FINAL_EVALUATION = "final_evaluation"
-    FOLLOW_UP = "follow_up"
-    COMPLETED = "completed"
-    DECLINED = "declined"
-    EXPIRED = "expired"
-    WITHDRAWN = "withdrawn"
-    LAPSED = "lapsed"
-    CANCELLED = "cancelled"
-    ENDED = "ended"
-
-
-CLOSED = {Stage.COMPLETED, Stage.DECLINED, Stage.EXPIRED, Stage.WITHDRAWN, Stage.LAPSED, Stage.CANCELLED,
-          Stage.ENDED}
+CLOSED = set(CLOSED_STAGES)
 SessionStatus = Literal["proposed", "confirmed", "held", "cancelled", "missed"]
 OPEN: set[str] = {"proposed", "confirmed"}
 
@@ -194,22 +188,9 @@ class PairState(_State):
 
 # --- folding events into the state ---------------------------------------------------------------
 
-_PREPARATION_ACTIVITY = (ev.CurriculumAgreed, ev.TrainingModuleCompleted, ev.MenteeOnboarded,
-                         ev.MentorSignedOff)
-_SESSION_ACTIVITY = (ev.SessionProposed, ev.SessionConfirmed, ev.SessionRescheduled,
-                     ev.SessionCancelled, ev.SessionHeld, ev.SessionMissed, ev.FeedbackGiven)
-
-
 def is_activity(state: PairState, event: DomainEvent) -> bool:
-    """Progress that restarts the idle clock of preparation and of the sessions.
-
-    Not while paused (feedback on a past session may come then): the clock is stopped, and
-    resuming moves it on by the whole pause.
-    """
-    if state.paused is not None:
-        return False
-    return (state.stage is Stage.PREPARATION and isinstance(event, _PREPARATION_ACTIVITY)) or (
-        state.stage is Stage.SESSIONS and isinstance(event, _SESSION_ACTIVITY))
+    """Progress that restarts the idle clock of preparation and of the sessions (the lifecycle's rule)."""
+    return restarts_idle_clock(state.stage, state.paused is not None, event.event_type)
 
 
 def apply(state: PairState, event: DomainEvent, at: datetime) -> None:
@@ -267,8 +248,7 @@ def apply(state: PairState, event: DomainEvent, at: datetime) -> None:
         case ev.PairPaused(paused_by=by, reason=reason):
             state.paused = Pause(since=at, by=by, reason=reason)
         case ev.PairResumed():
-            if state.paused is not None:
-                state.clock_start += at - state.paused.since  # the paused stage's timers stopped
+            state.clock_start = clock_after_resume(state.clock_start, _paused_since(state), at)
             state.paused = None
         case ev.MentorReplaced(new_mentor_id=new_mentor):
             # The newcomer is asked for their own motivation and prepared like the first mentor.
@@ -286,32 +266,16 @@ def apply(state: PairState, event: DomainEvent, at: datetime) -> None:
                 last = [answer_key(state.follow_ups_sent[-1], number and 2, r) for r in ("mentor", "mentee")]
                 if set(last) <= set(state.follow_up_answers):
                     state.follow_ups_closed = True
-        case ev.MentorDeclined() | ev.MenteeDeclined():
-            _close(state, Stage.DECLINED, at)
-        case ev.MentorMotivationExpired() | ev.InvitationExpired():
-            _close(state, Stage.EXPIRED, at)
-        case ev.PairWithdrawn():
-            _close(state, Stage.WITHDRAWN, at)
-        case ev.PairLapsed():
-            _close(state, Stage.LAPSED, at)
-        case ev.PairCompleted():
-            _close(state, Stage.COMPLETED, at)
-        case ev.PairCancelled():
-            _close(state, Stage.CANCELLED, at)
-        case ev.PairEndedInTemporal():
-            _close(state, Stage.ENDED, at)
+    ending = ENDINGS.get(event.event_type)
+    if ending is not None:
+        _close(state, ending[0], at)
 
 
 def enter_stage(state: PairState, stage: Stage, now: datetime) -> None:
     """The stage's bookkeeping: its timers count from now (from the pause, when entered paused;
     follow-ups count from the last session), none of them fired yet."""
-    if stage is not Stage.FOLLOW_UP:
-        state.clock_start = state.paused.since if state.paused is not None else now
+    state.clock_start = clock_on_entering(stage, state.clock_start, _paused_since(state), now)
     state.stage, state.timers_fired = stage, []
-
-
-# Reminders whose notices show in the log that their timer was acted on.
-_REMINDER_NOTICES = {"motivation_reminder", "invitation_reminder", "preparation_reminder"}
 
 
 def catch_up(state: PairState, event: DomainEvent, at: datetime) -> None:
@@ -329,25 +293,14 @@ def catch_up(state: PairState, event: DomainEvent, at: datetime) -> None:
 
 def note_timer_handled(state: PairState, event: DomainEvent) -> None:
     """The timer a recorded fact shows was acted on (its reminder sent, its fact recorded)."""
-    fired: str | None = None
-    match event:
-        case ev.NotificationSent() | ev.NotificationFailed() | ev.NotificationSkipped() \
-                if event.kind == "session_reminder" and event.session_no is not None:
-            session = state.session(event.session_no)
-            if session is not None:
-                session.reminder_sent = True
-        case ev.NotificationSent() | ev.NotificationFailed() | ev.NotificationSkipped() \
-                if event.kind in _REMINDER_NOTICES:
-            fired = event.kind
-        case ev.PairNudged():
-            fired = "stall_nudge"
-        case ev.PairFlaggedAtRisk(stage=stage_then):
-            fired = "preparation_escalation" if stage_then == Stage.PREPARATION.value else "stall_escalation"
-        case ev.FinalEvaluationWindowClosed():
-            fired = "evaluation_window_closed"
-        case ev.FollowUpSent():
-            fired = "first_follow_up" if len(state.follow_ups_sent) == 1 else "second_follow_up"
-    if fired is not None and fired not in state.timers_fired:
+    fired = timer_acted_on(event.event_type, kind=getattr(event, "kind", None),
+                           session_no=getattr(event, "session_no", None),
+                           stage_then=getattr(event, "stage", None), follow_ups_sent=len(state.follow_ups_sent))
+    if fired == "session_reminder":
+        session = state.session(getattr(event, "session_no", None) or 0)
+        if session is not None:
+            session.reminder_sent = True
+    elif fired is not None and fired not in state.timers_fired:
         state.timers_fired.append(fired)
 
 
@@ -363,6 +316,10 @@ def _session(state: PairState, number: int) -> SessionState:
     return session
 
 
+def _paused_since(state: PairState) -> datetime | None:
+    return state.paused.since if state.paused is not None else None
+
+
 def _close(state: PairState, stage: Stage, at: datetime) -> None:
     state.stage, state.ended_at, state.paused = stage, at, None
 
@@ -373,54 +330,13 @@ def next_stage(state: PairState) -> Stage:
     """The stage the facts call for (the workflow enters it, doing the stage's opening step)."""
     if state.closed:
         return state.stage
-    if not state.mentor_motivated:
-        return Stage.AWAITING_MOTIVATION
-    if not state.consent_given:
-        return Stage.MENTEE_INVITED
-    if not state.prepared:
-        return Stage.PREPARATION
-    if state.sessions_to_schedule > 0 or state.open_sessions:
-        return Stage.SESSIONS
-    if not state.evaluation_closed:
-        return Stage.FINAL_EVALUATION
-    if not state.follow_ups_closed:
-        return Stage.FOLLOW_UP
-    return Stage.COMPLETED
-
-
-class Timer(BaseModel):
-    """A deadline of the current stage and what happens when it passes."""
-
-    kind: str
-    due: datetime
-    session_no: int | None = None
-
-
-# Per stage: (timer kind, policy field giving its delay after the stage's clock start).
-STAGE_TIMERS: dict[Stage, list[tuple[str, str]]] = {
-    Stage.AWAITING_MOTIVATION: [("motivation_reminder", "motivation_reminder_after"),
-                                ("motivation_expiry", "motivation_expires_after")],
-    Stage.MENTEE_INVITED: [("invitation_reminder", "invitation_reminder_after"),
-                           ("invitation_expiry", "invitation_expires_after")],
-    Stage.PREPARATION: [("preparation_reminder", "preparation_reminder_after"),
-                        ("preparation_escalation", "preparation_escalation_after"),
-                        ("lapse", "lapse_after")],
-    Stage.SESSIONS: [("stall_nudge", "stall_nudge_after"), ("stall_escalation", "at_risk_after"),
-                     ("lapse", "lapse_after")],
-    Stage.FINAL_EVALUATION: [("evaluation_window_closed", "final_evaluation_within")],
-    Stage.FOLLOW_UP: [("first_follow_up", "first_follow_up_after"),
-                      ("second_follow_up", "second_follow_up_after")],
-}
-
-TIMER_LABELS = {
-    "motivation_reminder": "reminder to the mentor", "motivation_expiry": "nomination lapses",
-    "invitation_reminder": "reminder to the mentee", "invitation_expiry": "invitation expires",
-    "preparation_reminder": "preparation reminder", "preparation_escalation": "escalation to HR",
-    "lapse": "pair closes as lapsed", "stall_nudge": "nudge", "stall_escalation": "escalation to HR",
-    "session_reminder": "session reminder", "evaluation_window_closed": "final evaluations close",
-    "first_follow_up": "first follow-up", "second_follow_up": "second follow-up",
-    "follow_up_window_closed": "pair completes",
-}
+    return stage_called_for(
+        mentor_motivated=state.mentor_motivated, consent_given=state.consent_given, prepared=state.prepared,
+        sessions_planned=state.sessions_planned, sessions_held=state.sessions_held,
+        sessions_open=len(state.open_sessions),
+        evaluation_closed=evaluation_over(state.final_evaluations, state.evaluation_closed,
+                                          len(state.follow_ups_sent)),
+        follow_ups_closed=state.follow_ups_closed)
 
 
 def next_timer(state: PairState, now: datetime | None = None) -> Timer | None:
@@ -429,26 +345,10 @@ def next_timer(state: PairState, now: datetime | None = None) -> Timer | None:
     A pure function of the facts. `now` is only for pairs that started before that rule: they
     dropped the reminders of sessions already begun, and must replay as they ran.
     """
-    if state.closed or state.paused is not None:
-        return None
-    policy = state.policy
-    timers = [
-        Timer(kind=kind, due=state.clock_start + policy.duration(field))
-        for kind, field in STAGE_TIMERS.get(state.stage, [])
-        if kind not in state.timers_fired
-    ]
-    if state.stage is Stage.FOLLOW_UP and "second_follow_up" in state.timers_fired:
-        timers.append(Timer(kind="follow_up_window_closed", due=state.clock_start
-                            + policy.duration("second_follow_up_after")
-                            + policy.duration("follow_up_answer_within")))
-    if state.stage is Stage.SESSIONS:
-        before = policy.duration("session_reminder_before")
-        timers += [
-            Timer(kind="session_reminder", due=s.starts_at - before, session_no=s.session_no)
-            for s in state.sessions
-            if s.status == "confirmed" and not s.reminder_sent and (now is None or s.starts_at > now)
-        ]
-    return min(timers, key=lambda t: t.due, default=None)
+    return next_deadline(
+        state.stage, paused=state.paused is not None, clock_start=state.clock_start, wait=state.policy.duration,
+        fired=state.timers_fired, now=now,
+        sessions=(SessionClock(s.session_no, s.status, s.starts_at, s.reminder_sent) for s in state.sessions))
 
 
 def waiting_for(state: PairState) -> str:

@@ -13,6 +13,7 @@ from typing import Annotated
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationInfo, model_validator
 
+from events.lifecycle import DEFAULT_WAITS
 from workflows.errors import excerpt
 from workflows.payloads import checking_new_input
 
@@ -76,33 +77,33 @@ class Policy(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     motivation_reminder_after: IsoDuration = Field(
-        "P3D", description="remind the mentor to confirm their motivation")
+        DEFAULT_WAITS["motivation_reminder_after"], description="remind the mentor to confirm their motivation")
     motivation_expires_after: IsoDuration = Field(
-        "P7D", description="without the mentor's confirmation, the nomination lapses")
+        DEFAULT_WAITS["motivation_expires_after"], description="without the mentor's confirmation, the nomination lapses")
     invitation_reminder_after: IsoDuration = Field(
-        "P7D", description="remind the mentee of the invitation")
+        DEFAULT_WAITS["invitation_reminder_after"], description="remind the mentee of the invitation")
     invitation_expires_after: IsoDuration = Field(
-        "P14D", description="without an answer, the invitation expires and the pair closes politely")
+        DEFAULT_WAITS["invitation_expires_after"], description="without an answer, the invitation expires and the pair closes politely")
     preparation_reminder_after: IsoDuration = Field(
-        "P10D", description="preparation idle this long: remind whoever has something pending")
+        DEFAULT_WAITS["preparation_reminder_after"], description="preparation idle this long: remind whoever has something pending")
     preparation_escalation_after: IsoDuration = Field(
-        "P21D", description="preparation idle this long: flag at risk and escalate to HR")
+        DEFAULT_WAITS["preparation_escalation_after"], description="preparation idle this long: flag at risk and escalate to HR")
     session_reminder_before: IsoDuration = Field(
-        "PT24H", description="reminder sent this long before each confirmed session")
+        DEFAULT_WAITS["session_reminder_before"], description="reminder sent this long before each confirmed session")
     stall_nudge_after: IsoDuration = Field(
-        "P30D", description="no session activity this long: nudge both people")
+        DEFAULT_WAITS["stall_nudge_after"], description="no session activity this long: nudge both people")
     at_risk_after: IsoDuration = Field(
-        "P45D", description="no session activity this long: flag at risk and escalate to HR")
+        DEFAULT_WAITS["at_risk_after"], description="no session activity this long: flag at risk and escalate to HR")
     lapse_after: IsoDuration = Field(
-        "P60D", description="no activity this long (preparation or sessions): close the pair as lapsed")
+        DEFAULT_WAITS["lapse_after"], description="no activity this long (preparation or sessions): close the pair as lapsed")
     final_evaluation_within: IsoDuration = Field(
-        "P14D", description="after the last session, how long the final evaluations are awaited")
+        DEFAULT_WAITS["final_evaluation_within"], description="after the last session, how long the final evaluations are awaited")
     first_follow_up_after: IsoDuration = Field(
-        "P30D", description="first follow-up, counted from the last session")
+        DEFAULT_WAITS["first_follow_up_after"], description="first follow-up, counted from the last session")
     second_follow_up_after: IsoDuration = Field(
-        "P90D", description="second follow-up, counted from the last session")
+        DEFAULT_WAITS["second_follow_up_after"], description="second follow-up, counted from the last session")
     follow_up_answer_within: IsoDuration = Field(
-        "P14D", description="after the second follow-up, how long answers are awaited before completion")
+        DEFAULT_WAITS["follow_up_answer_within"], description="after the second follow-up, how long answers are awaited before completion")
 
     def duration(self, name: str) -> timedelta:
         return parse_duration(getattr(self, name))

@@ -41,6 +41,9 @@ class PairStory:
     def stream_id(self) -> str:
         return ev.pair_stream(self.pair_id)
 
+    def person(self, role: str) -> str:
+        return {"mentor": self.mentor_id, "mentee": self.mentee_id, "hr": self.hr_id}[role]
+
     def record(self, actor: str, *events: DomainEvent, after: timedelta = timedelta(days=1)) -> PairStory:
         self.clock += after
         self.steps.append(Step(actor, self.clock, list(events)))
@@ -94,6 +97,11 @@ class PairStory:
             message_id=f"m-{uuid.uuid4()}", recipient_role="mentee", session_no=number),
             after=timedelta(0))
         self.clock = starts_at
+        return self.session_outcome(number, outcome, mentee_rating=mentee_rating, mentor_rating=mentor_rating)
+
+    def session_outcome(self, number: int, outcome: str = "held", *, mentee_rating: int = 5,
+                        mentor_rating: int = 4) -> PairStory:
+        """What became of a session at its time: held (with both feedbacks), missed or cancelled."""
         if outcome == "missed":
             return self.record(self.mentor_id, ev.SessionMissed(session_no=number, absent="mentee"),
                                after=timedelta(hours=1))

@@ -672,10 +672,11 @@ async def test_pair_overview_matches_each_workflows_own_state(world: World):
     assert (await overview("at_risk")).overview.at_risk is True
     assert (await overview("back_on_track")).overview.at_risk is False
 
-    # The next deadline: the open pair's confirmed, rescheduled session.
+    # The next deadline of the open pair (a confirmed, rescheduled session) is its workflow's.
     paused = (await overview("paused")).overview
-    first = world.runs["paused"].pair.session_starts[1]
-    assert (paused.next_deadline, paused.next_deadline_kind) == (first, "session 1 (confirmed)")
+    final = world.runs["paused"].final
+    assert paused.next_deadline_kind == final.next_deadline_kind is not None
+    assert close(paused.next_deadline, final.next_deadline)
     assert paused.next_deadline > world.now and paused.paused is False
     for name in ("completed", "withdrawn", "no_show_lapsed"):
         assert (await overview(name)).overview.next_deadline is None
@@ -777,19 +778,13 @@ async def test_pair_as_of_shows_the_stage_the_workflow_reported_then(world: Worl
             assert [(s.session_no, s.status, s.starts_at) for s in then.sessions] == [
                 (s.session_no, s.status, s.starts_at) for s in state.sessions]
             assert then.events_applied == state.version  # every event up to then, none after
-            # Where the projection names a deadline, it is the workflow's own.
-            expected = None
-            if state.paused is None and state.stage.value == "awaiting_motivation":
-                expected = state.clock_start + MOTIVATION_EXPIRES_AFTER
-            elif state.paused is None and state.stage.value == "mentee_invited":
-                expected = state.clock_start + INVITATION_EXPIRES_AFTER
-            elif state.paused is None and state.stage.value == "sessions" and state.open_sessions:
-                expected = min(s.starts_at for s in state.open_sessions)
-            if expected is None:
+            # The deadline the read models name is the workflow's own (one lifecycle module).
+            assert then.next_deadline_kind == state.next_deadline_kind, (run.name, moment, state.stage)
+            if state.next_deadline is None:
                 assert then.next_deadline is None, (run.name, state.stage)
             else:
-                assert close(then.next_deadline, expected), (run.name, state.stage, then.next_deadline,
-                                                             expected)
+                assert close(then.next_deadline, state.next_deadline), (
+                    run.name, state.stage, then.next_deadline, state.next_deadline)
             checked += 1
     assert checked >= 25
 
@@ -815,28 +810,29 @@ async def test_pair_as_of_mid_lifecycle_moments(world: World):
     assert (end.stage, end.outcome, end.at_risk, end.ended_at) == (
         "lapsed", "lapsed", False, at_of(events["PairLapsed"]))
 
-    # The invitation expiry: the deadline named while it ran is when it did expire.
-    expired = world.runs["invitation_expired"]
-    events = {e.event_type: e for e in await stream(world, expired)}
-    waiting = await queries.pair_as_of(store, expired.pair_id, expired.seen[-1][0])
-    assert (waiting.stage, waiting.next_deadline_kind) == ("mentee_invited", "invitation expires")
-    assert close(waiting.next_deadline, at_of(events["InvitationExpired"]))
-    silent = world.runs["motivation_expired"]
-    events = {e.event_type: e for e in await stream(world, silent)}
-    waiting = await queries.pair_as_of(store, silent.pair_id, silent.seen[0][0])
-    assert (waiting.stage, waiting.next_deadline_kind) == ("awaiting_motivation", "nomination lapses")
-    assert close(waiting.next_deadline, at_of(events["MentorMotivationExpired"]))
+    # The expiries: once the reminder went out, the deadline named is when the pair did expire.
+    for name, reminder, kind, ending in (
+            ("invitation_expired", "invitation_reminder", "invitation_expiry", "InvitationExpired"),
+            ("motivation_expired", "motivation_reminder", "motivation_expiry", "MentorMotivationExpired")):
+        run = world.runs[name]
+        events = await stream(world, run)
+        reminded = next(e for e in events if e.event_type == "NotificationSent" and e.payload["kind"] == reminder)
+        waiting = await queries.pair_as_of(store, run.pair_id, at_of(reminded))
+        assert waiting.next_deadline_kind == kind, name
+        assert close(waiting.next_deadline, at_of(next(e for e in events if e.event_type == ending))), name
 
-    # The pause: no deadline while paused; after it, the invitation expires that much later.
+    # The pause: no deadline while paused; after it, the same deadline comes that much later.
     paused = world.runs["paused"]
     (invited_at, invited), (paused_at, _), (resumed_at, resumed) = paused.seen[1:4]
     during = await queries.pair_as_of(store, paused.pair_id, paused_at)
     after = await queries.pair_as_of(store, paused.pair_id, resumed_at)
+    before = await queries.pair_as_of(store, paused.pair_id, invited_at)
     assert (during.stage, during.paused, during.next_deadline) == ("mentee_invited", True, None)
     assert (after.stage, after.paused) == ("mentee_invited", False)
+    assert after.next_deadline_kind == before.next_deadline_kind == invited.next_deadline_kind
     pause_length = resumed.clock_start - invited.clock_start
     assert pause_length > timedelta(days=22)
-    assert close(after.next_deadline, invited.invitation_expires_at + pause_length)
+    assert close(after.next_deadline, before.next_deadline + pause_length)
 
 
 # --- two doors, one answer ----------------------------------------------------------------------------

@@ -49,8 +49,8 @@ async def test_pair_overview_tells_where_each_pair_stands(store: PostgresEventSt
     replaced = rows["p-replaced"]
     assert (replaced["mentor_id"], replaced["stage"], replaced["sessions_planned"]) \
         == ("E105", "sessions", 4)
-    # A pair waiting for its next session names it as the next deadline.
-    assert replaced["next_deadline"] is None or replaced["next_deadline_kind"].startswith("session")
+    # A pair between sessions names the deadline its workflow counts: a reminder, a nudge, a lapse.
+    assert replaced["next_deadline_kind"] in ("session_reminder", "stall_nudge", "stall_escalation", "lapse")
 
 
 async def test_open_pair_shows_risk_and_deadline(store: PostgresEventStore, runner: ProjectionRunner):
@@ -59,8 +59,8 @@ async def test_open_pair_shows_risk_and_deadline(store: PostgresEventStore, runn
     await runner.run_until_caught_up()
     row = await store.pool.fetchrow("SELECT * FROM pair_overview.pairs WHERE pair_id = 'p-open'")
     assert row["stage"] == "awaiting_motivation"
-    assert row["next_deadline"] == s.steps[0].at + timedelta(days=7)
-    assert row["next_deadline_kind"] == "nomination lapses"
+    assert row["next_deadline"] == s.steps[0].at + timedelta(days=3)  # the default reminder
+    assert row["next_deadline_kind"] == "motivation_reminder"
 
     steps_before = len(s.steps)
     s.mentor_confirms()
@@ -69,7 +69,7 @@ async def test_open_pair_shows_risk_and_deadline(store: PostgresEventStore, runn
     await runner.run_until_caught_up()
     row = await store.pool.fetchrow("SELECT * FROM pair_overview.pairs WHERE pair_id = 'p-open'")
     assert row["stage"] == "mentee_invited" and row["at_risk"] is True
-    assert row["next_deadline_kind"] == "invitation expires"
+    assert row["next_deadline_kind"] == "invitation_reminder"
 
 
 async def test_funnel_counts_stages_outcomes_and_stage_times(store: PostgresEventStore,
