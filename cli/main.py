@@ -33,6 +33,7 @@ from pydantic import BaseModel
 from rich.console import Console
 from rich.table import Table
 
+from events.lifecycle import deadline_label
 from events.store import PostgresEventStore
 from projections import all_projections, queries
 from projections.programme_figures import CONSENT, FUNNEL
@@ -178,7 +179,7 @@ def audit_pair(pair_id: Annotated[str, typer.Argument(help="The pair's id.")],
         ("sessions held", f"{o.sessions_held} of {o.sessions_planned}"),
         ("average rating", f"{o.average_rating} ({o.ratings} ratings)" if o.ratings else "none yet"),
         ("at risk", "yes" if o.at_risk else "no"), ("paused", "yes" if o.paused else "no"),
-        ("next deadline", f"{_when(o.next_deadline)} {o.next_deadline_kind}"
+        ("next deadline", f"{_when(o.next_deadline)} ({deadline_label(o.next_deadline_kind)})"
          if o.next_deadline else "none known"),
         ("last activity", _when(o.last_activity_at)), ("ended", _when(o.ended_at) or "no"),
     ])
@@ -371,7 +372,8 @@ def prove_pair_command(
     if json:
         typer.echo(jsonlib.dumps({"pair_id": proof.pair_id, "ok": proof.ok, "events": proof.events,
                                   "log_position": proof.log_position, "read_model_position": proof.read_model_position,
-                                  "behind": proof.behind, "differences": [
+                                  "behind": proof.behind, "range_events": proof.range_events,
+                                  "range_digest": proof.range_digest, "differences": [
                                       {"column": c, "read_model": r, "refolded": f} for c, r, f in proof.differences]},
                                  indent=2))
     elif proof.read_model_position is None:
@@ -387,7 +389,42 @@ def prove_pair_command(
         for column, stored, refolded in proof.differences:
             table.add_row(column, stored, refolded)
         _console().print(table)
+    if not json and proof.range_digest is not None:
+        typer.echo(f"the read model's checkpoint: {proof.range_events} events of the log applied, range digest "
+                   f"{proof.range_digest[:16]}... (`mentoring audit prove projections` recomputes it from the log)")
     if not proof.ok:
+        raise typer.Exit(1)
+
+
+@prove_app.command("projections")
+def prove_projections_command(json: Json = False, database_url: DatabaseUrl = None) -> None:
+    """Recompute, from the log, the range each read model's checkpoint says it applied (how many
+    events, in commit order, and their digest), in one pass. Exit code 1 if any differs."""
+    from projections.range_digest import RangeCheck, check_ranges
+
+    def work(pool: asyncpg.Pool, _url: str) -> Awaitable[list[RangeCheck]]:
+        if json:
+            return check_ranges(pool)
+
+        async def with_bar() -> list[RangeCheck]:
+            with rich_progress("reading the log") as progress:
+                return await check_ranges(pool, lambda n: progress(n, n))
+        return with_bar()
+
+    checks = _run(database_url, work)
+    if json:
+        typer.echo(jsonlib.dumps([c.model_dump() for c in checks], indent=2))
+    else:
+        table = _table("each read model's applied range, recomputed from the log", "read model", "status",
+                       "events (checkpoint / log)", "up to position", "digest (checkpoint)")
+        for check in checks:
+            table.add_row(check.name, check.status, f"{check.recorded_events} / {check.log_events}",
+                          str(check.position), (check.recorded_digest or "none")[:16])
+        _console().print(table)
+        if any(c.status == "not recorded" for c in checks):
+            typer.echo("not recorded: the checkpoint moved before ranges were digested; "
+                       "`mentoring projections rebuild` records one")
+    if any(c.status == "differs" for c in checks):
         raise typer.Exit(1)
 
 
@@ -581,7 +618,7 @@ def audit_as_of(
         ("sessions held", f"{state.sessions_held} of {state.sessions_planned}"),
         ("average rating", str(state.average_rating or "none yet")),
         ("at risk", "yes" if state.at_risk else "no"), ("paused", "yes" if state.paused else "no"),
-        ("next deadline", f"{_when(state.next_deadline)} {state.next_deadline_kind}"
+        ("next deadline", f"{_when(state.next_deadline)} ({deadline_label(state.next_deadline_kind)})"
          if state.next_deadline else "none known"),
         ("outcome", state.outcome or "still running"),
     ])

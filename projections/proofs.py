@@ -32,6 +32,8 @@ class PairProof:
     log_position: int
     read_model_position: int | None
     differences: list[tuple[str, str, str]] = field(default_factory=list)  # column, read model, refolded
+    range_events: int | None = None  # what the read model's checkpoint says it applied (the whole log's range)
+    range_digest: str | None = None
 
     @property
     def behind(self) -> bool:
@@ -58,6 +60,10 @@ async def prove_pair(store: PostgresEventStore, pool: asyncpg.Pool, pair_id: str
     expected = dict(zip(COLUMNS, _row(facts, last), strict=True))
     row = await pool.fetchrow(f"SELECT {', '.join(COLUMNS)} FROM pair_overview.pairs WHERE pair_id = $1", pair_id)
     proof = PairProof(pair_id, len(events), last, None if row is None else row["last_position"])
+    applied = await pool.fetchrow(
+        "SELECT applied_events, range_digest FROM projection_checkpoints WHERE name = 'pair_overview'")
+    if applied is not None and applied["range_digest"] is not None:
+        proof.range_events, proof.range_digest = applied["applied_events"], applied["range_digest"].hex()
     if row is None or proof.behind:
         return proof
     for column in COLUMNS:

@@ -29,6 +29,7 @@ import asyncpg
 from events.store import Checkpoint, PostgresEventStore
 from projections.base import Projection, quoted
 from projections.connections import connect, disconnect
+from projections.range_digest import START, AppliedRange
 from projections.runner import REBUILD_LOCK_CLASS, Batch, apply_batch, lock_key, register
 
 Progress = Callable[[int, int], None]  # (events done, events in the log when we started)
@@ -75,7 +76,7 @@ async def rebuild(
 
         if on_progress:
             on_progress(0, total)
-        done, checkpoint = await _fill_shadows(
+        done, checkpoint, applied = await _fill_shadows(
             store, dsn, conn, projections, shadows, skipped, batch_size,
             (lambda n: on_progress(n, max(total, n))) if on_progress else None)
         for projection in projections:  # fresh statistics before queries meet the new tables
@@ -83,7 +84,7 @@ async def rebuild(
                 await conn.execute(f"ANALYZE {quoted(shadows[projection.name])}.{quoted(table)}")
 
         retired, late = await _swap(conn, store, projections, shadows, skipped, checkpoint,
-                                    batch_size, suffix)
+                                    applied, batch_size, suffix)
         shadows.clear()  # they are live now
         for schema in retired:
             await conn.execute(f"DROP SCHEMA IF EXISTS {quoted(schema)} CASCADE")
@@ -103,8 +104,9 @@ async def _fill_shadows(
     store: PostgresEventStore, dsn: str | None, reader: asyncpg.Connection,
     projections: Sequence[Projection], shadows: dict[str, str], skipped: dict[str, frozenset],
     batch_size: int, on_progress: Callable[[int], None] | None,
-) -> tuple[int, Checkpoint]:
-    """Apply the whole log to the shadows; the events applied and where the shadows stand.
+) -> tuple[int, Checkpoint, AppliedRange]:
+    """Apply the whole log to the shadows; the events applied, where the shadows stand, and the
+    range's digest.
 
     The log is read once, a batch ahead, and decoded once; each projection applies it on its own
     connection, so PostgreSQL writes one shadow while Python folds the next. Their commits need
@@ -114,10 +116,11 @@ async def _fill_shadows(
     try:
         for worker in workers.values():
             await worker.execute("SET synchronous_commit TO off")
-        done, checkpoint = 0, Checkpoint()
+        done, checkpoint, applied = 0, Checkpoint(), START
         ahead = asyncio.create_task(store.read_all_raw(reader, checkpoint, batch_size))
         while rows := await ahead:
             checkpoint = Checkpoint(rows[-1]["transaction_id"], rows[-1]["position"])
+            applied = applied.extended(r["event_id"] for r in rows)
             # A short batch is the head of the log: stop there, or a steady flow of appends
             # would keep us reading for ever. The swap applies what came since.
             at_head = len(rows) < batch_size
@@ -138,7 +141,7 @@ async def _fill_shadows(
                 on_progress(done)
             if at_head:
                 break
-        return done, checkpoint
+        return done, checkpoint, applied
     finally:
         for worker in workers.values():
             await disconnect(store, dsn, worker)
@@ -159,11 +162,11 @@ async def _apply_to_shadow(conn: asyncpg.Connection, projection: Projection, sha
 async def _apply_next_batch(
     conn: asyncpg.Connection, store: PostgresEventStore, projections: Sequence[Projection],
     shadows: dict[str, str], skipped: dict[str, frozenset], after: Checkpoint, batch_size: int,
-) -> tuple[int, Checkpoint]:
+) -> tuple[list[asyncpg.Record], Checkpoint]:
     """Apply the batch after `after` to every shadow on one connection (inside the swap)."""
     rows = await store.read_all_raw(conn, after, batch_size)
     if not rows:
-        return 0, after
+        return [], after
     batch = Batch(store, rows)
     for projection in projections:
         async with conn.transaction():  # a savepoint per projection: a failure undoes only its own
@@ -175,13 +178,13 @@ async def _apply_next_batch(
                 raise RebuildError(
                     f"projection {projection.name} cannot apply the {failure.event_type} event "
                     f"at position {failure.position} ({failure.error})")
-    return len(rows), Checkpoint(rows[-1]["transaction_id"], rows[-1]["position"])
+    return rows, Checkpoint(rows[-1]["transaction_id"], rows[-1]["position"])
 
 
 async def _swap(
     conn: asyncpg.Connection, store: PostgresEventStore, projections: Sequence[Projection],
     shadows: dict[str, str], skipped: dict[str, frozenset], checkpoint: Checkpoint,
-    batch_size: int, suffix: str,
+    applied: AppliedRange, batch_size: int, suffix: str,
 ) -> tuple[list[str], int]:
     """Swap the shadows in; the retired schemas and how many late events were applied."""
     retired, late = [], 0
@@ -191,10 +194,11 @@ async def _swap(
             """SELECT name FROM projection_checkpoints WHERE name = ANY($1::text[])
                ORDER BY name FOR UPDATE""", [p.name for p in projections])
         while True:  # what was appended while we filled the shadows, up to the head
-            applied, checkpoint = await _apply_next_batch(
+            rows, checkpoint = await _apply_next_batch(
                 conn, store, projections, shadows, skipped, checkpoint, batch_size)
-            late += applied
-            if applied < batch_size:
+            late += len(rows)
+            applied = applied.extended(r["event_id"] for r in rows)
+            if len(rows) < batch_size:
                 break  # what comes later, the live runner applies after the swap
         for projection in projections:
             live, old = projection.name, f"retired_{projection.name}_{suffix}"
@@ -204,9 +208,10 @@ async def _swap(
             retired.append(old)
         await conn.execute(
             """UPDATE projection_checkpoints SET transaction_id = $2, position = $3,
-                      status = 'running', updated_at = now()
+                      status = 'running', updated_at = now(), applied_events = $4, range_digest = $5
                WHERE name = ANY($1::text[])""",
-            [p.name for p in projections], checkpoint.transaction_id, checkpoint.position)
+            [p.name for p in projections], checkpoint.transaction_id, checkpoint.position,
+            applied.events, applied.digest)
         # A failure the rebuilt code got past is settled by the rebuild.
         await conn.execute(
             """UPDATE projection_failures SET resolved_at = now(), resolution = 'rebuilt',

@@ -35,6 +35,8 @@ from events.base import RecordedEvent
 from events.store import Checkpoint, PostgresEventStore
 from projections.base import Projection, quoted
 from projections.connections import connect, disconnect
+from projections.range_digest import EMPTY as EMPTY_RANGE
+from projections.range_digest import AppliedRange
 
 log = logging.getLogger("mentoring.projections")
 
@@ -240,8 +242,9 @@ async def projection_status(db: asyncpg.Pool | asyncpg.Connection,
 async def register(db: asyncpg.Pool | asyncpg.Connection, names: Sequence[str]) -> None:
     """Give each projection a checkpoint row (at the start of the log) if it has none."""
     await db.execute(
-        "INSERT INTO projection_checkpoints (name) SELECT unnest($1::text[]) ON CONFLICT DO NOTHING",
-        list(names),
+        """INSERT INTO projection_checkpoints (name, applied_events, range_digest)
+           SELECT unnest($1::text[]), 0, $2 ON CONFLICT DO NOTHING""",
+        list(names), EMPTY_RANGE,
     )
 
 
@@ -260,22 +263,26 @@ async def resume(db: asyncpg.Pool, name: str, *, skip: bool = False,
     """
     async with db.acquire() as conn, conn.transaction():
         row = await conn.fetchrow(
-            "SELECT status FROM projection_checkpoints WHERE name = $1 FOR UPDATE", name)
+            """SELECT status, applied_events, range_digest FROM projection_checkpoints
+               WHERE name = $1 FOR UPDATE""", name)
         if row is None:
             raise UnknownProjection(f"no projection named {name!r} has run in this database")
         if row["status"] != "failed":
             raise NothingToResume(f"projection {name} is {row['status']}: nothing to resume")
         failure = await conn.fetchrow(
-            """SELECT id, position, transaction_id, event_type FROM projection_failures
+            """SELECT id, position, transaction_id, event_id, event_type FROM projection_failures
                WHERE projection = $1 AND resolved_at IS NULL ORDER BY id DESC LIMIT 1""", name)
         if failure is None:
             raise NothingToResume(f"projection {name} is failed but no open failure is recorded")
         if skip:
-            # The checkpoint stands just before the bad event: move it onto the event itself.
+            # The checkpoint stands just before the bad event: move it onto the event itself
+            # (the event is in the applied range's digest; projection_failures says it was skipped).
+            applied = AppliedRange.from_row(row).extended([failure["event_id"]])
             await conn.execute(
                 """UPDATE projection_checkpoints SET transaction_id = $2, position = $3,
-                          status = 'running', updated_at = now() WHERE name = $1""",
-                name, failure["transaction_id"], failure["position"])
+                          status = 'running', updated_at = now(), applied_events = $4, range_digest = $5
+                   WHERE name = $1""",
+                name, failure["transaction_id"], failure["position"], applied.events, applied.digest)
         else:
             await conn.execute(
                 """UPDATE projection_checkpoints SET status = 'running', updated_at = now()
@@ -490,7 +497,7 @@ class ProjectionRunner:
         """
         try:
             async with conn.transaction():
-                checkpoint, running = await self._lock_checkpoint(conn, projection.name)
+                checkpoint, running, applied = await self._lock_checkpoint(conn, projection.name)
                 if not running:
                     return Step(stopped=True, checkpoint=checkpoint)
                 rows = await self.store.read_all_raw(conn, checkpoint, self.batch_size)
@@ -500,7 +507,8 @@ class ProjectionRunner:
                 if batch.complete is not None:
                     await projection.apply_batch(conn, batch.complete)
                     checkpoint = batch.checkpoint_at(len(batch) - 1)
-                    await self._move_checkpoint(conn, projection.name, checkpoint, failed=False)
+                    await self._move_checkpoint(conn, projection.name, checkpoint, failed=False,
+                                                applied=applied.extended(r["event_id"] for r in rows))
                     return Step(read=len(rows), applied=len(rows),
                                 full=len(rows) == self.batch_size, checkpoint=checkpoint)
         except Exception as exc:
@@ -512,7 +520,7 @@ class ProjectionRunner:
                                           projection: Projection) -> Step:
         name = projection.name
         async with conn.transaction():
-            checkpoint, running = await self._lock_checkpoint(conn, name)
+            checkpoint, running, in_range = await self._lock_checkpoint(conn, name)
             if not running:
                 return Step(stopped=True, checkpoint=checkpoint)
             rows = await self.store.read_all_raw(conn, checkpoint, self.batch_size)
@@ -523,6 +531,7 @@ class ProjectionRunner:
             applied = 0
             if last is not None:
                 applied, checkpoint = last + 1, batch.checkpoint_at(last)
+                in_range = in_range.extended(r["event_id"] for r in rows[:applied])
             if failure is not None:
                 await conn.execute(
                     """INSERT INTO projection_failures
@@ -530,33 +539,37 @@ class ProjectionRunner:
                        VALUES ($1, $2, $3, $4, $5, $6)""",
                     name, failure.position, failure.transaction_id, failure.event_id,
                     failure.event_type, failure.error)
-            await self._move_checkpoint(conn, name, checkpoint, failed=failure is not None)
+            await self._move_checkpoint(conn, name, checkpoint, failed=failure is not None, applied=in_range)
         return Step(read=len(rows), applied=applied,
                     full=len(rows) == self.batch_size and failure is None,
                     checkpoint=checkpoint, failure=failure)
 
     @staticmethod
-    async def _lock_checkpoint(conn: asyncpg.Connection, name: str) -> tuple[Checkpoint, bool]:
+    async def _lock_checkpoint(conn: asyncpg.Connection, name: str) -> tuple[Checkpoint, bool, AppliedRange]:
         """The checkpoint, locked for this transaction; points search_path at the read model.
 
         FOR UPDATE: a rebuild's swap or a resume waits for this batch, and we for them.
         """
         row = await conn.fetchrow(
-            """SELECT transaction_id, position, status, set_config('search_path', $2, true)
+            """SELECT transaction_id, position, status, applied_events, range_digest,
+                      set_config('search_path', $2, true)
                FROM projection_checkpoints WHERE name = $1 FOR UPDATE""",
             name, f"{quoted(name)}, public")
         if row is None:
             raise UnknownProjection(f"projection {name} has no checkpoint row")
-        return Checkpoint(row["transaction_id"], row["position"]), row["status"] == "running"
+        return (Checkpoint(row["transaction_id"], row["position"]), row["status"] == "running",
+                AppliedRange.from_row(row))
 
     @staticmethod
     async def _move_checkpoint(conn: asyncpg.Connection, name: str, checkpoint: Checkpoint, *,
-                               failed: bool) -> None:
+                               failed: bool, applied: AppliedRange) -> None:
         await conn.execute(
             """UPDATE projection_checkpoints
-               SET transaction_id = $2, position = $3, status = $4, updated_at = now()
+               SET transaction_id = $2, position = $3, status = $4, updated_at = now(),
+                   applied_events = $5, range_digest = $6
                WHERE name = $1""",
-            name, checkpoint.transaction_id, checkpoint.position, "failed" if failed else "running")
+            name, checkpoint.transaction_id, checkpoint.position, "failed" if failed else "running",
+            applied.events, applied.digest)
 
     # --- connections and locks ---------------------------------------------------------------
 
