@@ -19,8 +19,10 @@ import hashlib
 import re
 import secrets
 import time
+from collections import Counter
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Annotated, Any, overload
 
@@ -76,16 +78,57 @@ def token_name(role: str, token: str) -> str:
 
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+FLOOD_ROUTE = "(refused requests beyond the limit: counted, not recorded one by one)"
+STORED_TEXT = 500
+"""The longest text of a request the access log keeps (a route, a parameter's name or value)."""
+STORED_PARAMS = 20
+"""The most parameters of a request the access log keeps; the count of the others is kept."""
 
 
 def _storable(value: Any) -> Any:
     """As the access log can keep it: control characters (a refused request may carry a NUL,
-    which PostgreSQL text cannot hold) shown as U+FFFD."""
+    which PostgreSQL text cannot hold) shown as U+FFFD, long texts cut, many parameters counted."""
     if isinstance(value, str):
-        return _CONTROL.sub("\ufffd", value)
+        text = _CONTROL.sub("\ufffd", value)
+        return text if len(text) <= STORED_TEXT else text[:STORED_TEXT] + f"... ({len(text)} characters)"
     if isinstance(value, dict):
-        return {_storable(k): _storable(v) for k, v in value.items()}
+        kept = {_storable(k): _storable(v) for k, v in list(value.items())[:STORED_PARAMS]}
+        if len(value) > STORED_PARAMS:
+            kept["(more parameters)"] = str(len(value) - STORED_PARAMS)
+        return kept
     return value
+
+
+@dataclass
+class RefusedRequests:
+    """Refused requests without a known token read nothing, and anyone can send them: a flood of
+    them must not fill the access log. Up to `per_window` are recorded one by one in each window;
+    the others are counted (by status), and recorded as one row once their window is over, with the
+    next such request. A request with a known token, or one that was answered, always has its row."""
+
+    per_window: int = 120
+    window_seconds: float = 60.0
+    window_start: float = 0.0
+    in_window: int = 0
+    beyond: Counter[int] = field(default_factory=Counter)
+    beyond_since: datetime | None = None
+
+    def admit(self, now: float, status_code: int) -> tuple[bool, dict[str, str] | None]:
+        """Whether this request gets its own row, and (once, when a window with requests beyond
+        the limit has ended) what to record of those: how many, since when, their statuses."""
+        ended = None
+        if now - self.window_start >= self.window_seconds:
+            if self.beyond and self.beyond_since is not None:
+                ended = {"count": str(sum(self.beyond.values())), "since": self.beyond_since.isoformat(),
+                         "statuses": ", ".join(f"{code}: {n}" for code, n in sorted(self.beyond.items()))}
+            self.window_start, self.in_window, self.beyond, self.beyond_since = now, 0, Counter(), None
+        if self.in_window < self.per_window:
+            self.in_window += 1
+            return True, ended
+        if not self.beyond:
+            self.beyond_since = datetime.now(UTC)
+        self.beyond[status_code] += 1
+        return False, ended
 
 
 class _Database:
@@ -115,9 +158,11 @@ class _Database:
 
 
 def create_app(pool_or_dsn: asyncpg.Pool | str, tokens: Mapping[str, str],
-               codec: FastAPI | None = None) -> FastAPI:
+               codec: FastAPI | None = None, refused: RefusedRequests | None = None) -> FastAPI:
     """The API over a pool (shared with the worker) or a DSN; `tokens` maps bearer token -> role.
-    `codec`: the codec server (codec/server.py), mounted at /codec for the Web UI."""
+    `codec`: the codec server (codec/server.py), mounted at /codec for the Web UI. `refused`: how
+    many requests without a known token are recorded one by one (120 a minute by default)."""
+    refused = refused if refused is not None else RefusedRequests()
     unknown = sorted({role for role in tokens.values() if role not in ROLES})
     if unknown:
         raise ValueError(f"unknown role(s) {', '.join(unknown)}: use {' or '.join(ROLES)}")
@@ -165,12 +210,18 @@ def create_app(pool_or_dsn: asyncpg.Pool | str, tokens: Mapping[str, str],
         name = token_name(role, token) if role else ("unknown token" if token else None)
         route = request.scope.get("route")
         template = route.path if isinstance(route, APIRoute) else request.url.path
+        answered = response.status_code < 400
+        own_row, flood = (True, None) if role or answered else refused.admit(time.monotonic(),
+                                                                              response.status_code)
         try:
             db = await database.pool()
-            await db.execute(_RECORD_ACCESS, name, role, request.method, _storable(template),
-                             _storable(dict(request.path_params)), _storable(dict(request.query_params)),
-                             response.status_code, int(response.headers.get("content-length") or 0),
-                             (time.perf_counter() - began) * 1000)
+            if flood is not None:
+                await db.execute(_RECORD_ACCESS, None, None, "*", FLOOD_ROUTE, {}, flood, 0, 0, 0.0)
+            if own_row:
+                await db.execute(_RECORD_ACCESS, name, role, request.method, _storable(template),
+                                 _storable(dict(request.path_params)), _storable(dict(request.query_params)),
+                                 response.status_code, int(response.headers.get("content-length") or 0),
+                                 (time.perf_counter() - began) * 1000)
         except (asyncpg.PostgresError, OSError):
             return JSONResponse({"detail": "not answered: the access could not be recorded; try again later"},
                                 status.HTTP_503_SERVICE_UNAVAILABLE)
