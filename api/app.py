@@ -15,12 +15,13 @@ business, not the auditors': an auditor's token gets 403 there. No token or an u
 # No `from __future__ import annotations` here: FastAPI reads the endpoints' annotations, which
 # name dependencies local to create_app, so they must be evaluated where they are written.
 import asyncio
+import contextlib
 import hashlib
 import re
 import secrets
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -101,34 +102,43 @@ def _storable(value: Any) -> Any:
 
 @dataclass
 class RefusedRequests:
-    """Refused requests without a known token read nothing, and anyone can send them: a flood of
-    them must not fill the access log. Up to `per_window` are recorded one by one in each window;
-    the others are counted (by status), and recorded as one row once their window is over, with the
-    next such request. A request with a known token, or one that was answered, always has its row."""
+    """Requests without a known token read nothing of the audit (the formats, the API's own
+    description, refusals), and anyone can send them: a flood of them must not fill the access log.
+    Up to `per_window` of them are recorded one by one in each window; the others are counted (by
+    status) and recorded as one row when their window is over, with the next request or when the
+    API stops. Requests with a known token always have their own row, and so do answers of the
+    codec server (decoded payloads are data, whatever let them through)."""
 
     per_window: int = 120
     window_seconds: float = 60.0
-    window_start: float = 0.0
+    clock: Callable[[], float] = time.monotonic
+    window_start: float | None = None
     in_window: int = 0
     beyond: Counter[int] = field(default_factory=Counter)
     beyond_since: datetime | None = None
 
-    def admit(self, now: float, status_code: int) -> tuple[bool, dict[str, str] | None]:
-        """Whether this request gets its own row, and (once, when a window with requests beyond
-        the limit has ended) what to record of those: how many, since when, their statuses."""
+    def settle(self, *, stopping: bool = False) -> dict[str, str] | None:
+        """What to record of the requests counted beyond the limit, once their window is over."""
+        now = self.clock()
+        if self.window_start is not None and now - self.window_start < self.window_seconds and not stopping:
+            return None
         ended = None
-        if now - self.window_start >= self.window_seconds:
-            if self.beyond and self.beyond_since is not None:
-                ended = {"count": str(sum(self.beyond.values())), "since": self.beyond_since.isoformat(),
-                         "statuses": ", ".join(f"{code}: {n}" for code, n in sorted(self.beyond.items()))}
-            self.window_start, self.in_window, self.beyond, self.beyond_since = now, 0, Counter(), None
+        if self.beyond and self.beyond_since is not None:
+            ended = {"count": str(sum(self.beyond.values())), "since": self.beyond_since.isoformat(),
+                     "until": datetime.now(UTC).isoformat(),
+                     "statuses": ", ".join(f"{code}: {n}" for code, n in sorted(self.beyond.items()))}
+        self.window_start, self.in_window, self.beyond, self.beyond_since = now, 0, Counter(), None
+        return ended
+
+    def admit(self, status_code: int) -> bool:
+        """Whether this request without a known token gets its own row (else it is counted)."""
         if self.in_window < self.per_window:
             self.in_window += 1
-            return True, ended
+            return True
         if not self.beyond:
             self.beyond_since = datetime.now(UTC)
         self.beyond[status_code] += 1
-        return False, ended
+        return False
 
 
 class _Database:
@@ -171,6 +181,9 @@ def create_app(pool_or_dsn: asyncpg.Pool | str, tokens: Mapping[str, str],
 
     background: set[asyncio.Task] = set()  # verify jobs running in this process
 
+    async def record_flood(db: asyncpg.Pool, counted: dict[str, str]) -> None:
+        await db.execute(_RECORD_ACCESS, None, None, "*", FLOOD_ROUTE, {}, counted, 0, 0, 0.0)
+
     def in_background(task: asyncio.Task) -> None:
         background.add(task)
         task.add_done_callback(background.discard)
@@ -187,6 +200,10 @@ def create_app(pool_or_dsn: asyncpg.Pool | str, tokens: Mapping[str, str],
         for task in list(background):
             task.cancel()
         await asyncio.gather(*background, return_exceptions=True)
+        flood = refused.settle(stopping=True)
+        if flood is not None:
+            with contextlib.suppress(asyncpg.PostgresError, OSError):
+                await record_flood(await database.pool(), flood)
         await database.close()
 
     app = FastAPI(title="Reverse mentoring: audit API", version="1.0", lifespan=lifespan,
@@ -210,13 +227,13 @@ def create_app(pool_or_dsn: asyncpg.Pool | str, tokens: Mapping[str, str],
         name = token_name(role, token) if role else ("unknown token" if token else None)
         route = request.scope.get("route")
         template = route.path if isinstance(route, APIRoute) else request.url.path
-        answered = response.status_code < 400
-        own_row, flood = (True, None) if role or answered else refused.admit(time.monotonic(),
-                                                                              response.status_code)
+        codec_answer = request.url.path.startswith("/codec") and response.status_code < 400
+        flood = refused.settle()
+        own_row = bool(role) or codec_answer or refused.admit(response.status_code)
         try:
             db = await database.pool()
             if flood is not None:
-                await db.execute(_RECORD_ACCESS, None, None, "*", FLOOD_ROUTE, {}, flood, 0, 0, 0.0)
+                await record_flood(db, flood)
             if own_row:
                 await db.execute(_RECORD_ACCESS, name, role, request.method, _storable(template),
                                  _storable(dict(request.path_params)), _storable(dict(request.query_params)),

@@ -399,7 +399,8 @@ def prove_pair_command(
 @prove_app.command("projections")
 def prove_projections_command(json: Json = False, database_url: DatabaseUrl = None) -> None:
     """Recompute, from the log, the range each read model's checkpoint says it applied (how many
-    events, in commit order, and their digest), in one pass. Exit code 1 if any differs."""
+    events, in commit order, and their digest), in one pass. Exit code 1 if any differs, 2 if one
+    has no recorded range (a checkpoint from before ranges were kept: a rebuild records one)."""
     from projections.range_digest import RangeCheck, check_ranges
 
     def work(pool: asyncpg.Pool, _url: str) -> Awaitable[list[RangeCheck]]:
@@ -426,6 +427,8 @@ def prove_projections_command(json: Json = False, database_url: DatabaseUrl = No
                        "`mentoring projections rebuild` records one")
     if any(c.status == "differs" for c in checks):
         raise typer.Exit(1)
+    if any(c.status == "not recorded" for c in checks):
+        raise typer.Exit(2)
 
 
 @export_app.command("pair")

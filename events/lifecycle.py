@@ -93,6 +93,14 @@ def clock_on_entering(stage: Stage, clock_start: datetime, paused_since: datetim
     return paused_since if paused_since is not None else now
 
 
+def fired_on_entering(stage: Stage, follow_ups_sent: int) -> list[str]:
+    """The new stage's timers the facts already show acted on: none, but for pairs whose evaluation
+    window closed unrecorded, the follow-up that moved them on (and any sent before)."""
+    if stage is Stage.FOLLOW_UP:
+        return ["first_follow_up", "second_follow_up"][:follow_ups_sent]
+    return []
+
+
 def clock_after_resume(clock_start: datetime, paused_since: datetime | None, resumed_at: datetime) -> datetime:
     """A pause stops the stage's timers: resuming moves its clock on by the whole pause."""
     return clock_start + (resumed_at - paused_since) if paused_since is not None else clock_start

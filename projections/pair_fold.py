@@ -12,6 +12,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from functools import lru_cache
 from typing import Any
 
 from events import lifecycle
@@ -176,7 +177,8 @@ def fold(facts: PairFacts | None, pair_id: str, event_type: str, payload: dict[s
         _note_timer_acted_on(facts, event_type, payload)
         stage = derive_stage(facts)
         if stage != facts.stage:
-            facts.stage, facts.stage_since, facts.timers_fired = stage, at, []
+            facts.stage, facts.stage_since = stage, at
+            facts.timers_fired = lifecycle.fired_on_entering(Stage(stage), len(facts.follow_ups_sent))
             facts.clock_start = lifecycle.clock_on_entering(Stage(stage), facts.clock_start or at,
                                                             facts.paused_since, at)
     return facts
@@ -328,6 +330,7 @@ _HANDLERS = {
 _DURATION = re.compile(r"P(?:(\d+)W)?(?:(\d+)D)?(?:T(?:(\d+)H)?(?:(\d+)M)?(?:(\d+)S)?)?")
 
 
+@lru_cache(maxsize=1024)  # asked for every wait of every pair whose row a batch writes
 def parse_duration(text: str) -> timedelta | None:
     """An ISO 8601 duration of weeks to seconds (what the nomination's policy records)."""
     match = _DURATION.fullmatch(text.strip().upper())

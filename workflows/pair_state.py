@@ -23,6 +23,7 @@ from events.lifecycle import (
     clock_after_resume,
     clock_on_entering,
     evaluation_over,
+    fired_on_entering,
     next_deadline,
     restarts_idle_clock,
     stage_called_for,
@@ -275,7 +276,7 @@ def enter_stage(state: PairState, stage: Stage, now: datetime) -> None:
     """The stage's bookkeeping: its timers count from now (from the pause, when entered paused;
     follow-ups count from the last session), none of them fired yet."""
     state.clock_start = clock_on_entering(stage, state.clock_start, _paused_since(state), now)
-    state.stage, state.timers_fired = stage, []
+    state.stage, state.timers_fired = stage, fired_on_entering(stage, len(state.follow_ups_sent))
 
 
 def catch_up(state: PairState, event: DomainEvent, at: datetime) -> None:

@@ -192,9 +192,9 @@ def test_the_workflow_and_the_read_models_agree_on_stage_and_deadline_after_ever
         assert workflow == read_models, (index, event_type, workflow, read_models, types)
 
 
-def test_the_comparison_can_fail():
-    """A read model that ignored the idle clock's restarts would name a different deadline: the
-    comparison above sees it (guards against comparing two copies of one answer)."""
+def test_an_activity_in_preparation_restarts_the_deadlines_on_both_sides():
+    """Named, not only compared: a read model that ignored the idle clock's restarts would count
+    the reminder from the stage's start."""
     story = PairStory("p-idle").nominate().mentor_confirms().mentee_consents()
     story.record(story.mentor_id, ev.CurriculumAgreed(topics=["mobile apps"], objectives_count=1),
                  after=timedelta(days=5))
@@ -202,3 +202,15 @@ def test_the_comparison_can_fail():
     assert last_type == "CurriculumAgreed" and workflow == read_models
     assert read_models[1] is not None and read_models[1].kind == "preparation_reminder"
     assert read_models[1].due == story.clock + timedelta(days=10)  # counted from the activity, not the stage
+
+
+def test_an_older_pair_s_first_follow_up_is_not_due_again():
+    """Its evaluation window closed unrecorded: the first follow-up moves it on, and is already sent,
+    so both sides name the second (the live workflow's next timer)."""
+    story = PairStory("p-old", sessions_planned=1).nominate().mentor_confirms().mentee_consents().prepare()
+    story.session(1)
+    story.record("system", ev.FollowUpSent(days_after_end=30), after=timedelta(days=30))
+    story.record(story.mentee_id, ev.FollowUpAnswered(days_after_end=30, still_using=True, by_role="mentee"))
+    for event_type, workflow, read_models in both_sides_after_each_event(story)[-2:]:
+        assert workflow == read_models and read_models[0] == "follow_up", event_type
+        assert read_models[1] is not None and read_models[1].kind == "second_follow_up", event_type

@@ -108,3 +108,24 @@ async def test_an_event_deleted_or_forged_in_an_applied_range_is_named(seeded, s
     table = await asyncio.to_thread(CliRunner().invoke, app, ["audit", "prove", "projections",
                                                               "--database-url", database_url])
     assert table.exit_code == 1 and "differs" in table.output
+
+
+async def test_read_models_built_before_ranges_are_rebuilt_once_at_start(seeded, store: PostgresEventStore,
+                                                                          database_url: str):
+    """As after an upgrade: a checkpoint without a range, its rows folded by the older lifecycle
+    (no timers noted, deadlines named the old way). The worker's start rebuilds it, once."""
+    from projections import rebuild_those_built_before_ranges
+    from settings import Settings
+
+    async with store.pool.acquire() as conn:
+        await conn.execute("UPDATE projection_checkpoints SET applied_events = NULL, range_digest = NULL "
+                           "WHERE name = 'pair_overview'")
+        await conn.execute("UPDATE pair_overview.pairs SET next_deadline_kind = 'nomination lapses', "
+                           "facts = facts - 'timers_fired'")
+    settings = Settings(database_url=database_url)
+    assert await rebuild_those_built_before_ranges(store.pool, store, settings) == ["pair_overview"]
+    assert {c.name: c.status for c in await check_ranges(store.pool)}["pair_overview"] == "ok"
+    kinds = {r["next_deadline_kind"] for r in await store.pool.fetch("SELECT next_deadline_kind FROM pair_overview.pairs")}
+    assert "nomination lapses" not in kinds
+    assert await store.pool.fetchval("SELECT bool_and(facts ? 'timers_fired') FROM pair_overview.pairs")
+    assert await rebuild_those_built_before_ranges(store.pool, store, settings) == []
