@@ -107,7 +107,7 @@ async def change_contact(store: PostgresEventStore, change: ContactChange, *, by
     changed and who changed them (never the values). Returns the fields changed."""
     fields = change.fields_changed()
     stream = person_stream(change.employee_id)
-    async with store.pool.acquire() as conn, conn.transaction():
+    async with store.write_transaction() as conn:
         updated = await conn.execute(_CHANGE_CONTACT, change.employee_id, change.display_name,
                                      change.email, change.time_zone)
         if updated == "UPDATE 0":
@@ -146,7 +146,7 @@ async def erase_person(store: PostgresEventStore, employee_id: str, *, by: str,
     when there is nothing (left) to erase.
     """
     stream = person_stream(employee_id)
-    async with store.pool.acquire() as conn, conn.transaction():  # the erasure and its record
+    async with store.write_transaction() as conn:  # the erasure and its record
         before = await conn.fetchrow(
             "SELECT email, display_name FROM people WHERE employee_id = $1 AND erased_at IS NULL FOR UPDATE",
             employee_id)

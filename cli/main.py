@@ -875,6 +875,9 @@ def projections_status(json: Json = False, database_url: DatabaseUrl = None) -> 
         table.add_row(s.name, s.status, str(s.position), str(s.behind),
                       _when(s.oldest_waiting_since), str(s.held_by_pid or ""), failure)
     _console().print(table)
+    writer = next((s.waiting_for for s in statuses if s.waiting_for is not None), None)
+    if writer is not None:
+        typer.echo(f"events not applied yet may wait for the oldest open event writer: {writer.described()}")
 
 
 @projections_app.command("rebuild")

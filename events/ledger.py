@@ -49,7 +49,7 @@ _UNSEALED = f"""
 SELECT {_LEAF_COLUMNS}
   FROM events e
  WHERE (e.transaction_id, e.position) > ($1::text::xid8, $2)
-   AND e.transaction_id < pg_snapshot_xmin(pg_current_snapshot())
+   AND e.transaction_id < (SELECT events_horizon())
  ORDER BY e.transaction_id, e.position
  LIMIT $3
 """

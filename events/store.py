@@ -7,8 +7,14 @@
     verify()                                                 the hash chain, first bad event named
 
 Catch-up readers follow a `Checkpoint` of (transaction id, position) and only ever see events of
-transactions older than every transaction still open (see 0001_event_store.sql). A sequence
+transactions older than every event writer still open (see 0001_event_store.sql). A sequence
 alone is not enough: positions are taken in one order and committed in another.
+
+The readers' horizon (0015_writers_horizon.sql): an event writer declares itself before it has a
+transaction id (a shared advisory lock, taken by `append_events`, or by `events_begin_write()`
+first in a transaction that writes other rows too: `write_transaction()`), and readers wait only
+for those. A transaction open elsewhere on the server (another database, an idle session, a
+projection's own lock, a rebuild's swap) no longer holds every reader back.
 """
 
 from __future__ import annotations
@@ -127,7 +133,7 @@ _APPEND = """SELECT out_position AS position, out_version AS version, out_duplic
 # a reader that moves past them never misses one committed later at a lower position.
 _READ_ALL = f"""SELECT {_COLUMNS} FROM events
     WHERE (transaction_id, position) > ($1::text::xid8, $2)
-      AND transaction_id < pg_snapshot_xmin(pg_current_snapshot())
+      AND transaction_id < (SELECT events_horizon())
     ORDER BY events.transaction_id, events.position
     LIMIT $3"""
 
@@ -151,6 +157,15 @@ class PostgresEventStore:
     @property
     def pool(self) -> asyncpg.Pool:
         return self._pool
+
+    @asynccontextmanager
+    async def write_transaction(self) -> AsyncIterator[asyncpg.Connection]:
+        """A transaction that writes other rows and appends events (pass it to `append` as
+        `conn`): it declares itself an event writer before its first write, as readers require
+        (see "The readers' horizon" in the module's text)."""
+        async with self._pool.acquire() as conn, conn.transaction():
+            await conn.execute("SELECT events_begin_write()")
+            yield conn
 
     async def append(
         self, stream_id: str, expected_version: int, events: Sequence[NewEvent],

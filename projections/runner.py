@@ -185,6 +185,22 @@ class FailureInfo(BaseModel):
     failed_at: datetime
 
 
+class OpenWriter(BaseModel):
+    """The oldest transaction still open that declared itself an event writer: readers wait for
+    it, since it may still append below their horizon (events/store.py, "The readers' horizon")."""
+
+    pid: int | None  # None: a prepared transaction
+    application_name: str | None
+    state: str | None  # active, idle in transaction, ...
+    open_seconds: float
+
+    def described(self) -> str:
+        who = f"pid {self.pid}" if self.pid is not None else "a prepared transaction"
+        name = f" ({self.application_name})" if self.application_name else ""
+        state = f", {self.state}" if self.state else ""
+        return f"{who}{name}{state}, open {self.open_seconds:.0f} s"
+
+
 class ProjectionStatus(BaseModel):
     """Where one projection stands, for operators (`mentoring projections status`)."""
 
@@ -197,6 +213,7 @@ class ProjectionStatus(BaseModel):
     oldest_waiting_since: datetime | None  # recorded time of the first of those
     held_by_pid: int | None  # server pid of the connection running it, if any
     failure: FailureInfo | None
+    waiting_for: OpenWriter | None = None  # when behind: the open event writer it waits for, if any
 
 
 _STATUS = """
@@ -223,9 +240,27 @@ ORDER BY w.name
 """
 
 
+_OLDEST_OPEN_WRITER = """
+SELECT a.pid, a.application_name, a.state,
+       extract(epoch FROM now() - coalesce(a.xact_start, p.prepared)) AS open_seconds
+  FROM pg_locks w
+  LEFT JOIN pg_stat_activity a ON a.pid = w.pid
+  LEFT JOIN pg_prepared_xacts p ON w.pid IS NULL AND w.virtualtransaction = '-1/' || p.transaction::text
+ WHERE w.locktype = 'advisory' AND w.classid = 1819240311::oid AND w.objid = 1::oid AND w.objsubid = 2
+   AND w.granted AND w.database = (SELECT oid FROM pg_database WHERE datname = current_database())
+ ORDER BY coalesce(a.xact_start, p.prepared) NULLS LAST LIMIT 1
+"""
+
+
 async def projection_status(db: asyncpg.Pool | asyncpg.Connection,
                             names: Sequence[str]) -> list[ProjectionStatus]:
     rows = await db.fetch(_STATUS, list(names), [lock_key(n) for n in names], RUNNER_LOCK_CLASS)
+    oldest = None
+    if any(r["behind"] for r in rows):
+        found = await db.fetchrow(_OLDEST_OPEN_WRITER)
+        if found is not None:
+            oldest = OpenWriter(pid=found["pid"], application_name=found["application_name"] or None,
+                                state=found["state"], open_seconds=float(found["open_seconds"] or 0))
     return [
         ProjectionStatus(
             name=r["name"], status=r["status"] or "unregistered", position=r["position"],
@@ -234,6 +269,7 @@ async def projection_status(db: asyncpg.Pool | asyncpg.Connection,
             failure=FailureInfo(position=r["failed_position"], event_id=str(r["event_id"]),
                                 event_type=r["event_type"], error=r["error"],
                                 failed_at=r["failed_at"]) if r["failed_position"] else None,
+            waiting_for=oldest if r["behind"] else None,
         )
         for r in rows
     ]

@@ -176,6 +176,46 @@ async def test_catch_up_reader_never_skips_a_late_commit(store: PostgresEventSto
     assert slow_position not in [r["position"] for r in naive_after]
 
 
+async def test_transactions_that_write_no_events_hold_no_reader_back(store: PostgresEventStore, database_url):
+    """An idle session holding a transaction id, in this database and in another one, and a
+    transaction holding a row lock: none of them writes events, so readers go on past them."""
+    idle = await asyncpg.connect(database_url)
+    elsewhere = await asyncpg.connect(database_url.rsplit("/", 1)[0] + "/postgres")
+    try:
+        for conn in (idle, elsewhere):
+            await conn.execute("BEGIN")
+            assert await conn.fetchval("SELECT pg_current_xact_id()") is not None  # it holds an id
+        await idle.execute("SELECT * FROM projection_checkpoints FOR UPDATE")
+        first = await store.append("pair-a", 0, [new(nomination("a"))], META)
+        seen, _ = await _read_everything(store, Checkpoint())
+        assert [e.position for e in seen] == first.positions
+    finally:
+        await idle.close()
+        await elsewhere.close()
+
+
+async def test_a_transaction_that_writes_first_must_declare_itself_a_writer(store: PostgresEventStore):
+    """Its id exists before it appends, so a reader could already be past it: refused, unless it
+    declared itself first (write_transaction); then readers wait for it, as for any append."""
+    event = new(nomination("late"))
+    async with store.pool.acquire() as conn, conn.transaction():
+        await conn.execute("CREATE TEMP TABLE scratch (x int) ON COMMIT DROP; INSERT INTO scratch VALUES (1)")
+        with pytest.raises(asyncpg.PostgresError, match="before any other write of their transaction") as refused:
+            await store.append("pair-late", 0, [event], META, conn=conn)
+        assert refused.value.sqlstate == "ES428"
+    assert await store.pool.fetchval("SELECT count(*) FROM events WHERE stream_id = 'pair-late'") == 0
+
+    seen, checkpoint = await _read_everything(store, Checkpoint())
+    async with store.write_transaction() as slow:
+        await slow.fetchval("SELECT pg_current_xact_id()")  # its id, before any event
+        fast = await store.append("pair-fast", 0, [new(nomination("fast"))], META)
+        during, checkpoint = await _read_everything(store, checkpoint)
+        assert during == []  # held back by the declared writer, which may still append below it
+        await store.append("pair-late", 0, [event], META, conn=slow)
+    after, _ = await _read_everything(store, checkpoint)
+    assert [e.stream_id for e in after] == ["pair-late", "pair-fast"] and after[1].position == fast.positions[0]
+
+
 async def test_read_all_follows_commit_order_across_many_writers(store: PostgresEventStore):
     async def writer(n: int) -> None:
         for i in range(15):
