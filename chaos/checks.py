@@ -513,10 +513,11 @@ async def check_read_models(store: PostgresEventStore, dsn: str, lag: tuple[floa
     runner = ProjectionRunner(store, all_projections(), dsn=dsn, poll_interval=0.1,
                               lock_retry_interval=0.05, reconnect_delay=0.05)
     for status in await runner.run_until_caught_up():
-        if status.status != "running" or status.behind:
+        if status.status != "running" or status.behind or status.parked:
             failure = f": {status.failure.error}" if status.failure else ""
+            parked = f", {status.parked} stream(s) parked" if status.parked else ""
             check.problems.append(f"projection {status.name} is {status.status}, "
-                                  f"{status.behind} behind{failure}")
+                                  f"{status.behind} behind{parked}{failure}")
     live = await _snapshot(store.pool)
     report = await rebuild(store, all_projections(), dsn=dsn)
     rebuilt = await _snapshot(store.pool)

@@ -875,6 +875,13 @@ def projections_status(json: Json = False, database_url: DatabaseUrl = None) -> 
         table.add_row(s.name, s.status, str(s.position), str(s.behind),
                       _when(s.oldest_waiting_since), str(s.held_by_pid or ""), failure)
     _console().print(table)
+    for s in statuses:
+        if s.first_parked is not None:
+            first = s.first_parked
+            typer.echo(f"{s.name}: {s.parked} stream(s) parked, their later events waiting; the first: "
+                       f"{first.stream_id} at position {first.position} ({first.event_type}): {first.error}"
+                       f"{' (retry asked)' if first.retry_requested else ''}. After a fix: "
+                       f"`mentoring projections resume {s.name}`")
     writer = next((s.waiting_for for s in statuses if s.waiting_for is not None), None)
     if writer is not None:
         typer.echo(f"events not applied yet may wait for the oldest open event writer: {writer.described()}")
@@ -920,21 +927,30 @@ def projections_rebuild(
 
 @projections_app.command("resume")
 def projections_resume(
-    name: Annotated[str, typer.Argument(help="The failed projection.")],
-    skip: Annotated[bool, typer.Option("--skip", help="Skip the event it failed on (recorded).")] = False,
+    name: Annotated[str, typer.Argument(help="The projection.")],
+    stream: Annotated[str | None, typer.Option(
+        "--stream", help="Only this parked stream (default: every parked stream).")] = None,
+    skip: Annotated[bool, typer.Option("--skip", help="Skip the event it stopped on (recorded).")] = False,
     by: Annotated[str, typer.Option("--by", help="Who decides (recorded with the failure).")] = "operator",
     json: Json = False, database_url: DatabaseUrl = None,
 ) -> None:
-    """Restart a failed projection: retry its failed event after a fix, or skip it."""
+    """Apply again what a projection could not, after a fix: its parked streams (each stopped on
+    an event it could not apply), or the event a stopped projection failed on; or skip that event."""
     try:
-        result = _run(database_url, lambda pool, _url: resume(pool, name, skip=skip, by=by))
+        result = _run(database_url, lambda pool, _url: resume(pool, name, skip=skip, by=by, stream=stream))
     except (UnknownProjection, NothingToResume) as exc:
         raise _fail(str(exc)) from None
     if json:
         return _json(result)
     action = "skips" if result.skipped else "retries"
-    typer.echo(f"{name} resumed: it {action} the {result.event_type} event at position "
-               f"{result.event_position}; the runner picks it up within its poll interval")
+    if result.streams:
+        first = "the event each stopped on, then applies the rest" if result.skipped else "each from the event it stopped on"
+        typer.echo(f"{name}: {len(result.streams)} parked stream(s) to apply again ({', '.join(result.streams[:5])}"
+                   f"{', ...' if len(result.streams) > 5 else ''}); the runner {action} {first} within its "
+                   "poll interval")
+    else:
+        typer.echo(f"{name} resumed: it {action} the {result.event_type} event at position "
+                   f"{result.event_position}; the runner picks it up within its poll interval")
 
 
 if __name__ == "__main__":

@@ -138,6 +138,12 @@ _READ_ALL = f"""SELECT {_COLUMNS} FROM events
     LIMIT $3"""
 
 
+_READ_STREAM_RANGE = f"""SELECT {_COLUMNS} FROM events
+    WHERE stream_id = $1 AND (transaction_id, position) >= ($2::text::xid8, $3)
+      AND (transaction_id, position) <= ($4::text::xid8, $5)
+    ORDER BY events.transaction_id, events.position"""
+
+
 _WAKE_DELAY = 0.01
 _NOTIFY = f"SELECT set_config('synchronous_commit', 'off', true), pg_notify('{NOTIFY_CHANNEL}', '')"
 
@@ -267,6 +273,13 @@ class PostgresEventStore:
             _READ_ALL,
             str(after.transaction_id), after.position, limit,
         )
+
+    async def read_stream_raw(self, conn: asyncpg.Connection, stream_id: str, start: Checkpoint,
+                              end: Checkpoint) -> list[asyncpg.Record]:
+        """One stream's events from the one at `start` to the one at `end` (both included), in
+        commit order, without upcasting: what a projection parked on that stream left unapplied."""
+        return await conn.fetch(_READ_STREAM_RANGE, stream_id, str(start.transaction_id), start.position,
+                                str(end.transaction_id), end.position)
 
     def to_recorded(self, row: asyncpg.Record) -> RecordedEvent:
         return self._recorded(row)

@@ -3,7 +3,9 @@
 1. Each projection gets a shadow schema `rebuild_<name>_<n>` holding empty copies of its tables
    (`LIKE ... INCLUDING ALL`: same columns, defaults, constraints and indexes).
 2. The whole log is read once, batch by batch, and each batch applied to every shadow. Events
-   skipped earlier with `resume --skip` are skipped again, so the result matches the live model.
+   skipped earlier with `resume --skip` are skipped again, and the events of a parked stream
+   from the one it stopped on wait for `resume` as they do live, so the result matches the live
+   model (resume a parked stream before or after a rebuild, not during it).
    Meanwhile the live read models keep serving and following the log.
 3. The swap is one transaction: lock the projections' checkpoint rows (a live runner waits at
    most one batch), apply to the shadows what was appended meanwhile, rename each live schema to
@@ -193,6 +195,7 @@ async def _swap(
         await conn.execute(
             """SELECT name FROM projection_checkpoints WHERE name = ANY($1::text[])
                ORDER BY name FOR UPDATE""", [p.name for p in projections])
+        skipped = await _skipped_events(conn, [p.name for p in projections])  # as they stand now
         while True:  # what was appended while we filled the shadows, up to the head
             rows, checkpoint = await _apply_next_batch(
                 conn, store, projections, shadows, skipped, checkpoint, batch_size)
@@ -241,9 +244,18 @@ async def _drop_leftovers(conn: asyncpg.Connection, name: str) -> None:
 
 
 async def _skipped_events(conn: asyncpg.Connection, names: list[str]) -> dict[str, frozenset]:
+    """Per projection, the events the live one did not apply: skipped (recorded), and those of a
+    parked stream from the event it stopped on (they wait for `resume`, rebuilt or not)."""
     rows = await conn.fetch(
-        """SELECT projection, array_agg(event_id) AS ids FROM projection_failures
-           WHERE projection = ANY($1::text[]) AND resolution = 'skipped' GROUP BY projection""",
+        """SELECT projection, array_agg(event_id) AS ids FROM (
+               SELECT projection, event_id FROM projection_failures
+                WHERE projection = ANY($1::text[]) AND resolution = 'skipped'
+               UNION ALL
+               SELECT p.projection, e.event_id FROM projection_parked p
+                 JOIN events e ON e.stream_id = p.stream_id
+                  AND (e.transaction_id::text::bigint, e.position) >= (p.transaction_id, p.position)
+                WHERE p.projection = ANY($1::text[])) AS not_applied
+           GROUP BY projection""",
         names)
     return {r["projection"]: frozenset(r["ids"]) for r in rows}
 

@@ -7,9 +7,12 @@
   very connection that does the work. If it dies, the lock goes with it (and so does any half
   applied batch); the other runners retry the lock every few seconds and the first to get it
   carries on from the committed checkpoint.
-- An event a projection cannot apply stops that projection only: it is recorded in
-  `projection_failures`, the projection is marked `failed` with its checkpoint just before the
-  event, and it waits for `resume` (after a fix, or skipping the event, which is recorded).
+- An event a projection cannot apply parks its stream, for that projection only: the stream's
+  later events wait with it (`projection_parked`, and the history in `projection_failures`), and
+  every other stream goes on. `resume` asks the runner to apply the parked stream again (after a
+  fix), or to skip the event it stopped on (recorded). When more than `max_parked` streams would
+  be parked, the projection itself is at fault, not the events: it stops (`failed`) with its
+  checkpoint just before the event, and waits for `resume` as a whole.
 - Live, LISTEN/NOTIFY wakes the runner; a poll interval covers notifications lost or early
   (a notified event is readable only once every older transaction has ended).
 
@@ -24,7 +27,7 @@ import asyncio
 import contextlib
 import logging
 import zlib
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -69,6 +72,20 @@ class Failure:
     event_id: object
     event_type: str
     error: str
+    stream_id: str = ""
+
+    @classmethod
+    def of(cls, row: asyncpg.Record, exc: BaseException) -> Failure:
+        return cls(row["position"], row["transaction_id"], row["event_id"], row["event_type"],
+                   f"{type(exc).__name__}: {exc}"[:2000], row["stream_id"])
+
+
+MAX_PARKED = 100
+"""More streams than this parked at once: the projection is at fault, not the events."""
+
+
+class TooManyParked(Exception):
+    """Parking one more stream would pass `max_parked`: the projection stops instead."""
 
 
 @dataclass(frozen=True)
@@ -79,6 +96,17 @@ class Step:
     full: bool = False  # a whole batch was read: more is probably waiting
     stopped: bool = False  # the projection is failed: nothing was read
     failure: Failure | None = None
+
+
+@dataclass
+class Held:
+    """A projection's checkpoint row, locked for the step's transaction."""
+
+    checkpoint: Checkpoint
+    running: bool
+    applied: AppliedRange
+    parked: set[str]  # streams whose events wait
+    retry: bool  # resume asked for some of them to be applied again
 
 
 def is_connection_problem(exc: BaseException) -> bool:
@@ -135,7 +163,8 @@ class Batch:
 
 
 async def apply_batch(conn: asyncpg.Connection, projection: Projection, batch: Batch,
-                      skip: frozenset = frozenset()) -> tuple[int | None, Failure | None]:
+                      skip: frozenset = frozenset(),
+                      parked: Collection[str] = frozenset()) -> tuple[int | None, Failure | None]:
     """Apply a batch; return the index of the last event applied and the failure that stopped us.
 
     The batch goes in whole first (fast). If it fails, its writes are rolled back to a savepoint
@@ -144,9 +173,9 @@ async def apply_batch(conn: asyncpg.Connection, projection: Projection, batch: B
     """
     rows = batch.rows
     if batch.complete is not None:
-        if skip:
+        if skip or parked:
             events = [e for e, row in zip(batch.complete, rows, strict=True)
-                      if row["event_id"] not in skip]
+                      if row["event_id"] not in skip and row["stream_id"] not in parked]
         else:
             events = batch.complete
         try:
@@ -159,7 +188,7 @@ async def apply_batch(conn: asyncpg.Connection, projection: Projection, batch: B
             log.debug("projection %s: batch failed (%s), isolating the event", projection.name, exc)
     last = None
     for i, row in enumerate(rows):
-        if row["event_id"] not in skip:
+        if row["event_id"] not in skip and row["stream_id"] not in parked:
             try:
                 event = batch.event(i)  # raises the error if the row did not decode
                 async with conn.transaction():
@@ -169,10 +198,34 @@ async def apply_batch(conn: asyncpg.Connection, projection: Projection, batch: B
                     raise
                 log.error("projection %s cannot apply event at position %s (%s)",
                           projection.name, row["position"], row["event_type"], exc_info=exc)
-                return last, Failure(row["position"], row["transaction_id"], row["event_id"],
-                                     row["event_type"], f"{type(exc).__name__}: {exc}"[:2000])
+                return last, Failure.of(row, exc)
         last = i
     return last, None
+
+
+async def apply_parking(conn: asyncpg.Connection, projection: Projection, batch: Batch,
+                        parked: set[str], max_parked: int) -> list[Failure]:
+    """Apply a batch but the events of parked streams, one event per savepoint; an event that
+    fails parks its stream (added to `parked`) and the rest goes on. Returns the new failures.
+    Raises TooManyParked rather than park more than `max_parked` streams."""
+    failures: list[Failure] = []
+    for i, row in enumerate(batch.rows):
+        if row["stream_id"] in parked:
+            continue
+        try:
+            event = batch.event(i)
+            async with conn.transaction():
+                await projection.apply_batch(conn, [event])
+        except Exception as exc:
+            if is_connection_problem(exc):
+                raise
+            if len(parked) >= max_parked:
+                raise TooManyParked() from exc
+            log.error("projection %s cannot apply event at position %s (%s): its stream is parked",
+                      projection.name, row["position"], row["event_type"], exc_info=exc)
+            parked.add(row["stream_id"])
+            failures.append(Failure.of(row, exc))
+    return failures
 
 
 # --- status --------------------------------------------------------------------------------------
@@ -201,6 +254,17 @@ class OpenWriter(BaseModel):
         return f"{who}{name}{state}, open {self.open_seconds:.0f} s"
 
 
+class ParkedStream(BaseModel):
+    """A stream a projection parked: the event it could not apply, and why."""
+
+    stream_id: str
+    position: int
+    event_type: str
+    error: str
+    parked_at: datetime
+    retry_requested: bool
+
+
 class ProjectionStatus(BaseModel):
     """Where one projection stands, for operators (`mentoring projections status`)."""
 
@@ -214,6 +278,8 @@ class ProjectionStatus(BaseModel):
     held_by_pid: int | None  # server pid of the connection running it, if any
     failure: FailureInfo | None
     waiting_for: OpenWriter | None = None  # when behind: the open event writer it waits for, if any
+    parked: int = 0  # streams parked: an event of theirs could not be applied
+    first_parked: ParkedStream | None = None  # the oldest of them
 
 
 _STATUS = """
@@ -230,12 +296,18 @@ SELECT w.name, c.status, c.updated_at,
          WHERE (e.transaction_id, e.position)
                > (coalesce(c.transaction_id, 0)::text::xid8, coalesce(c.position, 0))
          ORDER BY e.transaction_id, e.position LIMIT 1) AS oldest_waiting_since,
-       f.position AS failed_position, f.event_id, f.event_type, f.error, f.failed_at
+       f.position AS failed_position, f.event_id, f.event_type, f.error, f.failed_at,
+       (SELECT count(*) FROM projection_parked pp WHERE pp.projection = w.name) AS parked,
+       p.stream_id AS parked_stream, p.position AS parked_position, p.event_type AS parked_type,
+       p.error AS parked_error, p.parked_at, p.retry AS parked_retry
 FROM wanted w
 LEFT JOIN projection_checkpoints c ON c.name = w.name
 LEFT JOIN LATERAL (SELECT * FROM projection_failures pf
                     WHERE pf.projection = w.name AND pf.resolved_at IS NULL
+                    AND NOT EXISTS (SELECT FROM projection_parked pp WHERE pp.failure_id = pf.id)
                     ORDER BY pf.id DESC LIMIT 1) f ON true
+LEFT JOIN LATERAL (SELECT * FROM projection_parked pp WHERE pp.projection = w.name
+                    ORDER BY pp.parked_at, pp.stream_id LIMIT 1) p ON true
 ORDER BY w.name
 """
 
@@ -270,6 +342,11 @@ async def projection_status(db: asyncpg.Pool | asyncpg.Connection,
                                 event_type=r["event_type"], error=r["error"],
                                 failed_at=r["failed_at"]) if r["failed_position"] else None,
             waiting_for=oldest if r["behind"] else None,
+            parked=r["parked"],
+            first_parked=ParkedStream(stream_id=r["parked_stream"], position=r["parked_position"],
+                                      event_type=r["parked_type"], error=r["parked_error"],
+                                      parked_at=r["parked_at"], retry_requested=r["parked_retry"])
+            if r["parked_stream"] is not None else None,
         )
         for r in rows
     ]
@@ -287,13 +364,15 @@ async def register(db: asyncpg.Pool | asyncpg.Connection, names: Sequence[str]) 
 class ResumeResult(BaseModel):
     name: str
     skipped: bool
-    event_position: int
-    event_type: str
+    event_position: int | None = None  # the event the stopped projection, or the one stream, failed on
+    event_type: str | None = None
+    streams: list[str] = []  # the parked streams to be applied again
 
 
-async def resume(db: asyncpg.Pool, name: str, *, skip: bool = False,
-                 by: str = "operator") -> ResumeResult:
-    """Restart a failed projection: retry the failed event (after a fix), or skip it (recorded).
+async def resume(db: asyncpg.Pool, name: str, *, skip: bool = False, by: str = "operator",
+                 stream: str | None = None) -> ResumeResult:
+    """Apply again what a projection could not: its parked streams (all, or `stream`), or the
+    event a stopped projection failed on. After a fix, or skipping the event (recorded).
 
     A runner that holds the projection picks the change up at its next poll.
     """
@@ -303,30 +382,46 @@ async def resume(db: asyncpg.Pool, name: str, *, skip: bool = False,
                WHERE name = $1 FOR UPDATE""", name)
         if row is None:
             raise UnknownProjection(f"no projection named {name!r} has run in this database")
-        if row["status"] != "failed":
-            raise NothingToResume(f"projection {name} is {row['status']}: nothing to resume")
-        failure = await conn.fetchrow(
-            """SELECT id, position, transaction_id, event_id, event_type FROM projection_failures
-               WHERE projection = $1 AND resolved_at IS NULL ORDER BY id DESC LIMIT 1""", name)
-        if failure is None:
-            raise NothingToResume(f"projection {name} is failed but no open failure is recorded")
-        if skip:
-            # The checkpoint stands just before the bad event: move it onto the event itself
-            # (the event is in the applied range's digest; projection_failures says it was skipped).
-            applied = AppliedRange.from_row(row).extended([failure["event_id"]])
-            await conn.execute(
-                """UPDATE projection_checkpoints SET transaction_id = $2, position = $3,
-                          status = 'running', updated_at = now(), applied_events = $4, range_digest = $5
-                   WHERE name = $1""",
-                name, failure["transaction_id"], failure["position"], applied.events, applied.digest)
-        else:
-            await conn.execute(
-                """UPDATE projection_checkpoints SET status = 'running', updated_at = now()
-                   WHERE name = $1""", name)
+        if row["status"] == "failed" and stream is None:
+            return await _resume_stopped(conn, name, row, skip=skip, by=by)
+        parks = await conn.fetch(
+            """UPDATE projection_parked SET retry = true, skip_first = $3, retry_by = $4
+               WHERE projection = $1 AND ($2::text IS NULL OR stream_id = $2)
+               RETURNING stream_id, position, event_type""", name, stream, skip, by)
+    if not parks:
+        what = f"no parked stream {stream}" if stream else "no parked stream"
+        raise NothingToResume(f"projection {name} is {row['status']} with {what}: nothing to resume")
+    one = parks[0] if len(parks) == 1 else None
+    return ResumeResult(name=name, skipped=skip, streams=sorted(p["stream_id"] for p in parks),
+                        event_position=one["position"] if one else None,
+                        event_type=one["event_type"] if one else None)
+
+
+async def _resume_stopped(conn: asyncpg.Connection, name: str, row: asyncpg.Record, *, skip: bool,
+                          by: str) -> ResumeResult:
+    unparked = "AND NOT EXISTS (SELECT FROM projection_parked p WHERE p.failure_id = projection_failures.id)"
+    failure = await conn.fetchrow(
+        f"""SELECT id, position, transaction_id, event_id, event_type FROM projection_failures
+            WHERE projection = $1 AND resolved_at IS NULL {unparked} ORDER BY id DESC LIMIT 1""", name)
+    if failure is None:
+        raise NothingToResume(f"projection {name} is failed but no open failure is recorded")
+    if skip:
+        # The checkpoint stands just before the bad event: move it onto the event itself
+        # (the event is in the applied range's digest; projection_failures says it was skipped).
+        applied = AppliedRange.from_row(row).extended([failure["event_id"]])
         await conn.execute(
-            """UPDATE projection_failures SET resolved_at = now(), resolution = $2, resolved_by = $3
-               WHERE projection = $1 AND resolved_at IS NULL""",
-            name, "skipped" if skip else "retried", by)
+            """UPDATE projection_checkpoints SET transaction_id = $2, position = $3,
+                      status = 'running', updated_at = now(), applied_events = $4, range_digest = $5
+               WHERE name = $1""",
+            name, failure["transaction_id"], failure["position"], applied.events, applied.digest)
+    else:
+        await conn.execute(
+            """UPDATE projection_checkpoints SET status = 'running', updated_at = now()
+               WHERE name = $1""", name)
+    await conn.execute(
+        f"""UPDATE projection_failures SET resolved_at = now(), resolution = $2, resolved_by = $3
+            WHERE projection = $1 AND resolved_at IS NULL {unparked}""",
+        name, "skipped" if skip else "retried", by)
     return ResumeResult(name=name, skipped=skip, event_position=failure["position"],
                         event_type=failure["event_type"])
 
@@ -344,7 +439,7 @@ class ProjectionRunner:
     def __init__(
         self, store: PostgresEventStore, projections: Sequence[Projection], *,
         dsn: str | None = None, batch_size: int = 500, poll_interval: float = 1.0,
-        lock_retry_interval: float = 2.0, reconnect_delay: float = 1.0,
+        lock_retry_interval: float = 2.0, reconnect_delay: float = 1.0, max_parked: int = MAX_PARKED,
     ) -> None:
         names = [p.name for p in projections]
         if len(set(names)) != len(names):
@@ -355,6 +450,7 @@ class ProjectionRunner:
         self.poll_interval = poll_interval
         self.lock_retry_interval = lock_retry_interval
         self.reconnect_delay = reconnect_delay
+        self.max_parked = max_parked
         self._dsn = dsn
         self._wake = {name: asyncio.Event() for name in names}
         self._notified: set[str] = set()
@@ -528,73 +624,165 @@ class ProjectionRunner:
     async def _step(self, conn: asyncpg.Connection, projection: Projection) -> Step:
         """Read the next batch after the checkpoint, apply it, move the checkpoint: one transaction.
 
-        The batch goes in whole, with no savepoint (the live runner makes many small batches).
-        If it fails, that transaction is rolled back and a second one looks for the bad event.
+        The batch goes in whole, with no savepoint (the live runner makes many small batches),
+        but the events of parked streams. If it fails, that transaction is rolled back and a
+        second one applies the batch event by event, parking the stream of an event that fails.
         """
         try:
             async with conn.transaction():
-                checkpoint, running, applied = await self._lock_checkpoint(conn, projection.name)
-                if not running:
-                    return Step(stopped=True, checkpoint=checkpoint)
-                rows = await self.store.read_all_raw(conn, checkpoint, self.batch_size)
+                held = await self._lock_checkpoint(conn, projection.name)
+                if not held.running:
+                    return Step(stopped=True, checkpoint=held.checkpoint)
+                if held.retry:
+                    await self._retry_parked(conn, projection, held)
+                rows = await self.store.read_all_raw(conn, held.checkpoint, self.batch_size)
                 if not rows:
-                    return Step(checkpoint=checkpoint)
+                    return Step(checkpoint=held.checkpoint)
                 batch = Batch(self.store, rows)
                 if batch.complete is not None:
-                    await projection.apply_batch(conn, batch.complete)
+                    events = batch.complete if not held.parked else [
+                        e for e in batch.complete if e.stream_id not in held.parked]
+                    await projection.apply_batch(conn, events)
                     checkpoint = batch.checkpoint_at(len(batch) - 1)
                     await self._move_checkpoint(conn, projection.name, checkpoint, failed=False,
-                                                applied=applied.extended(r["event_id"] for r in rows))
-                    return Step(read=len(rows), applied=len(rows),
+                                                applied=held.applied.extended(r["event_id"] for r in rows))
+                    return Step(read=len(rows), applied=len(events),
                                 full=len(rows) == self.batch_size, checkpoint=checkpoint)
         except Exception as exc:
             if is_connection_problem(exc):
                 raise
-        return await self._step_finding_the_bad_event(conn, projection)
+        try:
+            return await self._step_parking(conn, projection)
+        except TooManyParked:
+            return await self._step_finding_the_bad_event(conn, projection)
+
+    async def _step_parking(self, conn: asyncpg.Connection, projection: Projection) -> Step:
+        name = projection.name
+        async with conn.transaction():
+            held = await self._lock_checkpoint(conn, name)
+            if not held.running:
+                return Step(stopped=True, checkpoint=held.checkpoint)
+            if held.retry:
+                await self._retry_parked(conn, projection, held)
+            rows = await self.store.read_all_raw(conn, held.checkpoint, self.batch_size)
+            if not rows:
+                return Step(checkpoint=held.checkpoint)
+            batch = Batch(self.store, rows)
+            parked = set(held.parked)
+            failures = await apply_parking(conn, projection, batch, parked, self.max_parked)
+            for failure in failures:
+                await self._park(conn, name, failure)
+            checkpoint = batch.checkpoint_at(len(batch) - 1)
+            await self._move_checkpoint(conn, name, checkpoint, failed=False,
+                                        applied=held.applied.extended(r["event_id"] for r in rows))
+        return Step(read=len(rows), applied=sum(1 for r in rows if r["stream_id"] not in parked),
+                    full=len(rows) == self.batch_size, checkpoint=checkpoint,
+                    failure=failures[0] if failures else None)
 
     async def _step_finding_the_bad_event(self, conn: asyncpg.Connection,
                                           projection: Projection) -> Step:
+        """Too many streams fail: the projection stops just before the event (status failed)."""
         name = projection.name
         async with conn.transaction():
-            checkpoint, running, in_range = await self._lock_checkpoint(conn, name)
-            if not running:
+            held = await self._lock_checkpoint(conn, name)
+            checkpoint, in_range = held.checkpoint, held.applied
+            if not held.running:
                 return Step(stopped=True, checkpoint=checkpoint)
             rows = await self.store.read_all_raw(conn, checkpoint, self.batch_size)
             if not rows:
                 return Step(checkpoint=checkpoint)
             batch = Batch(self.store, rows)
-            last, failure = await apply_batch(conn, projection, batch)
+            last, failure = await apply_batch(conn, projection, batch, parked=held.parked)
             applied = 0
             if last is not None:
                 applied, checkpoint = last + 1, batch.checkpoint_at(last)
                 in_range = in_range.extended(r["event_id"] for r in rows[:applied])
             if failure is not None:
-                await conn.execute(
-                    """INSERT INTO projection_failures
-                           (projection, position, transaction_id, event_id, event_type, error)
-                       VALUES ($1, $2, $3, $4, $5, $6)""",
-                    name, failure.position, failure.transaction_id, failure.event_id,
-                    failure.event_type, failure.error)
+                log.error("projection %s: more than %d streams fail, the projection stops at position %s",
+                          name, self.max_parked, failure.position)
+                await self._record_failure(conn, name, failure)
             await self._move_checkpoint(conn, name, checkpoint, failed=failure is not None, applied=in_range)
         return Step(read=len(rows), applied=applied,
                     full=len(rows) == self.batch_size and failure is None,
                     checkpoint=checkpoint, failure=failure)
 
     @staticmethod
-    async def _lock_checkpoint(conn: asyncpg.Connection, name: str) -> tuple[Checkpoint, bool, AppliedRange]:
-        """The checkpoint, locked for this transaction; points search_path at the read model.
+    async def _record_failure(conn: asyncpg.Connection, name: str, failure: Failure) -> int:
+        return await conn.fetchval(
+            """INSERT INTO projection_failures
+                   (projection, position, transaction_id, event_id, event_type, error, stream_id)
+               VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id""",
+            name, failure.position, failure.transaction_id, failure.event_id,
+            failure.event_type, failure.error, failure.stream_id or None)
+
+    async def _park(self, conn: asyncpg.Connection, name: str, failure: Failure) -> None:
+        failure_id = await self._record_failure(conn, name, failure)
+        await conn.execute(
+            """INSERT INTO projection_parked (projection, stream_id, position, transaction_id, event_id,
+                                              event_type, error, failure_id)
+               VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+               ON CONFLICT (projection, stream_id) DO UPDATE SET
+                   position = EXCLUDED.position, transaction_id = EXCLUDED.transaction_id,
+                   event_id = EXCLUDED.event_id, event_type = EXCLUDED.event_type, error = EXCLUDED.error,
+                   failure_id = EXCLUDED.failure_id, parked_at = now(), retry = false, skip_first = false""",
+            name, failure.stream_id, failure.position, failure.transaction_id, failure.event_id,
+            failure.event_type, failure.error, failure_id)
+
+    async def _retry_parked(self, conn: asyncpg.Connection, projection: Projection, held: Held) -> None:
+        """Apply again the parked streams `resume` asked for, up to the checkpoint (the rest of each
+        stream comes with the next batches). A stream that fails again stays parked, at the event
+        that failed; the events before it stay applied."""
+        name = projection.name
+        for park in await conn.fetch(
+                "SELECT * FROM projection_parked WHERE projection = $1 AND retry ORDER BY parked_at", name):
+            rows = await self.store.read_stream_raw(conn, park["stream_id"],
+                                                    Checkpoint(park["transaction_id"], park["position"]),
+                                                    held.checkpoint)
+            batch = Batch(self.store, rows)
+            skipping = park["skip_first"] and bool(rows) and rows[0]["event_id"] == park["event_id"]
+            failure = None
+            for i in range(1 if skipping else 0, len(rows)):
+                try:
+                    event = batch.event(i)
+                    async with conn.transaction():
+                        await projection.apply_batch(conn, [event])
+                except Exception as exc:
+                    if is_connection_problem(exc):
+                        raise
+                    failure = Failure.of(rows[i], exc)
+                    break
+            await conn.execute(
+                """UPDATE projection_failures SET resolved_at = now(), resolution = $2, resolved_by = $3
+                   WHERE id = $1""",
+                park["failure_id"], "skipped" if skipping else "retried", park["retry_by"] or "operator")
+            if failure is None:
+                await conn.execute("DELETE FROM projection_parked WHERE projection = $1 AND stream_id = $2",
+                                   name, park["stream_id"])
+                held.parked.discard(park["stream_id"])
+                log.info("projection %s: stream %s applied again", name, park["stream_id"])
+            else:
+                await self._park(conn, name, failure)
+                log.error("projection %s: stream %s fails again at position %s", name, park["stream_id"],
+                          failure.position)
+
+    @staticmethod
+    async def _lock_checkpoint(conn: asyncpg.Connection, name: str) -> Held:
+        """The checkpoint, locked for this transaction, with the streams parked; points
+        search_path at the read model.
 
         FOR UPDATE: a rebuild's swap or a resume waits for this batch, and we for them.
         """
         row = await conn.fetchrow(
             """SELECT transaction_id, position, status, applied_events, range_digest,
-                      set_config('search_path', $2, true)
+                      set_config('search_path', $2, true),
+                      ARRAY(SELECT stream_id FROM projection_parked WHERE projection = $1) AS parked,
+                      EXISTS (SELECT FROM projection_parked WHERE projection = $1 AND retry) AS retry
                FROM projection_checkpoints WHERE name = $1 FOR UPDATE""",
             name, f"{quoted(name)}, public")
         if row is None:
             raise UnknownProjection(f"projection {name} has no checkpoint row")
-        return (Checkpoint(row["transaction_id"], row["position"]), row["status"] == "running",
-                AppliedRange.from_row(row))
+        return Held(Checkpoint(row["transaction_id"], row["position"]), row["status"] == "running",
+                    AppliedRange.from_row(row), set(row["parked"]), row["retry"])
 
     @staticmethod
     async def _move_checkpoint(conn: asyncpg.Connection, name: str, checkpoint: Checkpoint, *,

@@ -49,21 +49,25 @@ class Ledger(Projection):
     Each event adds a row keyed by its position (a second application of the same event breaks
     the primary key) and adds one to a counter (which must end equal to the number of events).
     `gate_at`: block inside the transaction, after writing the batch's earlier events, until the
-    test opens the gate (once). `poison_at`: raise when the event at that position is applied.
+    test opens the gate (once). `poison_at`: raise when the event at that position (or one of
+    those positions) is applied.
     """
 
     name = "ledger"
     tables = ("applied", "counter")
 
-    def __init__(self, *, gate_at: int | None = None, poison_at: int | None = None) -> None:
+    def __init__(self, *, gate_at: int | None = None, poison_at: int | set[int] | None = None) -> None:
         import asyncio
 
         self.gate_at, self.poison_at = gate_at, poison_at
         self.reached_gate, self.gate = asyncio.Event(), asyncio.Event()
 
+    def poisoned(self, position: int) -> bool:
+        return position in self.poison_at if isinstance(self.poison_at, set) else position == self.poison_at
+
     async def apply_batch(self, conn, events) -> None:
         for event in events:
-            if event.position == self.poison_at:
+            if self.poisoned(event.position):
                 raise ValueError(f"cannot make sense of event {event.position}")
             if event.position == self.gate_at and not self.gate.is_set():
                 self.reached_gate.set()

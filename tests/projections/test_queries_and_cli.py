@@ -152,7 +152,7 @@ async def test_projections_status_rebuild_and_resume(seeded, database_url):
     assert unknown.exit_code == 2 and "unknown projection(s) nonsense" in unknown.output
 
     refused = await mentoring("projections", "resume", "audit_trail", database_url=database_url)
-    assert refused.exit_code == 1 and "audit_trail is running: nothing to resume" in refused.output
+    assert refused.exit_code == 1 and "audit_trail is running with no parked stream: nothing to resume" in refused.output
 
 
 @pytest.mark.parametrize("settings_error", [False, True])

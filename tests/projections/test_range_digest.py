@@ -41,24 +41,37 @@ async def recorded(pool: asyncpg.Pool, name: str) -> tuple[int, str]:
     return row["applied_events"], row["range_digest"].hex()
 
 
-async def test_the_range_is_kept_through_batches_a_bad_event_and_its_skip(
+async def test_the_range_is_kept_through_batches_a_parked_stream_a_stopped_projection_and_a_skip(
         store: PostgresEventStore, database_url: str, ledger_tables):
     await story.write_all(store, [story.full_lifecycle("p1"), story.declined_by_mentee("p2")])
     positions = await event_positions(store.pool)
     poison = positions[12]
-    runner = make_runner(store, database_url, [Ledger(poison_at=poison), AuditTrail()], batch_size=10)
 
-    await runner.run_until_caught_up()  # the ledger stops before the bad event, found in its batch
-    assert await recorded(store.pool, "ledger") == await digest_of_the_log_up_to(store.pool, positions[11])
-    await resume(store.pool, "ledger", skip=True)  # the skipped event is in the range (and on record)
-    assert await recorded(store.pool, "ledger") == await digest_of_the_log_up_to(store.pool, poison)
+    # A parked stream: the checkpoint goes on, the range holds every event read, parked or not.
+    runner = make_runner(store, database_url, [Ledger(poison_at=poison), AuditTrail()], batch_size=10)
     await runner.run_until_caught_up()
+    whole = await digest_of_the_log_up_to(store.pool, positions[-1])
+    assert await recorded(store.pool, "ledger") == whole
+    await resume(store.pool, "ledger", skip=True)
+    await runner.run_until_caught_up()
+    assert await recorded(store.pool, "ledger") == whole
+
+    # A stopped projection: its checkpoint stands before the bad event; a skip moves it onto it.
+    await story.write(store, story.declined_by_mentor("p3"))
+    p3 = [r["position"] for r in await store.pool.fetch(
+        "SELECT position FROM events WHERE stream_id = 'pair-p3' ORDER BY position")]
+    stopping = make_runner(store, database_url, [Ledger(poison_at=p3[0])], batch_size=10, max_parked=0)
+    await stopping.run_until_caught_up()
+    assert await recorded(store.pool, "ledger") == whole
+    await resume(store.pool, "ledger", skip=True)
+    assert await recorded(store.pool, "ledger") == await digest_of_the_log_up_to(store.pool, p3[0])
+    await stopping.run_until_caught_up()
 
     checks = {c.name: c for c in await check_ranges(store.pool)}
-    whole = await digest_of_the_log_up_to(store.pool, positions[-1])
-    for name in ("ledger", "audit_trail"):
-        assert checks[name].status == "ok", checks[name]
-        assert (checks[name].log_events, checks[name].log_digest) == whole == await recorded(store.pool, name)
+    assert checks["ledger"].status == checks["audit_trail"].status == "ok", checks
+    whole = await digest_of_the_log_up_to(store.pool, p3[-1])
+    assert (checks["ledger"].log_events, checks["ledger"].log_digest) == whole == await recorded(store.pool, "ledger")
+    assert checks["audit_trail"].log_events == whole[0] - len(p3)  # it did not run since p3
 
 
 async def test_a_rebuild_records_the_same_range_and_the_check_passes(seeded, store: PostgresEventStore,

@@ -111,6 +111,20 @@ async def test_rebuild_skips_what_was_skipped_live(store: PostgresEventStore, da
     assert positions[5] not in live[0] and live[1] == len(positions) - 1
 
 
+async def test_rebuild_leaves_a_parked_stream_waiting_as_live(store: PostgresEventStore, database_url: str,
+                                                             ledger_tables):
+    await story.write_all(store, [story.full_lifecycle("p1"), story.declined_by_mentee("p2")])
+    p1 = [r["position"] for r in await store.pool.fetch(
+        "SELECT position FROM events WHERE stream_id = 'pair-p1' ORDER BY position")]
+    poisoned = Ledger(poison_at=p1[5])
+    runner = make_runner(store, database_url, [poisoned])
+    assert (await runner.run_until_caught_up())[0].parked == 1
+    live = await ledger_state(store.pool)
+    await rebuild(store, [poisoned], dsn=database_url)
+    assert await ledger_state(store.pool) == live and p1[5] not in live[0] and p1[4] in live[0]
+    assert (await runner.run_until_caught_up())[0].parked == 1  # still waiting for resume
+
+
 async def test_failed_rebuild_names_the_event_and_leaves_live_untouched(
         store: PostgresEventStore, database_url: str, ledger_tables):
     await story.write(store, story.declined_by_mentee("p1"))

@@ -1,4 +1,5 @@
-"""The runner: live following, one runner per projection, take-over, crashes, failures, resume."""
+"""The runner: live following, one runner per projection, take-over, crashes, parked streams,
+failures, resume."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import asyncio
 import contextlib
 
 import asyncpg
+import pytest
 
 from events.store import PostgresEventStore
 from projections.audit_trail import AuditTrail
@@ -141,80 +143,109 @@ async def test_connection_killed_mid_transaction_nothing_doubled_nothing_lost(
     assert failures == 0  # a lost connection is not the event's fault
 
 
-async def test_bad_event_stops_only_its_projection_until_resumed(
+async def stream_positions(pool, stream_id: str) -> list[int]:
+    return [r["position"] for r in await pool.fetch(
+        "SELECT position FROM events WHERE stream_id = $1 ORDER BY position", stream_id)]
+
+
+async def test_a_bad_event_parks_its_stream_and_every_other_stream_goes_on(
         store: PostgresEventStore, database_url: str, ledger_tables):
-    await story.write(store, story.full_lifecycle("p1"))
+    await story.write_all(store, [story.full_lifecycle("p1"), story.declined_by_mentee("p2")])
     positions = await event_positions(store.pool)
-    poison = positions[12]
+    p1 = await stream_positions(store.pool, "pair-p1")
+    poison = p1[5]
     ledger = Ledger(poison_at=poison)
     runner = make_runner(store, database_url, [ledger, AuditTrail()], batch_size=10)
 
     statuses = {s.name: s for s in await runner.run_until_caught_up()}
-    assert statuses["audit_trail"].status == "running" and statuses["audit_trail"].behind == 0
-    stopped = statuses["ledger"]
-    assert stopped.status == "failed"
-    assert stopped.position == positions[11]  # just before the bad event, the rest of its batch applied
-    assert stopped.failure.position == poison and "cannot make sense" in stopped.failure.error
-    assert await ledger_state(store.pool) == (positions[:12], 12)
+    assert statuses["audit_trail"].status == "running" and statuses["audit_trail"].parked == 0
+    parked = statuses["ledger"]
+    assert (parked.status, parked.behind, parked.parked) == ("running", 0, 1)
+    assert parked.first_parked is not None and parked.first_parked.stream_id == "pair-p1"
+    assert parked.first_parked.position == poison and "cannot make sense" in parked.first_parked.error
+    # Everything but the parked stream from its bad event on.
+    waiting = [p for p in p1 if p >= poison]
+    assert await ledger_state(store.pool) == ([p for p in positions if p not in waiting],
+                                              len(positions) - len(waiting))
+    # Events appended to a parked stream wait too; other streams' go on.
+    await story.write(store, story.declined_by_mentor("p3"))
+    statuses = {s.name: s for s in await runner.run_until_caught_up()}
+    assert (await ledger_state(store.pool))[1] == len(await event_positions(store.pool)) - len(waiting)
 
-    # Resuming without a fix fails again at the same event, and says so again.
-    await resume(store.pool, "ledger")
+    # Resuming without a fix parks it again at the same event, and says so again.
+    result = await resume(store.pool, "ledger")
+    assert result.streams == ["pair-p1"] and result.event_position == poison
     again = {s.name: s for s in await runner.run_until_caught_up()}["ledger"]
-    assert again.status == "failed" and again.failure.position == poison
+    assert again.parked == 1 and again.first_parked.position == poison
+    assert not again.first_parked.retry_requested
 
-    # Skipping it is recorded, and the projection goes on to the end.
-    result = await resume(store.pool, "ledger", skip=True, by="hr-ops")
-    assert result.skipped and result.event_position == poison
+    # Skipping it is recorded, and the rest of the stream is applied.
+    await resume(store.pool, "ledger", skip=True, by="hr-ops")
     done = {s.name: s for s in await runner.run_until_caught_up()}["ledger"]
-    assert done.status == "running" and done.behind == 0 and done.failure is None
-    expected = [p for p in positions if p != poison]
-    assert await ledger_state(store.pool) == (expected, len(expected))
+    assert (done.status, done.behind, done.parked, done.failure) == ("running", 0, 0, None)
+    everything = await event_positions(store.pool)
+    assert await ledger_state(store.pool) == ([p for p in everything if p != poison], len(everything) - 1)
     history = await store.pool.fetch(
-        "SELECT position, resolution, resolved_by FROM projection_failures ORDER BY id")
+        "SELECT position, stream_id, resolution, resolved_by FROM projection_failures ORDER BY id")
     assert [tuple(r.values()) for r in history] == [
-        (poison, "retried", "operator"), (poison, "skipped", "hr-ops")]
+        (poison, "pair-p1", "retried", "operator"), (poison, "pair-p1", "skipped", "hr-ops")]
 
-    try:
+    with pytest.raises(NothingToResume, match="no parked stream"):
         await resume(store.pool, "ledger")
-        raise AssertionError("resume of a running projection must be refused")
-    except NothingToResume as refused:
-        assert "running" in str(refused)
 
 
-async def test_fixed_projection_resumes_and_applies_the_event(
+async def test_a_fixed_projection_applies_a_parked_stream_again(
         store: PostgresEventStore, database_url: str, ledger_tables):
     await story.write(store, story.declined_by_mentee("p1"))
     positions = await event_positions(store.pool)
     ledger = Ledger(poison_at=positions[2])
     runner = make_runner(store, database_url, [ledger])
-    assert (await runner.run_until_caught_up())[0].status == "failed"
+    assert (await runner.run_until_caught_up())[0].parked == 1
     ledger.poison_at = None  # the fix is deployed
-    await resume(store.pool, "ledger")
-    assert (await runner.run_until_caught_up())[0].status == "running"
+    await resume(store.pool, "ledger", stream="pair-p1")
+    status = (await runner.run_until_caught_up())[0]
+    assert (status.status, status.parked) == ("running", 0)
     assert await ledger_state(store.pool) == (positions, len(positions))
 
 
-async def test_failed_projection_in_a_live_runner_restarts_on_resume(
+async def test_a_live_runner_applies_a_resumed_stream(
         store: PostgresEventStore, database_url: str, ledger_tables):
     await story.write(store, story.declined_by_mentee("p1"))
     positions = await event_positions(store.pool)
     ledger = Ledger(poison_at=positions[1])
     runner = make_runner(store, database_url, [ledger])
     async with running(runner):
-        async def failed():
-            return (await runner.status())[0].status == "failed"
+        async def parked():
+            return (await runner.status())[0].parked == 1
 
-        await _eventually(failed)
+        await _eventually(parked)
         await resume(store.pool, "ledger", skip=True)
 
         async def caught_up():
             return (await ledger_state(store.pool))[1] == len(positions) - 1
 
         await _eventually(caught_up)
-        # Everything but the skipped event, each once, and the projection running again.
+        # Everything but the skipped event, each once, and nothing parked any more.
         applied, count = await ledger_state(store.pool)
         assert (applied, count) == ([p for p in positions if p != positions[1]], len(positions) - 1)
-        assert (await runner.status())[0].status == "running"
+        assert (await runner.status())[0].parked == 0
+
+
+async def test_when_too_many_streams_fail_the_projection_stops_until_resumed(
+        store: PostgresEventStore, database_url: str, ledger_tables):
+    """Every stream failing says the projection is at fault, not the events: it stops as a whole."""
+    await story.write_all(store, [story.declined_by_mentee(f"p{n}") for n in range(3)])
+    firsts = [(await stream_positions(store.pool, f"pair-p{n}"))[0] for n in range(3)]
+    ledger = Ledger(poison_at=set(firsts))
+    runner = make_runner(store, database_url, [ledger], max_parked=2)
+    status = (await runner.run_until_caught_up())[0]
+    assert (status.status, status.parked) == ("failed", 0)
+    assert status.failure is not None and status.failure.position == firsts[0]
+    assert await ledger_state(store.pool) == ([], 0)
+    ledger.poison_at = None
+    await resume(store.pool, "ledger")
+    status = (await runner.run_until_caught_up())[0]
+    assert status.status == "running" and (await ledger_state(store.pool))[1] == len(await event_positions(store.pool))
 
 
 async def test_reading_is_never_ahead_of_an_open_append(store: PostgresEventStore,
@@ -267,7 +298,9 @@ async def test_event_that_cannot_be_read_is_recorded_like_a_bad_event(
                                                schema_version=1, payload={"size": 1})],
                        EventMetadata(actor="hr"))
     bad = await store.pool.fetchval("SELECT position FROM events WHERE event_type = 'Thing'")
+    await story.write(store, story.declined_by_mentor("p2"))
     status = (await make_runner(strict, database_url, [AuditTrail()]).run_until_caught_up())[0]
-    assert status.status == "failed" and status.failure.position == bad
-    assert "no upcaster for Thing from schema version 1" in status.failure.error
-    assert await store.pool.fetchval("SELECT count(*) FROM audit_trail.entries") == 2
+    assert status.status == "running" and status.parked == 1 and status.first_parked.position == bad
+    assert "no upcaster for Thing from schema version 1" in status.first_parked.error
+    # The other pair's events are all there; the first pair's before the unreadable one.
+    assert await store.pool.fetchval("SELECT count(*) FROM audit_trail.entries") == 2 + 2
