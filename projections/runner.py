@@ -7,6 +7,11 @@
   very connection that does the work. If it dies, the lock goes with it (and so does any half
   applied batch); the other runners retry the lock every few seconds and the first to get it
   carries on from the committed checkpoint.
+- Fail-over: a process that is frozen rather than dead (SIGSTOP, a stalled host) keeps its
+  session, and the lock, for as long as its kernel answers TCP. So the holder renews a lease
+  (`projection_leases`) every third of `lease_seconds`, from its pool; a runner that finds the
+  lease expired ends the holder's session (`pg_terminate_backend`) and takes over. The dedicated
+  connections also ask the server for short TCP keepalives, for hosts that vanish.
 - An event a projection cannot apply parks its stream, for that projection only: the stream's
   later events wait with it (`projection_parked`, and the history in `projection_failures`), and
   every other stream goes on. `resume` asks the runner to apply the parked stream again (after a
@@ -79,6 +84,9 @@ class Failure:
         return cls(row["position"], row["transaction_id"], row["event_id"], row["event_type"],
                    f"{type(exc).__name__}: {exc}"[:2000], row["stream_id"])
 
+
+LEASE_SECONDS = 5.0
+"""How long a runner may go without renewing its lease before another ends its session."""
 
 MAX_PARKED = 100
 """More streams than this parked at once: the projection is at fault, not the events."""
@@ -440,6 +448,7 @@ class ProjectionRunner:
         self, store: PostgresEventStore, projections: Sequence[Projection], *,
         dsn: str | None = None, batch_size: int = 500, poll_interval: float = 1.0,
         lock_retry_interval: float = 2.0, reconnect_delay: float = 1.0, max_parked: int = MAX_PARKED,
+        lease_seconds: float = LEASE_SECONDS,
     ) -> None:
         names = [p.name for p in projections]
         if len(set(names)) != len(names):
@@ -451,6 +460,7 @@ class ProjectionRunner:
         self.lock_retry_interval = lock_retry_interval
         self.reconnect_delay = reconnect_delay
         self.max_parked = max_parked
+        self.lease_seconds = lease_seconds
         self._dsn = dsn
         self._wake = {name: asyncio.Event() for name in names}
         self._notified: set[str] = set()
@@ -472,7 +482,8 @@ class ProjectionRunner:
 
     async def run_forever(self) -> None:
         await register(self.store.pool, self.names)
-        tasks = [asyncio.create_task(self._fan_out_wakeups(), name="projection-wakeups")]
+        tasks = [asyncio.create_task(self._fan_out_wakeups(), name="projection-wakeups"),
+                 asyncio.create_task(self._renew_leases(), name="projection-leases")]
         tasks += [asyncio.create_task(self._keep_running(p), name=f"projection-{p.name}")
                   for p in self.projections]
         try:
@@ -510,8 +521,10 @@ class ProjectionRunner:
                     holding = False
                     await self._disconnect(conn)
                     conn = None
+                    await self._end_a_frozen_holder(name)
                     await asyncio.sleep(self.lock_retry_interval)
                     continue
+                await self._take_lease(conn, name)
                 holding = True
                 log.info("projection %s: running in this process", name)
                 self._working[name] = conn
@@ -533,6 +546,57 @@ class ProjectionRunner:
                 self._working.pop(name, None)
                 if conn is not None:
                     await self._disconnect(conn)
+
+    # --- leases ----------------------------------------------------------------------------------
+
+    async def _take_lease(self, conn: asyncpg.Connection, name: str) -> None:
+        await conn.execute(
+            """INSERT INTO projection_leases (name, holder_pid, expires_at)
+               VALUES ($1, pg_backend_pid(), now() + make_interval(secs => $2))
+               ON CONFLICT (name) DO UPDATE SET holder_pid = EXCLUDED.holder_pid, expires_at = EXCLUDED.expires_at""",
+            name, self.lease_seconds)
+
+    async def _renew_leases(self) -> None:
+        """Every third of the lease, renew the leases of the projections this process holds (from
+        the pool: a batch in progress on a projection's own connection does not delay it)."""
+        while True:
+            await asyncio.sleep(self.lease_seconds / 3)
+            held = [(name, conn.get_server_pid()) for name, conn in list(self._working.items())]
+            if not held:
+                continue
+            try:
+                await self.store.pool.execute(
+                    """UPDATE projection_leases l SET expires_at = now() + make_interval(secs => $3)
+                         FROM unnest($1::text[], $2::int[]) AS h(name, pid)
+                        WHERE l.name = h.name AND l.holder_pid = h.pid""",
+                    [n for n, _ in held], [p for _, p in held], self.lease_seconds)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # the database is away: the projections' own loops say so
+                log.warning("projection leases not renewed (%s)", exc)
+
+    async def _end_a_frozen_holder(self, name: str) -> None:
+        """The lock is held elsewhere: if its holder's lease has expired, end its session."""
+        try:
+            frozen = await self.store.pool.fetchrow(
+                """SELECT l.holder_pid, extract(epoch FROM now() - l.expires_at) AS overdue
+                     FROM projection_leases l
+                     JOIN pg_locks k ON k.pid = l.holder_pid AND k.locktype = 'advisory' AND k.granted
+                      AND k.classid = $2::int::oid AND k.objid = $3::int::oid AND k.objsubid = 2
+                    WHERE l.name = $1 AND l.expires_at < now()""",
+                name, RUNNER_LOCK_CLASS, lock_key(name))
+            if frozen is None:
+                return
+            log.warning("projection %s: its runner (server pid %s) is %.1f s past its lease: ending its "
+                        "session to take over", name, frozen["holder_pid"], frozen["overdue"])
+            await self.store.pool.execute("SELECT pg_terminate_backend($1)", frozen["holder_pid"])
+        except asyncio.CancelledError:
+            raise
+        except asyncpg.InsufficientPrivilegeError:
+            log.error("projection %s: its runner is past its lease, but this role may not end its session: "
+                      "run every worker as one database role, or grant it pg_signal_backend", name)
+        except Exception as exc:
+            log.warning("projection %s: could not check its runner's lease (%s)", name, exc)
 
     async def _follow(self, conn: asyncpg.Connection, projection: Projection) -> None:
         name = projection.name
