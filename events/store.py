@@ -116,9 +116,16 @@ async def _init_connection(conn: asyncpg.Connection) -> None:
     await conn.set_type_codec("jsonb", encoder=json.dumps, decoder=json.loads, schema="pg_catalog")
 
 
-async def create_pool(dsn: str, *, min_size: int = 1, max_size: int = 10,
-                      statement_timeout_ms: int | None = None) -> asyncpg.Pool:
-    server_settings = {"statement_timeout": str(statement_timeout_ms)} if statement_timeout_ms else None
+IDLE_IN_TRANSACTION_MS = 60_000
+"""A transaction left idle this long is ended by the server: an event writer whose process froze
+mid-append would otherwise hold every reader back for as long as its kernel answers TCP."""
+
+
+async def create_pool(dsn: str, *, min_size: int = 1, max_size: int = 10, statement_timeout_ms: int | None = None,
+                      idle_in_transaction_ms: int = IDLE_IN_TRANSACTION_MS) -> asyncpg.Pool:
+    server_settings = {"idle_in_transaction_session_timeout": str(idle_in_transaction_ms)}
+    if statement_timeout_ms:
+        server_settings["statement_timeout"] = str(statement_timeout_ms)
     return await asyncpg.create_pool(dsn, min_size=min_size, max_size=max_size, init=_init_connection,
                                      server_settings=server_settings)
 

@@ -14,7 +14,7 @@ from json.scanner import make_scanner
 
 import asyncpg
 
-from events.store import PostgresEventStore
+from events.store import IDLE_IN_TRANSACTION_MS, PostgresEventStore
 
 # typeshed types the context as a make_scanner; the scanner only reads a decoder's attributes
 # (parse_float, object_hook...), which is how json.JSONDecoder itself calls it.
@@ -24,8 +24,9 @@ _scan = make_scanner(json.JSONDecoder())  # type: ignore[arg-type]
 # The server probes an idle connection after 10 s and gives up after 3 unanswered probes 5 s apart,
 # and drops one whose sent data go unacknowledged for 30 s: a vanished host frees its locks in
 # under a minute, not in the two hours of the TCP defaults.
+# And a transaction left idle a minute is ended, as on the store's pool.
 _KEEPALIVES = {"tcp_keepalives_idle": "10", "tcp_keepalives_interval": "5", "tcp_keepalives_count": "3",
-               "tcp_user_timeout": "30000"}
+               "tcp_user_timeout": "30000", "idle_in_transaction_session_timeout": str(IDLE_IN_TRANSACTION_MS)}
 
 
 def _jsonb(text: str) -> object:

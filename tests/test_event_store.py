@@ -216,6 +216,27 @@ async def test_a_transaction_that_writes_first_must_declare_itself_a_writer(stor
     assert [e.stream_id for e in after] == ["pair-late", "pair-fast"] and after[1].position == fast.positions[0]
 
 
+async def test_a_writer_left_idle_in_its_transaction_is_ended_and_holds_readers_back_no_longer(
+        store: PostgresEventStore, database_url):
+    """A frozen appender (its process stopped mid-transaction) holds the writer's lock: the server
+    ends its transaction once idle past the pool's limit, and readers go on."""
+    frozen_pool = await create_pool(database_url, max_size=1, idle_in_transaction_ms=500)
+    try:
+        async with frozen_pool.acquire() as frozen:
+            await frozen.execute("BEGIN")
+            await frozen.execute("SELECT events_begin_write()")
+            await frozen.fetchval("SELECT pg_current_xact_id()")
+            later = await store.append("pair-after", 0, [new(nomination("after"))], META)
+            assert (await _read_everything(store, Checkpoint()))[0] == []  # held back while it lives
+            await asyncio.sleep(1.5)
+            seen, _ = await _read_everything(store, Checkpoint())
+            assert [e.position for e in seen] == later.positions
+            with pytest.raises((asyncpg.PostgresError, asyncpg.InterfaceError)):
+                await frozen.fetchval("SELECT 1")  # its session was ended
+    finally:
+        await frozen_pool.close()
+
+
 async def test_read_all_follows_commit_order_across_many_writers(store: PostgresEventStore):
     async def writer(n: int) -> None:
         for i in range(15):
