@@ -17,7 +17,7 @@ import asyncpg
 from temporalio import activity
 
 from activities.database_errors import refused_data_is_final
-from codec.shredding import mark_for_shredding, request_shredding
+from codec.shredding import mark_all_for_shredding, mark_for_shredding, workflows_naming
 from events.base import DomainEvent, EventMetadata, NewEvent
 from events.messages import PrivateNoteRequest, RegisterPeopleRequest
 from events.people import (
@@ -146,7 +146,11 @@ async def erase_person(store: PostgresEventStore, employee_id: str, *, by: str,
     when there is nothing (left) to erase.
     """
     stream = person_stream(employee_id)
-    async with store.write_transaction() as conn:  # the erasure and its record
+    async with store.pool.acquire() as conn, conn.transaction():  # the erasure and its record
+        # In the same transaction: the erasure never happens without its reach into Temporal. The
+        # log is read first, before this transaction declares itself an event writer.
+        workflows = await workflows_naming(conn, employee_id)
+        await conn.execute("SELECT events_begin_write()")
         before = await conn.fetchrow(
             "SELECT email, display_name FROM people WHERE employee_id = $1 AND erased_at IS NULL FOR UPDATE",
             employee_id)
@@ -157,8 +161,7 @@ async def erase_person(store: PostgresEventStore, employee_id: str, *, by: str,
         notes = int((await conn.execute(_ERASE_NOTES, employee_id)).split()[-1])
         fact = PersonalDataErased(employee_id=employee_id, reason=reason, notes_erased=notes)
         await _record_for_person(store, conn, stream, fact, by)
-        # In the same transaction: the erasure never happens without its reach into Temporal.
-        workflows = await request_shredding(conn, employee_id, by=by)
+        await mark_all_for_shredding(conn, workflows, by=by)
     return Erased(notes=notes, email=before["email"], display_name=before["display_name"], workflows=workflows)
 
 

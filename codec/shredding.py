@@ -56,10 +56,20 @@ async def request_shredding(db: asyncpg.Pool | asyncpg.Connection, employee_id: 
     """Mark for shredding every workflow whose payloads hold `employee_id`'s data (its stream,
     and the workflow that recorded its events, where they differ); their ids. On a connection,
     inside the caller's transaction (the erasure's: both happen, or neither)."""
-    workflow_ids = [row["workflow_id"] for row in await db.fetch(_WORKFLOWS_NAMING, employee_id)]
+    workflow_ids = await workflows_naming(db, employee_id)
+    await mark_all_for_shredding(db, workflow_ids, by=by)
+    return workflow_ids
+
+
+async def workflows_naming(db: asyncpg.Pool | asyncpg.Connection, employee_id: str) -> list[str]:
+    """The workflows whose payloads hold `employee_id`'s data (a read of the whole log: an erasure
+    makes it before it declares itself an event writer, so readers of the log do not wait on it)."""
+    return [row["workflow_id"] for row in await db.fetch(_WORKFLOWS_NAMING, employee_id)]
+
+
+async def mark_all_for_shredding(db: asyncpg.Pool | asyncpg.Connection, workflow_ids: list[str], *, by: str) -> None:
     if workflow_ids:
         await db.execute(_REQUEST, workflow_ids, by)
-    return workflow_ids
 
 
 async def mark_for_shredding(db: asyncpg.Pool | asyncpg.Connection, workflow_id: str, *, by: str) -> None:

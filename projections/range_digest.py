@@ -1,10 +1,12 @@
 """What each read model was built from, and the check of it against the log.
 
-A projection's checkpoint records the range of the log it applied: how many events, in commit
-order, and a running SHA-256 over their ids (an event skipped by `resume --skip` is in the range
-too; `projection_failures` lists it). Whoever can read the log recomputes the digest of the range up
-to that checkpoint (`mentoring audit prove projections`): equal, the read model was built from
-exactly those events, none missing, none added, none reordered. What those events say is the
+A projection's checkpoint records the range of the log it read: how many events, in commit
+order, and a running SHA-256 over their ids. The range holds every event read, also those the
+projection did not apply: an event skipped by `resume --skip` (`projection_failures` lists it), and
+the waiting events of a parked stream (`projection_parked` says from where; applied later, when the
+stream is resumed). Whoever can read the log recomputes the digest of the range up to that
+checkpoint (`mentoring audit prove projections`): equal, the read model was built from exactly
+those events, none missing from the log, none added, none reordered. What those events say is the
 ledger's part: its leaves commit their content, and `mentoring audit verify --against` proves it
 unchanged since a signed checkpoint.
 

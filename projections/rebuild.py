@@ -22,9 +22,9 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import asyncpg
 
@@ -32,7 +32,7 @@ from events.store import Checkpoint, PostgresEventStore
 from projections.base import Projection, quoted
 from projections.connections import connect, disconnect
 from projections.range_digest import START, AppliedRange
-from projections.runner import REBUILD_LOCK_CLASS, Batch, apply_batch, lock_key, register
+from projections.runner import REBUILD_LOCK_CLASS, Batch, Failure, apply_batch, lock_key, register
 
 Progress = Callable[[int, int], None]  # (events done, events in the log when we started)
 
@@ -73,7 +73,8 @@ async def rebuild(
         for projection in projections:
             await _drop_leftovers(conn, projection.name)
             shadows[projection.name] = await _create_shadow(conn, projection, suffix)
-        skipped = await _skipped_events(conn, names)
+        parked_at_start = await _parked_streams(conn, names)
+        skipped = await _not_applied(conn, names, parked_at_start)
         total = await conn.fetchval("SELECT count(*) FROM events")
 
         if on_progress:
@@ -85,7 +86,7 @@ async def rebuild(
             for table in projection.tables:
                 await conn.execute(f"ANALYZE {quoted(shadows[projection.name])}.{quoted(table)}")
 
-        retired, late = await _swap(conn, store, projections, shadows, skipped, checkpoint,
+        retired, late = await _swap(conn, store, projections, shadows, skipped, parked_at_start, checkpoint,
                                     applied, batch_size, suffix)
         shadows.clear()  # they are live now
         for schema in retired:
@@ -104,7 +105,7 @@ async def rebuild(
 
 async def _fill_shadows(
     store: PostgresEventStore, dsn: str | None, reader: asyncpg.Connection,
-    projections: Sequence[Projection], shadows: dict[str, str], skipped: dict[str, frozenset],
+    projections: Sequence[Projection], shadows: dict[str, str], skipped: dict[str, NotApplied],
     batch_size: int, on_progress: Callable[[int], None] | None,
 ) -> tuple[int, Checkpoint, AppliedRange]:
     """Apply the whole log to the shadows; the events applied, where the shadows stand, and the
@@ -130,8 +131,7 @@ async def _fill_shadows(
                 ahead = asyncio.create_task(store.read_all_raw(reader, checkpoint, batch_size))
             batch = Batch(store, rows)
             outcomes = await asyncio.gather(*(
-                _apply_to_shadow(workers[p.name], p, shadows[p.name], batch,
-                                 skipped.get(p.name, frozenset()))
+                _apply_to_shadow(workers[p.name], p, shadows[p.name], batch, skipped[p.name])
                 for p in projections), return_exceptions=True)
             failed = next((o for o in outcomes if isinstance(o, BaseException)), None)
             if failed is not None:
@@ -150,10 +150,10 @@ async def _fill_shadows(
 
 
 async def _apply_to_shadow(conn: asyncpg.Connection, projection: Projection, shadow: str,
-                           batch: Batch, skip: frozenset) -> None:
+                           batch: Batch, not_applied: NotApplied) -> None:
     async with conn.transaction():
         await conn.execute(f"SET LOCAL search_path TO {quoted(shadow)}, public")
-        _last, failure = await apply_batch(conn, projection, batch, skip)
+        failure = await not_applied.apply(conn, projection, batch)
         if failure is not None:
             raise RebuildError(
                 f"projection {projection.name} cannot apply the {failure.event_type} event at "
@@ -163,7 +163,7 @@ async def _apply_to_shadow(conn: asyncpg.Connection, projection: Projection, sha
 
 async def _apply_next_batch(
     conn: asyncpg.Connection, store: PostgresEventStore, projections: Sequence[Projection],
-    shadows: dict[str, str], skipped: dict[str, frozenset], after: Checkpoint, batch_size: int,
+    shadows: dict[str, str], skipped: dict[str, NotApplied], after: Checkpoint, batch_size: int,
 ) -> tuple[list[asyncpg.Record], Checkpoint]:
     """Apply the batch after `after` to every shadow on one connection (inside the swap)."""
     rows = await store.read_all_raw(conn, after, batch_size)
@@ -174,8 +174,7 @@ async def _apply_next_batch(
         async with conn.transaction():  # a savepoint per projection: a failure undoes only its own
             await conn.execute(
                 f"SET LOCAL search_path TO {quoted(shadows[projection.name])}, public")
-            _last, failure = await apply_batch(conn, projection, batch,
-                                               skipped.get(projection.name, frozenset()))
+            failure = await skipped[projection.name].apply(conn, projection, batch)
             if failure is not None:
                 raise RebuildError(
                     f"projection {projection.name} cannot apply the {failure.event_type} event "
@@ -185,8 +184,8 @@ async def _apply_next_batch(
 
 async def _swap(
     conn: asyncpg.Connection, store: PostgresEventStore, projections: Sequence[Projection],
-    shadows: dict[str, str], skipped: dict[str, frozenset], checkpoint: Checkpoint,
-    applied: AppliedRange, batch_size: int, suffix: str,
+    shadows: dict[str, str], skipped: dict[str, NotApplied], parked_at_start: set[tuple[str, str, int, int, int]],
+    checkpoint: Checkpoint, applied: AppliedRange, batch_size: int, suffix: str,
 ) -> tuple[list[str], int]:
     """Swap the shadows in; the retired schemas and how many late events were applied."""
     retired, late = [], 0
@@ -195,7 +194,9 @@ async def _swap(
         await conn.execute(
             """SELECT name FROM projection_checkpoints WHERE name = ANY($1::text[])
                ORDER BY name FOR UPDATE""", [p.name for p in projections])
-        skipped = await _skipped_events(conn, [p.name for p in projections])  # as they stand now
+        if await _parked_streams(conn, [p.name for p in projections]) != parked_at_start:
+            raise RebuildError("streams were parked or resumed while the rebuild ran, so the rebuilt read "
+                               "models would not match what the live ones applied: run the rebuild again")
         while True:  # what was appended while we filled the shadows, up to the head
             rows, checkpoint = await _apply_next_batch(
                 conn, store, projections, shadows, skipped, checkpoint, batch_size)
@@ -219,7 +220,8 @@ async def _swap(
         await conn.execute(
             """UPDATE projection_failures SET resolved_at = now(), resolution = 'rebuilt',
                       resolved_by = 'rebuild'
-               WHERE projection = ANY($1::text[]) AND resolved_at IS NULL""",
+               WHERE projection = ANY($1::text[]) AND resolved_at IS NULL
+              AND NOT EXISTS (SELECT FROM projection_parked p WHERE p.failure_id = projection_failures.id)""",
             [p.name for p in projections])
     return retired, late
 
@@ -243,21 +245,47 @@ async def _drop_leftovers(conn: asyncpg.Connection, name: str) -> None:
         await conn.execute(f"DROP SCHEMA IF EXISTS {quoted(row['nspname'])} CASCADE")
 
 
+async def _parked_streams(conn: asyncpg.Connection, names: list[str]) -> set[tuple[str, str, int, int, int]]:
+    rows = await conn.fetch("""SELECT projection, stream_id, transaction_id, position, failure_id
+                                 FROM projection_parked WHERE projection = ANY($1::text[])""", names)
+    return {(r["projection"], r["stream_id"], r["transaction_id"], r["position"], r["failure_id"]) for r in rows}
+
+
+@dataclass(frozen=True)
+class NotApplied:
+    """What the live projection did not apply, and the rebuilt one must not either."""
+
+    skipped: frozenset = frozenset()  # event ids skipped with resume --skip (recorded)
+    waiting: Mapping[str, tuple[int, int]] = field(default_factory=dict)  # parked streams, from where
+
+    async def apply(self, conn: asyncpg.Connection, projection: Projection, batch: Batch) -> Failure | None:
+        _last, failure = await apply_batch(conn, projection, batch, self.skipped, self.waiting)
+        return failure
+
+
+async def _not_applied(conn: asyncpg.Connection, names: list[str],
+                       parked: set[tuple[str, str, int, int, int]]) -> dict[str, NotApplied]:
+    skipped = await _skipped_events(conn, names)
+    waiting = _waiting(parked)
+    return {name: NotApplied(skipped.get(name, frozenset()), waiting.get(name, {})) for name in names}
+
+
 async def _skipped_events(conn: asyncpg.Connection, names: list[str]) -> dict[str, frozenset]:
-    """Per projection, the events the live one did not apply: skipped (recorded), and those of a
-    parked stream from the event it stopped on (they wait for `resume`, rebuilt or not)."""
+    """Per projection, the events the live one skipped (recorded)."""
     rows = await conn.fetch(
-        """SELECT projection, array_agg(event_id) AS ids FROM (
-               SELECT projection, event_id FROM projection_failures
-                WHERE projection = ANY($1::text[]) AND resolution = 'skipped'
-               UNION ALL
-               SELECT p.projection, e.event_id FROM projection_parked p
-                 JOIN events e ON e.stream_id = p.stream_id
-                  AND (e.transaction_id::text::bigint, e.position) >= (p.transaction_id, p.position)
-                WHERE p.projection = ANY($1::text[])) AS not_applied
-           GROUP BY projection""",
+        """SELECT projection, array_agg(event_id) AS ids FROM projection_failures
+           WHERE projection = ANY($1::text[]) AND resolution = 'skipped' GROUP BY projection""",
         names)
     return {r["projection"]: frozenset(r["ids"]) for r in rows}
+
+
+def _waiting(parked: set[tuple[str, str, int, int, int]]) -> dict[str, dict[str, tuple[int, int]]]:
+    """Per projection, its parked streams and the event each stopped on: from there, they wait for
+    `resume`, rebuilt or not."""
+    waiting: dict[str, dict[str, tuple[int, int]]] = {}
+    for projection, stream, transaction_id, position, _failure in parked:
+        waiting.setdefault(projection, {})[stream] = (transaction_id, position)
+    return waiting
 
 
 @contextmanager

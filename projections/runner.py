@@ -32,7 +32,7 @@ import asyncio
 import contextlib
 import logging
 import zlib
-from collections.abc import Collection, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -170,9 +170,15 @@ class Batch:
         return Checkpoint(row["transaction_id"], row["position"])
 
 
+def waits(row: asyncpg.Record, parked: Mapping[str, tuple[int, int]]) -> bool:
+    """Whether the row is an event of a parked stream, at or after the event it stopped on."""
+    start = parked.get(row["stream_id"])
+    return start is not None and (row["transaction_id"], row["position"]) >= start
+
+
 async def apply_batch(conn: asyncpg.Connection, projection: Projection, batch: Batch,
                       skip: frozenset = frozenset(),
-                      parked: Collection[str] = frozenset()) -> tuple[int | None, Failure | None]:
+                      parked: Mapping[str, tuple[int, int]] | None = None) -> tuple[int | None, Failure | None]:
     """Apply a batch; return the index of the last event applied and the failure that stopped us.
 
     The batch goes in whole first (fast). If it fails, its writes are rolled back to a savepoint
@@ -180,10 +186,11 @@ async def apply_batch(conn: asyncpg.Connection, projection: Projection, batch: B
     events before it stay applied. Connection problems are raised, never recorded.
     """
     rows = batch.rows
+    parked = parked or {}
     if batch.complete is not None:
         if skip or parked:
             events = [e for e, row in zip(batch.complete, rows, strict=True)
-                      if row["event_id"] not in skip and row["stream_id"] not in parked]
+                      if row["event_id"] not in skip and not waits(row, parked)]
         else:
             events = batch.complete
         try:
@@ -196,7 +203,7 @@ async def apply_batch(conn: asyncpg.Connection, projection: Projection, batch: B
             log.debug("projection %s: batch failed (%s), isolating the event", projection.name, exc)
     last = None
     for i, row in enumerate(rows):
-        if row["event_id"] not in skip and row["stream_id"] not in parked:
+        if row["event_id"] not in skip and not waits(row, parked):
             try:
                 event = batch.event(i)  # raises the error if the row did not decode
                 async with conn.transaction():
@@ -390,8 +397,15 @@ async def resume(db: asyncpg.Pool, name: str, *, skip: bool = False, by: str = "
                WHERE name = $1 FOR UPDATE""", name)
         if row is None:
             raise UnknownProjection(f"no projection named {name!r} has run in this database")
-        if row["status"] == "failed" and stream is None:
+        if row["status"] == "failed":
+            if stream is not None:
+                raise NothingToResume(f"projection {name} is stopped as a whole (too many streams failed): "
+                                      f"resume it without --stream first")
             return await _resume_stopped(conn, name, row, skip=skip, by=by)
+        if skip and stream is None and await conn.fetchval(
+                "SELECT count(*) FROM projection_parked WHERE projection = $1", name) > 1:
+            raise NothingToResume(f"projection {name} has several parked streams: name the one whose event "
+                                  "to skip with --stream (see `mentoring projections status`)")
         parks = await conn.fetch(
             """UPDATE projection_parked SET retry = true, skip_first = $3, retry_by = $4
                WHERE projection = $1 AND ($2::text IS NULL OR stream_id = $2)
@@ -551,29 +565,41 @@ class ProjectionRunner:
 
     async def _take_lease(self, conn: asyncpg.Connection, name: str) -> None:
         await conn.execute(
-            """INSERT INTO projection_leases (name, holder_pid, expires_at)
-               VALUES ($1, pg_backend_pid(), now() + make_interval(secs => $2))
-               ON CONFLICT (name) DO UPDATE SET holder_pid = EXCLUDED.holder_pid, expires_at = EXCLUDED.expires_at""",
+            """INSERT INTO projection_leases (name, holder_pid, holder_started, expires_at)
+               SELECT $1, pid, backend_start, now() + make_interval(secs => $2)
+                 FROM pg_stat_activity WHERE pid = pg_backend_pid()
+               ON CONFLICT (name) DO UPDATE SET holder_pid = EXCLUDED.holder_pid,
+                   holder_started = EXCLUDED.holder_started, expires_at = EXCLUDED.expires_at""",
             name, self.lease_seconds)
 
     async def _renew_leases(self) -> None:
-        """Every third of the lease, renew the leases of the projections this process holds (from
-        the pool: a batch in progress on a projection's own connection does not delay it)."""
-        while True:
-            await asyncio.sleep(self.lease_seconds / 3)
-            held = [(name, conn.get_server_pid()) for name, conn in list(self._working.items())]
-            if not held:
-                continue
-            try:
-                await self.store.pool.execute(
-                    """UPDATE projection_leases l SET expires_at = now() + make_interval(secs => $3)
-                         FROM unnest($1::text[], $2::int[]) AS h(name, pid)
-                        WHERE l.name = h.name AND l.holder_pid = h.pid""",
-                    [n for n, _ in held], [p for _, p in held], self.lease_seconds)
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # the database is away: the projections' own loops say so
-                log.warning("projection leases not renewed (%s)", exc)
+        """Every third of the lease, renew the leases of the projections this process holds, on a
+        connection of its own: neither a batch in progress nor a busy pool may delay it."""
+        conn: asyncpg.Connection | None = None
+        try:
+            while True:
+                await asyncio.sleep(self.lease_seconds / 3)
+                held = [(name, c.get_server_pid()) for name, c in list(self._working.items())]
+                if not held:
+                    continue
+                try:
+                    if conn is None or conn.is_closed():
+                        conn = await self._connect()
+                    await asyncio.wait_for(conn.execute(
+                        """UPDATE projection_leases l SET expires_at = now() + make_interval(secs => $3)
+                             FROM unnest($1::text[], $2::int[]) AS h(name, pid)
+                            WHERE l.name = h.name AND l.holder_pid = h.pid""",
+                        [n for n, _ in held], [p for _, p in held], self.lease_seconds), self.lease_seconds / 3)
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:  # the database is away: the projections' own loops say so
+                    log.warning("projection leases not renewed (%s)", exc)
+                    if conn is not None:
+                        conn.terminate()
+                        conn = None
+        finally:
+            if conn is not None:
+                await self._disconnect(conn)
 
     async def _end_a_frozen_holder(self, name: str) -> None:
         """The lock is held elsewhere: if its holder's lease has expired, end its session."""
@@ -581,8 +607,10 @@ class ProjectionRunner:
             frozen = await self.store.pool.fetchrow(
                 """SELECT l.holder_pid, extract(epoch FROM now() - l.expires_at) AS overdue
                      FROM projection_leases l
+                     JOIN pg_stat_activity a ON a.pid = l.holder_pid AND a.backend_start = l.holder_started
                      JOIN pg_locks k ON k.pid = l.holder_pid AND k.locktype = 'advisory' AND k.granted
                       AND k.classid = $2::int::oid AND k.objid = $3::int::oid AND k.objsubid = 2
+                      AND k.database = (SELECT oid FROM pg_database WHERE datname = current_database())
                     WHERE l.name = $1 AND l.expires_at < now()""",
                 name, RUNNER_LOCK_CLASS, lock_key(name))
             if frozen is None:
@@ -663,8 +691,8 @@ class ProjectionRunner:
             step = await self._step(conn, projection)
             if step.full:
                 continue
-            if step.stopped or step.failure or head is None or step.checkpoint >= head:
-                return
+            if step.stopped or head is None or step.checkpoint >= head:
+                return  # a stream parked on the way is no reason to stop short of the head
             if loop.time() > deadline:
                 raise TimeoutError(f"projection {projection.name} did not reach the log head in time")
             await asyncio.sleep(0.01)  # an older transaction still hides the rest: it will end
@@ -756,7 +784,8 @@ class ProjectionRunner:
             if not rows:
                 return Step(checkpoint=checkpoint)
             batch = Batch(self.store, rows)
-            last, failure = await apply_batch(conn, projection, batch, parked=held.parked)
+            last, failure = await apply_batch(conn, projection, batch,
+                                              parked=dict.fromkeys(held.parked, (0, 0)))
             applied = 0
             if last is not None:
                 applied, checkpoint = last + 1, batch.checkpoint_at(last)

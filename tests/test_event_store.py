@@ -199,6 +199,8 @@ async def test_a_transaction_that_writes_first_must_declare_itself_a_writer(stor
     declared itself first (write_transaction); then readers wait for it, as for any append."""
     event = new(nomination("late"))
     async with store.pool.acquire() as conn, conn.transaction():
+        # A setting cannot stand in for the lock (an older draft trusted one).
+        await conn.execute("SET LOCAL mentoring.event_writer = 'on'")
         await conn.execute("CREATE TEMP TABLE scratch (x int) ON COMMIT DROP; INSERT INTO scratch VALUES (1)")
         with pytest.raises(asyncpg.PostgresError, match="before any other write of their transaction") as refused:
             await store.append("pair-late", 0, [event], META, conn=conn)

@@ -5,7 +5,8 @@
 -- transaction id; events_begin_write() takes it, and append_events calls it. A transaction that
 -- already wrote something else (so it has an id) and did not take the lock first is refused: a
 -- reader may already have moved past its id. Such a transaction calls events_begin_write() as its
--- first statement.
+-- first statement. (The lock itself is the proof, looked up only when the transaction already has
+-- an id: a setting could be set by anyone.)
 --
 -- events_horizon() is the reader's bound: events with a transaction id below it are all committed
 -- and visible in the reader's snapshot. It is the oldest transaction of the snapshot that holds the
@@ -15,29 +16,36 @@
 -- swap, a prepared transaction that wrote no events) hold nobody back.
 CREATE FUNCTION events_begin_write() RETURNS void LANGUAGE plpgsql AS $$
 BEGIN
-    IF current_setting('mentoring.event_writer', true) IS DISTINCT FROM 'on' THEN
-        IF pg_current_xact_id_if_assigned() IS NOT NULL THEN
-            RAISE EXCEPTION 'events are appended before any other write of their transaction: '
-                'call events_begin_write() first' USING ERRCODE = 'ES428';
-        END IF;
-        PERFORM pg_advisory_xact_lock_shared(1819240311, 1);
-        PERFORM set_config('mentoring.event_writer', 'on', true);
+    IF pg_current_xact_id_if_assigned() IS NULL THEN
+        PERFORM pg_advisory_xact_lock_shared(1819240311, 1);  -- taken again: harmless
+    ELSIF NOT EXISTS (SELECT FROM pg_locks
+                       WHERE pid = pg_backend_pid() AND locktype = 'advisory' AND granted
+                         AND classid = 1819240311::oid AND objid = 1::oid AND objsubid = 2) THEN
+        RAISE EXCEPTION 'events are appended before any other write of their transaction: '
+            'call events_begin_write() first' USING ERRCODE = 'ES428';
     END IF;
 END $$;
 
+-- When a writer holding the lock has an id the snapshot shows but the lock table does not yet
+-- (PostgreSQL publishes the id first, its lock a moment later), its id cannot be told apart from
+-- an unrelated one: the horizon is then the snapshot's xmin, as if every open transaction wrote.
 CREATE FUNCTION events_horizon() RETURNS xid8 LANGUAGE sql STABLE AS $$
-    WITH writers AS (
-        SELECT t.transactionid::text::bigint AS xid32
+    WITH writer_locks AS (
+        SELECT w.virtualtransaction,
+               (SELECT t.transactionid::text::bigint FROM pg_locks t
+                 WHERE t.virtualtransaction = w.virtualtransaction AND t.locktype = 'transactionid'
+                 LIMIT 1) AS xid32
           FROM pg_locks w
-          JOIN pg_locks t ON t.virtualtransaction = w.virtualtransaction AND t.locktype = 'transactionid'
          WHERE w.locktype = 'advisory' AND w.classid = 1819240311::oid AND w.objid = 1::oid
            AND w.objsubid = 2 AND w.granted
            AND w.database = (SELECT oid FROM pg_database WHERE datname = current_database()))
-    SELECT coalesce(
-        (SELECT min(x) FROM pg_snapshot_xip(snap.s) AS x
-          WHERE x::text::bigint % 4294967296 IN (SELECT xid32 FROM writers)
-             OR pg_xact_status(x) IS DISTINCT FROM 'in progress'),
-        pg_snapshot_xmax(snap.s))
+    SELECT CASE
+        WHEN EXISTS (SELECT FROM writer_locks WHERE xid32 IS NULL) THEN pg_snapshot_xmin(snap.s)
+        ELSE coalesce(
+            (SELECT min(x) FROM pg_snapshot_xip(snap.s) AS x
+              WHERE x::text::bigint % 4294967296 IN (SELECT xid32 FROM writer_locks)
+                 OR pg_xact_status(x) IS DISTINCT FROM 'in progress'),
+            pg_snapshot_xmax(snap.s)) END
       FROM (SELECT pg_current_snapshot() AS s) AS snap
 $$;
 

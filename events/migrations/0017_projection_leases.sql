@@ -5,9 +5,10 @@
 -- stalled host) keeps its session alive on the server, and its lock with it, for as long as its
 -- kernel answers TCP: the lease is what notices it.
 CREATE TABLE projection_leases (
-    name        text        PRIMARY KEY,
-    holder_pid  integer     NOT NULL,  -- the server pid of the session holding the lock
-    expires_at  timestamptz NOT NULL
+    name            text        PRIMARY KEY,
+    holder_pid      integer     NOT NULL,  -- the server session holding the lock: its pid,
+    holder_started  timestamptz NOT NULL,  -- and its start (a pid is reused; a session is not)
+    expires_at      timestamptz NOT NULL
 );
 DO $$
 BEGIN

@@ -125,6 +125,32 @@ async def test_rebuild_leaves_a_parked_stream_waiting_as_live(store: PostgresEve
     assert (await runner.run_until_caught_up())[0].parked == 1  # still waiting for resume
 
 
+async def test_a_rebuild_refuses_to_swap_when_a_stream_was_parked_meanwhile(
+        store: PostgresEventStore, database_url: str, ledger_tables):
+    """The rebuilt read model would hold events the live one parked (or miss ones it resumed)."""
+    await story.write(store, story.full_lifecycle("p1"))
+    positions = await event_positions(store.pool)
+    await make_runner(store, database_url, [Ledger()]).run_until_caught_up()
+    live = await ledger_state(store.pool)
+
+    gated = Ledger(gate_at=positions[5])  # the rebuild's fill stops there until the gate opens
+    rebuilding = asyncio.create_task(rebuild(store, [gated], dsn=database_url, batch_size=10))
+    await asyncio.wait_for(gated.reached_gate.wait(), 30)
+    failure = await store.pool.fetchval(
+        """INSERT INTO projection_failures (projection, position, transaction_id, event_id, event_type, error)
+           SELECT 'ledger', position, transaction_id::text::bigint, event_id, event_type, 'meanwhile'
+             FROM events WHERE position = $1 RETURNING id""", positions[20])
+    await store.pool.execute(
+        """INSERT INTO projection_parked (projection, stream_id, position, transaction_id, event_id, event_type,
+                                          error, failure_id)
+           SELECT 'ledger', stream_id, position, transaction_id::text::bigint, event_id, event_type, 'meanwhile', $2
+             FROM events WHERE position = $1""", positions[20], failure)
+    gated.gate.set()
+    with pytest.raises(RebuildError, match="parked or resumed while the rebuild ran"):
+        await rebuilding
+    assert await ledger_state(store.pool) == live  # the live read model is untouched
+
+
 async def test_failed_rebuild_names_the_event_and_leaves_live_untouched(
         store: PostgresEventStore, database_url: str, ledger_tables):
     await story.write(store, story.declined_by_mentee("p1"))

@@ -304,3 +304,17 @@ async def test_event_that_cannot_be_read_is_recorded_like_a_bad_event(
     assert "no upcaster for Thing from schema version 1" in status.first_parked.error
     # The other pair's events are all there; the first pair's before the unreadable one.
     assert await store.pool.fetchval("SELECT count(*) FROM audit_trail.entries") == 2 + 2
+
+
+async def test_skipping_asks_which_stream_when_several_are_parked(
+        store: PostgresEventStore, database_url: str, ledger_tables):
+    await story.write_all(store, [story.declined_by_mentee(f"p{n}") for n in range(2)])
+    firsts = [(await stream_positions(store.pool, f"pair-p{n}"))[0] for n in range(2)]
+    runner = make_runner(store, database_url, [Ledger(poison_at=set(firsts))])
+    assert (await runner.run_until_caught_up())[0].parked == 2
+    with pytest.raises(NothingToResume, match="several parked streams: name the one"):
+        await resume(store.pool, "ledger", skip=True)
+    result = await resume(store.pool, "ledger", skip=True, stream="pair-p1")
+    assert (result.streams, result.event_position) == (["pair-p1"], firsts[1])
+    status = (await runner.run_until_caught_up())[0]
+    assert status.parked == 1 and status.first_parked.stream_id == "pair-p0"
