@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 
-.PHONY: run test demo demo-programme screenshots chaos bench-store bench-projections bench-programme bench-codec bench-ledger lint clean-state
+.PHONY: run test demo demo-programme screenshots chaos bench-store bench-projections bench-programme bench-codec bench-ledger bench-scale lint clean-state
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -63,6 +63,10 @@ bench-codec: $(VENV)/.installed-bench
 # The log's commitment: appends with and without the sealer, sealing, checkpoints, verify, bundles.
 bench-ledger: $(VENV)/.installed-bench
 	$(PY) -m bench.ledger
+
+# Thousands of live pairs on one worker, against bare Temporal doing the same work (PAIRS=1000 for a quick look).
+bench-scale: $(VENV)/.installed-bench
+	$(PY) -m bench.scale --pairs $${PAIRS:-10000}
 
 lint: $(VENV)/.installed-dev
 	$(VENV)/bin/ruff check .

@@ -268,7 +268,7 @@ async def bench(server: EmbeddedPostgres, rounds: int, seconds: float,
     pools = {w: await create_pool(server.admin_url(ours), min_size=w, max_size=w) for w in WRITERS}
     stores = {w: PostgresEventStore(pool) for w, pool in pools.items()}
     stop_threads = threading.Event()
-    datastores = {w: PostgresDatastore(theirs, "127.0.0.1", server.port, "postgres", "",
+    datastores = {w: PostgresDatastore(theirs, "127.0.0.1", server.port, "postgres", server.password or "",
                                        pool_size=w) for w in WRITERS}
     try:
         recorders = {w: PostgresApplicationRecorder(d) for w, d in datastores.items()}
