@@ -722,14 +722,10 @@ class ProjectionRunner:
         """
         try:
             async with conn.transaction():
-                held = await self._lock_checkpoint(conn, projection.name)
-                if not held.running:
-                    return Step(stopped=True, checkpoint=held.checkpoint)
-                if held.retry:
-                    await self._retry_parked(conn, projection, held)
-                rows = await self.store.read_all_raw(conn, held.checkpoint, self.batch_size)
-                if not rows:
-                    return Step(checkpoint=held.checkpoint)
+                begun = await self._begin_step(conn, projection)
+                if isinstance(begun, Step):
+                    return begun
+                held, rows = begun
                 batch = Batch(self.store, rows)
                 if batch.complete is not None:
                     events = batch.complete if not held.parked else [
@@ -748,17 +744,27 @@ class ProjectionRunner:
         except TooManyParked:
             return await self._step_finding_the_bad_event(conn, projection)
 
+    async def _begin_step(self, conn: asyncpg.Connection, projection: Projection,
+                          *, retry: bool = True) -> tuple[Held, list[asyncpg.Record]] | Step:
+        """Lock the checkpoint, apply the parked streams `resume` asked for, read the next batch;
+        or the step's end already (the projection stopped, nothing to read)."""
+        held = await self._lock_checkpoint(conn, projection.name)
+        if not held.running:
+            return Step(stopped=True, checkpoint=held.checkpoint)
+        if retry and held.retry:
+            await self._retry_parked(conn, projection, held)
+        rows = await self.store.read_all_raw(conn, held.checkpoint, self.batch_size)
+        if not rows:
+            return Step(checkpoint=held.checkpoint)
+        return held, rows
+
     async def _step_parking(self, conn: asyncpg.Connection, projection: Projection) -> Step:
         name = projection.name
         async with conn.transaction():
-            held = await self._lock_checkpoint(conn, name)
-            if not held.running:
-                return Step(stopped=True, checkpoint=held.checkpoint)
-            if held.retry:
-                await self._retry_parked(conn, projection, held)
-            rows = await self.store.read_all_raw(conn, held.checkpoint, self.batch_size)
-            if not rows:
-                return Step(checkpoint=held.checkpoint)
+            begun = await self._begin_step(conn, projection)
+            if isinstance(begun, Step):
+                return begun
+            held, rows = begun
             batch = Batch(self.store, rows)
             parked = set(held.parked)
             failures = await apply_parking(conn, projection, batch, parked, self.max_parked)
@@ -776,13 +782,11 @@ class ProjectionRunner:
         """Too many streams fail: the projection stops just before the event (status failed)."""
         name = projection.name
         async with conn.transaction():
-            held = await self._lock_checkpoint(conn, name)
+            begun = await self._begin_step(conn, projection, retry=False)
+            if isinstance(begun, Step):
+                return begun
+            held, rows = begun
             checkpoint, in_range = held.checkpoint, held.applied
-            if not held.running:
-                return Step(stopped=True, checkpoint=checkpoint)
-            rows = await self.store.read_all_raw(conn, checkpoint, self.batch_size)
-            if not rows:
-                return Step(checkpoint=checkpoint)
             batch = Batch(self.store, rows)
             last, failure = await apply_batch(conn, projection, batch,
                                               parked=dict.fromkeys(held.parked, (0, 0)))
