@@ -116,6 +116,8 @@ async def _init_connection(conn: asyncpg.Connection) -> None:
     await conn.set_type_codec("jsonb", encoder=json.dumps, decoder=json.loads, schema="pg_catalog")
 
 
+EVENT_WRITER_LOCK = (0x6C6F6777, 1)  # 'logw': the advisory lock event writers hold (0015_writers_horizon.sql)
+
 IDLE_IN_TRANSACTION_MS = 60_000
 """A transaction left idle this long is ended by the server: an event writer whose process froze
 mid-append would otherwise hold every reader back for as long as its kernel answers TCP."""

@@ -40,7 +40,7 @@ import asyncpg
 from pydantic import BaseModel
 
 from events.base import RecordedEvent
-from events.store import Checkpoint, PostgresEventStore
+from events.store import EVENT_WRITER_LOCK, Checkpoint, PostgresEventStore
 from projections.base import Projection, quoted
 from projections.connections import connect, disconnect
 from projections.range_digest import EMPTY as EMPTY_RANGE
@@ -176,6 +176,24 @@ def waits(row: asyncpg.Record, parked: Mapping[str, tuple[int, int]]) -> bool:
     return start is not None and (row["transaction_id"], row["position"]) >= start
 
 
+async def apply_one(conn: asyncpg.Connection, projection: Projection, batch: Batch,
+                    index: int) -> Failure | None:
+    """Apply the batch's event `index` in a savepoint of its own; the failure if the event could not
+    be applied (or decoded), its writes undone. Connection problems are raised, never returned."""
+    try:
+        event = batch.event(index)  # raises the error if the row did not decode
+        async with conn.transaction():
+            await projection.apply_batch(conn, [event])
+    except Exception as exc:
+        if is_connection_problem(exc):
+            raise
+        row = batch.rows[index]
+        log.error("projection %s cannot apply event at position %s (%s)",
+                  projection.name, row["position"], row["event_type"], exc_info=exc)
+        return Failure.of(row, exc)
+    return None
+
+
 async def apply_batch(conn: asyncpg.Connection, projection: Projection, batch: Batch,
                       skip: frozenset = frozenset(),
                       parked: Mapping[str, tuple[int, int]] | None = None) -> tuple[int | None, Failure | None]:
@@ -204,16 +222,9 @@ async def apply_batch(conn: asyncpg.Connection, projection: Projection, batch: B
     last = None
     for i, row in enumerate(rows):
         if row["event_id"] not in skip and not waits(row, parked):
-            try:
-                event = batch.event(i)  # raises the error if the row did not decode
-                async with conn.transaction():
-                    await projection.apply_batch(conn, [event])
-            except Exception as exc:
-                if is_connection_problem(exc):
-                    raise
-                log.error("projection %s cannot apply event at position %s (%s)",
-                          projection.name, row["position"], row["event_type"], exc_info=exc)
-                return last, Failure.of(row, exc)
+            failure = await apply_one(conn, projection, batch, i)
+            if failure is not None:
+                return last, failure
         last = i
     return last, None
 
@@ -227,19 +238,12 @@ async def apply_parking(conn: asyncpg.Connection, projection: Projection, batch:
     for i, row in enumerate(batch.rows):
         if row["stream_id"] in parked:
             continue
-        try:
-            event = batch.event(i)
-            async with conn.transaction():
-                await projection.apply_batch(conn, [event])
-        except Exception as exc:
-            if is_connection_problem(exc):
-                raise
+        failure = await apply_one(conn, projection, batch, i)
+        if failure is not None:
             if len(parked) >= max_parked:
-                raise TooManyParked() from exc
-            log.error("projection %s cannot apply event at position %s (%s): its stream is parked",
-                      projection.name, row["position"], row["event_type"], exc_info=exc)
+                raise TooManyParked()
             parked.add(row["stream_id"])
-            failures.append(Failure.of(row, exc))
+            failures.append(failure)
     return failures
 
 
@@ -333,7 +337,7 @@ SELECT a.pid, a.application_name, a.state,
   FROM pg_locks w
   LEFT JOIN pg_stat_activity a ON a.pid = w.pid
   LEFT JOIN pg_prepared_xacts p ON w.pid IS NULL AND w.virtualtransaction = '-1/' || p.transaction::text
- WHERE w.locktype = 'advisory' AND w.classid = 1819240311::oid AND w.objid = 1::oid AND w.objsubid = 2
+ WHERE w.locktype = 'advisory' AND w.classid = $1::int::oid AND w.objid = $2::int::oid AND w.objsubid = 2
    AND w.granted AND w.database = (SELECT oid FROM pg_database WHERE datname = current_database())
  ORDER BY coalesce(a.xact_start, p.prepared) NULLS LAST LIMIT 1
 """
@@ -344,7 +348,7 @@ async def projection_status(db: asyncpg.Pool | asyncpg.Connection,
     rows = await db.fetch(_STATUS, list(names), [lock_key(n) for n in names], RUNNER_LOCK_CLASS)
     oldest = None
     if any(r["behind"] for r in rows):
-        found = await db.fetchrow(_OLDEST_OPEN_WRITER)
+        found = await db.fetchrow(_OLDEST_OPEN_WRITER, *EVENT_WRITER_LOCK)
         if found is not None:
             oldest = OpenWriter(pid=found["pid"], application_name=found["application_name"] or None,
                                 state=found["state"], open_seconds=float(found["open_seconds"] or 0))
@@ -839,14 +843,7 @@ class ProjectionRunner:
             skipping = park["skip_first"] and bool(rows) and rows[0]["event_id"] == park["event_id"]
             failure = None
             for i in range(1 if skipping else 0, len(rows)):
-                try:
-                    event = batch.event(i)
-                    async with conn.transaction():
-                        await projection.apply_batch(conn, [event])
-                except Exception as exc:
-                    if is_connection_problem(exc):
-                        raise
-                    failure = Failure.of(rows[i], exc)
+                if (failure := await apply_one(conn, projection, batch, i)) is not None:
                     break
             await conn.execute(
                 """UPDATE projection_failures SET resolved_at = now(), resolution = $2, resolved_by = $3
