@@ -230,15 +230,9 @@ class PostgresEventStore:
 
     def _recorded(self, row: asyncpg.Record) -> RecordedEvent:
         version, payload = self._registry.upcast(row["event_type"], row["schema_version"], row["payload"])
-        # Built without validation: every field comes typed from a column of our own table, and
-        # validating each of a million events was the largest single cost of a rebuild.
-        return RecordedEvent.model_construct(
-            position=row["position"], transaction_id=row["transaction_id"],
-            stream_id=row["stream_id"], version=row["version"], event_id=row["event_id"],
-            event_type=row["event_type"], schema_version=version,
-            stored_schema_version=row["schema_version"], payload=payload,
-            metadata=row["metadata"], recorded_at=row["recorded_at"],
-        )
+        return RecordedEvent.from_row(
+            row["position"], row["transaction_id"], row["stream_id"], row["version"], row["event_id"],
+            row["event_type"], version, row["schema_version"], payload, row["metadata"], row["recorded_at"])
 
     async def read_stream(self, stream_id: str, from_version: int = 1) -> list[RecordedEvent]:
         with _tracer.start_as_current_span("event_store.read_stream", attributes={"stream_id": stream_id}):

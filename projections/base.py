@@ -54,14 +54,11 @@ class Projection:
 
 def occurred_at(event: RecordedEvent) -> datetime:
     """When the fact happened: the business time in the metadata, else when it was recorded."""
-    value = event.metadata.get("occurred_at")
-    if value is None:
-        return event.recorded_at
-    return value if isinstance(value, datetime) else datetime.fromisoformat(value)
+    return event.occurred_at
 
 
 def actor_of(event: RecordedEvent) -> str:
-    return event.metadata.get("actor") or "unknown"
+    return event.actor
 
 
 def pair_id_of(event: RecordedEvent) -> str | None:
@@ -78,7 +75,7 @@ def pair_events(events: Sequence[RecordedEvent],
                 types: Collection[str] | None = None) -> list[tuple[str, RecordedEvent]]:
     """The events that belong to a pair (of the given types), with their pair id."""
     return [(pid, e) for e in events
-            if (types is None or e.event_type in types) and (pid := pair_id_of(e)) is not None]
+            if (types is None or e.event_type in types) and (pid := _pair_of_stream(e.stream_id)) is not None]
 
 
 def timestamp(value: str | datetime | None) -> datetime | None:
