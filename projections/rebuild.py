@@ -70,9 +70,11 @@ async def rebuild(
                 raise RebuildError(f"a rebuild of {name} is already running elsewhere")
         await register(conn, names)
         suffix = str(time.time_ns() // 1_000_000)
+        deferred: list[str] = []
         for projection in projections:
             await _drop_leftovers(conn, projection.name)
             shadows[projection.name] = await _create_shadow(conn, projection, suffix)
+            deferred += await _defer_lookup_indexes(conn, shadows[projection.name])
         parked_at_start = await _parked_streams(conn, names)
         skipped = await _not_applied(conn, names, parked_at_start)
         total = await conn.fetchval("SELECT count(*) FROM events")
@@ -82,6 +84,7 @@ async def rebuild(
         done, checkpoint, applied = await _fill_shadows(
             store, dsn, conn, projections, shadows, skipped, batch_size,
             (lambda n: on_progress(n, max(total, n))) if on_progress else None)
+        await _build_indexes(store, dsn, deferred)
         for projection in projections:  # fresh statistics before queries meet the new tables
             for table in projection.tables:
                 await conn.execute(f"ANALYZE {quoted(shadows[projection.name])}.{quoted(table)}")
@@ -234,6 +237,37 @@ async def _create_shadow(conn: asyncpg.Connection, projection: Projection, suffi
             f"CREATE TABLE {quoted(shadow)}.{quoted(table)} "
             f"(LIKE {quoted(projection.name)}.{quoted(table)} INCLUDING ALL)")
     return shadow
+
+
+async def _defer_lookup_indexes(conn: asyncpg.Connection, shadow: str) -> list[str]:
+    """Drop the shadow's indexes that only serve queries, and return the statements that build
+    them again. Built once over the filled tables, they cost a fraction of keeping them up to date
+    row by row; the indexes behind constraints stay, as the upserts need them."""
+    rows = await conn.fetch(
+        """SELECT i.indexrelid::regclass::text AS name, pg_get_indexdef(i.indexrelid) AS definition
+             FROM pg_index i JOIN pg_class t ON t.oid = i.indrelid
+             JOIN pg_namespace n ON n.oid = t.relnamespace
+            WHERE n.nspname = $1 AND NOT i.indisunique
+              AND NOT EXISTS (SELECT FROM pg_constraint c WHERE c.conindid = i.indexrelid)""", shadow)
+    for row in rows:
+        await conn.execute(f"DROP INDEX {row['name']}")
+    return [row["definition"] for row in rows]
+
+
+async def _build_indexes(store: PostgresEventStore, dsn: str | None, definitions: list[str]) -> None:
+    """Build the deferred indexes, two at a time (one per core of a small server)."""
+    pending = list(definitions)
+
+    async def builder() -> None:
+        conn = await connect(store, dsn)
+        try:
+            await conn.execute("SET maintenance_work_mem TO '256MB'")
+            while pending:
+                await conn.execute(pending.pop())
+        finally:
+            await disconnect(store, dsn, conn)
+
+    await asyncio.gather(*(builder() for _ in range(min(2, len(pending)))))
 
 
 async def _drop_leftovers(conn: asyncpg.Connection, name: str) -> None:

@@ -51,6 +51,8 @@ async def test_rebuilt_read_models_equal_the_incrementally_built_ones(
     await runner.run_until_caught_up()
     incremental = await snapshot_all(store.pool)
     assert sum(len(rows) for model in incremental.values() for rows in model.values()) > 400
+    indexes_before = await _indexes(store.pool)
+    assert any(not unique for _schema, _table, unique, _columns in indexes_before)  # the deferred kind
 
     progress: list[tuple[int, int]] = []
     report = await rebuild(store, all_projections(), dsn=database_url, batch_size=1000,
@@ -67,6 +69,19 @@ async def test_rebuilt_read_models_equal_the_incrementally_built_ones(
     leftovers = await store.pool.fetchval(
         "SELECT count(*) FROM pg_namespace WHERE nspname ~ '^(rebuild|retired)_'")
     assert leftovers == 0
+    # The lookup indexes, dropped while the shadows filled, are all back, on the same columns.
+    assert await _indexes(store.pool) == indexes_before
+
+
+async def _indexes(pool: asyncpg.Pool) -> list[tuple[str, str, bool, str]]:
+    """Every read model's indexes: schema, table, unique or not, and the indexed columns."""
+    rows = await pool.fetch(
+        """SELECT n.nspname AS schema, t.relname AS table, i.indisunique AS unique,
+                  regexp_replace(pg_get_indexdef(i.indexrelid), '^.* USING ', '') AS columns
+             FROM pg_index i JOIN pg_class t ON t.oid = i.indrelid
+             JOIN pg_namespace n ON n.oid = t.relnamespace
+            WHERE n.nspname = ANY($1::text[])""", [p.name for p in all_projections()])
+    return sorted((r["schema"], r["table"], r["unique"], r["columns"]) for r in rows)
 
 
 async def test_rebuild_while_live_runner_and_appends_go_on(store: PostgresEventStore,
