@@ -25,6 +25,7 @@ from projections.consent_register import ConsentRegister
 from projections.mentor_recognition import MentorRecognition
 from projections.pair_overview import PairOverview
 from projections.programme_funnel import ProgrammeFunnel
+from projections.programme_health import ProgrammeHealth
 from projections.programme_reports import ProgrammeReports
 from projections.session_calendar import SessionCalendar
 
@@ -36,7 +37,7 @@ if TYPE_CHECKING:
 def all_projections() -> list[Projection]:
     """Every read model of the project, as the worker runs them."""
     return [PairOverview(), ProgrammeFunnel(), ConsentRegister(), AuditTrail(),
-            MentorRecognition(), SessionCalendar(), ProgrammeReports()]
+            MentorRecognition(), SessionCalendar(), ProgrammeReports(), ProgrammeHealth()]
 
 
 def start_projection_runner(pool: asyncpg.Pool, settings: Settings) -> asyncio.Task:

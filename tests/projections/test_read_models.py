@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import uuid
 from datetime import timedelta
 
+from events.base import EventMetadata, NewEvent
 from events.store import PostgresEventStore
 from projections.runner import ProjectionRunner
 from tests.projections import lifecycles as story
@@ -178,3 +180,37 @@ async def test_read_models_hold_no_names_and_no_comments(store: PostgresEventSto
              SELECT m::text FROM mentor_recognition.mentors m) x""")
     for secret in ("Ada", "ada@x.test", "install an app"):
         assert secret not in dump
+
+
+async def test_programme_health_keeps_ratings_follow_ups_risk_spells_and_collective_sessions(
+        store: PostgresEventStore, runner: ProjectionRunner):
+    stories = await _seed(store)
+    opened = NewEvent(event_id=uuid.uuid4(), event_type="ProgrammeOpened", schema_version=1,
+                      payload={"programme_id": "prog-A", "hr_owners": ["hr-008", "hr-007"]})
+    group = NewEvent(event_id=uuid.uuid4(), event_type="GroupSessionHeld", schema_version=1,
+                     payload={"session_no": 1, "attended": ["E900", "E100", "E903"], "recorded_by": "hr-008",
+                              "pairs_attending": ["pair-p-full", "pair-p-withdrawn"]})
+    await store.append("programme-prog-A", 0, [opened, group], EventMetadata(actor="hr-008"))
+    await runner.run_until_caught_up()
+    db = store.pool
+
+    owners = await db.fetchval("SELECT hr_owners FROM programme_health.programmes WHERE programme_id = 'prog-A'")
+    assert owners == ["hr-008", "hr-007"]
+    assert await db.fetchval("SELECT count(*) FROM programme_health.pairs") == len(stories)
+    # p-full: the senior rated its sessions 4, 5, 3 and the mentor 4, 4, 4; both gave a final evaluation.
+    ratings = await db.fetch("""SELECT kind, by_role, rating FROM programme_health.ratings
+                                WHERE pair_id = 'p-full' ORDER BY position""")
+    assert sorted(r["rating"] for r in ratings if (r["kind"], r["by_role"]) == ("session", "mentee")) == [3, 4, 5]
+    assert sorted(r["rating"] for r in ratings if (r["kind"], r["by_role"]) == ("session", "mentor")) == [4, 4, 4]
+    assert sum(1 for r in ratings if r["kind"] == "final") == 2
+    follow_ups = await db.fetch("""SELECT days_after_end, by_role, still_using FROM programme_health.follow_ups
+                                   WHERE pair_id = 'p-full' AND by_role = 'mentee' ORDER BY position""")
+    assert [(f["days_after_end"], f["still_using"]) for f in follow_ups] == [(30, True), (90, True)]
+    # p-lapsed was flagged at risk, then lapsed: one spell, from the flag to the end.
+    spells = await db.fetch("SELECT spell, since, until FROM programme_health.risk_spells WHERE pair_id = 'p-lapsed'")
+    lapsed = stories["lapsed"].steps
+    flagged = next(s.at for s in lapsed if any(e.event_type == "PairFlaggedAtRisk" for e in s.events))
+    assert [(s["spell"], s["since"], s["until"]) for s in spells] == [(1, flagged, lapsed[-1].at)]
+    assert await db.fetchval("SELECT count(*) FROM programme_health.risk_spells WHERE pair_id <> 'p-lapsed'") == 0
+    group_row = await db.fetchrow("SELECT programme_id, attendees, pairs FROM programme_health.group_sessions")
+    assert tuple(group_row) == ("prog-A", 3, 2)
