@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 
-.PHONY: run test demo demo-programme screenshots chaos bench-store bench-projections bench-programme bench-codec bench-ledger bench-scale lint clean-state
+.PHONY: browser run test demo demo-programme screenshots chaos bench-store bench-projections bench-dashboard bench-programme bench-codec bench-ledger bench-scale lint clean-state
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -26,10 +26,20 @@ run: $(VENV)/.installed
 	$(PY) worker.py --dev
 
 # Lint and type-check first: a quick failure beats one after the whole suite.
-test: $(VENV)/.installed-dev
+test: $(VENV)/.installed-dev browser
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy
 	$(PY) -m pytest
+
+# The dashboard's browser test drives Debian's Chromium: installed when missing (as root, with apt).
+browser:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing Debian's chromium for the dashboard's browser test"; \
+	    apt-get install -y -q chromium >/dev/null 2>&1 || { apt-get update -q >/dev/null && apt-get install -y -q chromium >/dev/null; }; \
+	  else \
+	    echo "chromium is missing and cannot be installed here (needs root and apt): the browser test will say so and skip"; \
+	  fi; }
 
 # Workers SIGKILLed under a cohort of pairs (the short variant runs in `make test`).
 chaos: $(VENV)/.installed-dev
@@ -52,6 +62,9 @@ bench-store: $(VENV)/.installed-bench
 
 bench-projections: $(VENV)/.installed-bench
 	$(PY) -m bench.projections
+
+bench-dashboard: $(VENV)/.installed-bench
+	$(PY) -m bench.dashboard
 
 bench-programme: $(VENV)/.installed-bench
 	$(PY) -m bench.programme

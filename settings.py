@@ -27,6 +27,8 @@ class Settings(BaseSettings):
     temporal_namespace: str = "default"
     temporal_task_queue: str = "mentoring"
     temporal_ui_port: int = Field(default=8233, ge=1, le=65535)
+    # The Web UI's address the dashboard links pairs to; empty: the local UI on temporal_ui_port.
+    temporal_ui_url: str = ""
     temporal_tls: bool = False
     temporal_tls_cert: Path | None = None
     temporal_tls_key: Path | None = None

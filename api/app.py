@@ -35,6 +35,8 @@ from fastapi.responses import JSONResponse, Response
 from fastapi.routing import APIRoute
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
+from dashboard.pages import COOKIE as DASHBOARD_COOKIE
+from dashboard.pages import SignIn, dashboard_router, sign_in_redirect
 from events import verify_jobs
 from events.store import PostgresEventStore, create_pool
 from projections import all_projections, queries
@@ -168,10 +170,12 @@ class _Database:
 
 
 def create_app(pool_or_dsn: asyncpg.Pool | str, tokens: Mapping[str, str],
-               codec: FastAPI | None = None, refused: RefusedRequests | None = None) -> FastAPI:
+               codec: FastAPI | None = None, refused: RefusedRequests | None = None,
+               temporal_ui: str | None = None) -> FastAPI:
     """The API over a pool (shared with the worker) or a DSN; `tokens` maps bearer token -> role.
     `codec`: the codec server (codec/server.py), mounted at /codec for the Web UI. `refused`: how
-    many requests without a known token are recorded one by one (120 a minute by default)."""
+    many requests without a known token are recorded one by one (120 a minute by default).
+    `temporal_ui`: the Web UI's namespace address, which the dashboard links each pair to."""
     refused = refused if refused is not None else RefusedRequests()
     unknown = sorted({role for role in tokens.values() if role not in ROLES})
     if unknown:
@@ -223,7 +227,9 @@ def create_app(pool_or_dsn: asyncpg.Pool | str, tokens: Mapping[str, str],
         else:
             crashed = False
         scheme, _, token = request.headers.get("authorization", "").partition(" ")
-        role = role_of(token) if scheme.lower() == "bearer" and token.isascii() and token else None
+        if scheme.lower() != "bearer":
+            scheme, token = "bearer", request.cookies.get(DASHBOARD_COOKIE, "")  # the dashboard's pages
+        role = role_of(token) if token.isascii() and token else None
         name = token_name(role, token) if role else ("unknown token" if token else None)
         route = request.scope.get("route")
         template = route.path if isinstance(route, APIRoute) else request.url.path
@@ -401,6 +407,8 @@ def create_app(pool_or_dsn: asyncpg.Pool | str, tokens: Mapping[str, str],
 
     app.include_router(audit)
     app.include_router(operations)
+    app.include_router(dashboard_router(role_of, pool, temporal_ui))
+    app.add_exception_handler(SignIn, sign_in_redirect)
     if codec is not None:
         app.mount("/codec", codec)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from typing import TYPE_CHECKING
+from urllib.parse import quote
 
 import uvicorn
 
@@ -40,7 +41,8 @@ def start_api_server(pool: asyncpg.Pool, settings: Settings, keys: DataKeys) -> 
     server = _Server(uvicorn.Config(
         # The API's own pool (from the URL) when it has one: an audit query never makes the
         # worker's activities wait for a connection.
-        create_app(settings.database_url or pool, settings.mentoring_api_tokens, codec), host=settings.api_host,
+        create_app(settings.database_url or pool, settings.mentoring_api_tokens, codec,
+                   temporal_ui=temporal_ui_namespace(settings)), host=settings.api_host,
         port=settings.api_port, log_level="warning", lifespan="on",
     ))
 
@@ -62,6 +64,13 @@ def start_api_server(pool: asyncpg.Pool, settings: Settings, keys: DataKeys) -> 
             raise
 
     return asyncio.create_task(serve_api(), name="audit-api")
+
+
+def temporal_ui_namespace(settings: Settings) -> str:
+    """The Web UI's page of our namespace: TEMPORAL_UI_URL, else the local UI."""
+    base = settings.temporal_ui_url.rstrip("/") or \
+        f"http://{settings.temporal_address.rpartition(':')[0]}:{settings.temporal_ui_port}"
+    return f"{base}/namespaces/{quote(settings.temporal_namespace, safe='')}"
 
 
 def ui_origins(settings: Settings) -> list[str]:

@@ -10,6 +10,8 @@
     mentoring audit as-of TIME pair ID            a pair as it stood then, from the raw log
     mentoring projections status|rebuild|resume   operate the read models
     mentoring workflow replay FILE                does a history replay? if not, where to reset
+    mentoring certificate PAIR_ID [--out FILE]    the mentor's completion certificate (PDF)
+    mentoring report PROGRAMME_ID [--out FILE]    the programme's report with its charts (PDF)
 
 The answers are those of the HTTP API (both call `projections.queries`). The database comes from
 the settings (DATABASE_URL) unless `--database-url` is given.
@@ -535,6 +537,62 @@ def audit_programme(programme_id: Annotated[str, typer.Argument(help="The progra
     console.print(stages)
     for todo in f.hr_next:
         console.print(f"HR next: {todo}")
+
+
+@app.command("certificate")
+def certificate(pair_id: Annotated[str, typer.Argument(help="The pair whose mentor finished it.")],
+                out: Annotated[Path | None, typer.Option(
+                    "--out", help="Where to write the PDF (default: certificate-PAIR_ID.pdf here).")] = None,
+                database_url: DatabaseUrl = None) -> None:
+    """The completion certificate of a pair's mentor, as a PDF: name, programme, sessions given,
+    topics taught, signed by the programme's HR owner. It names people: keep it with HR."""
+    from dashboard import documents
+
+    async def work(pool: asyncpg.Pool, _url: str) -> bytes:
+        return documents.certificate_pdf(await documents.certificate_facts(pool, pair_id))
+
+    try:
+        pdf = _run(database_url, work)
+    except documents.CertificateRefused as exc:
+        raise _fail(str(exc)) from None
+    _write_document(out or Path(f"certificate-{_file_safe(pair_id)}.pdf"), pdf)
+
+
+@app.command("report")
+def programme_report_pdf(
+        programme_id: Annotated[str, typer.Argument(help="The programme's id.")],
+        out: Annotated[Path | None, typer.Option(
+            "--out", help="Where to write the PDF (default: programme-ID-report.pdf here).")] = None,
+        database_url: DatabaseUrl = None) -> None:
+    """A programme's report as a PDF: its figures, and the dashboard's charts with their numbers
+    (the close report once the programme has closed). Ids and counts only."""
+    from dashboard import documents
+    from dashboard.figures import dashboard
+
+    async def work(pool: asyncpg.Pool, _url: str) -> bytes | None:
+        figures = await dashboard(pool, programme_id)
+        if figures.pairs == 0:
+            return None
+        closed_at = await pool.fetchval(
+            "SELECT closed_at FROM programme_health.programmes WHERE programme_id = $1", programme_id)
+        return documents.report_pdf(figures, closed_at=closed_at)
+
+    pdf = _run(database_url, work)
+    if pdf is None:
+        raise _fail(f"no pair in a programme with id {programme_id!r}")
+    _write_document(out or Path(f"programme-{_file_safe(programme_id)}-report.pdf"), pdf)
+
+
+def _file_safe(text: str) -> str:
+    return "".join(c if c.isalnum() or c in "._-" else "_" for c in text)
+
+
+def _write_document(path: Path, content: bytes) -> None:
+    try:
+        path.write_bytes(content)
+    except OSError as exc:
+        raise _fail(f"cannot write {path}: {exc.strerror or exc}") from None
+    typer.echo(f"wrote {path} ({len(content):,} bytes)")
 
 
 @audit_app.command("access")

@@ -1,0 +1,194 @@
+"""The dashboard's pages on the API: sign in with a token, a programme's health, a pair, documents.
+
+    GET  /dashboard/sign-in                     the form that takes a token
+    POST /dashboard/sign-in                     keeps the token in a Secure, HttpOnly, SameSite cookie
+    POST /dashboard/sign-out                    forgets it
+    GET  /dashboard?programme=ID                one programme's health (every programme without it)
+    GET  /dashboard/pairs/{pair_id}             the pair's timeline as a picture, its trail below
+    GET  /dashboard/pairs/{pair_id}/certificate.pdf    the mentor's certificate (HR only)
+    GET  /dashboard/programmes/{programme_id}/report.pdf  the programme's report with its charts
+
+The same tokens and roles as the API: HR sees names, an auditor ids only, and certificates
+(which name people) are HR's. Charts are drawn on the server (dashboard/charts.py) and inlined:
+the pages load nothing from anywhere else, and work on a machine with no network.
+"""
+
+# No `from __future__ import annotations`: FastAPI reads the endpoints' annotations, which name
+# dependencies local to dashboard_router, so they must be evaluated where they are written.
+
+import asyncio
+import re
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated, Any
+from urllib.parse import parse_qs, quote
+
+import asyncpg
+from fastapi import APIRouter, Depends, HTTPException, Query, Request, status
+from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse, Response
+from jinja2 import Environment, FileSystemLoader, select_autoescape
+
+from dashboard import charts, documents
+from dashboard.figures import Dashboard, dashboard
+from projections import queries
+
+COOKIE = "mentoring_token"
+HERE = Path(__file__).resolve().parent
+_templates = Environment(loader=FileSystemLoader(HERE / "templates"), autoescape=select_autoescape(["html"]))
+_PRINTABLE = r"^[^\x00-\x1f\x7f]+$"
+Id = Annotated[str, Query(min_length=1, max_length=200, pattern=_PRINTABLE)]
+
+
+class SignIn(Exception):
+    """No usable token: the page sends the browser to the sign-in form."""
+
+
+def dashboard_router(role_of: Callable[[str], str | None], pool: Callable[[], Awaitable[asyncpg.Pool]],
+                     temporal_ui: str | None = None) -> APIRouter:
+    """`role_of`: the API's token check; `temporal_ui`: the Web UI's namespace address
+    (http://host:port/namespaces/NS), for links to each pair's workflow."""
+    router = APIRouter(prefix="/dashboard", tags=["dashboard"], include_in_schema=False)
+
+    def signed_in(request: Request) -> str:
+        token = request.cookies.get(COOKIE, "")
+        role = role_of(token) if token and token.isascii() else None
+        if role is None:
+            raise SignIn()
+        return role
+
+    Role = Annotated[str, Depends(signed_in)]
+    Db = Annotated[asyncpg.Pool, Depends(pool)]
+
+    def page(name: str, role: str | None, code: int = 200, **values: Any) -> HTMLResponse:
+        html = _templates.get_template(name).render(role=role, temporal_ui=temporal_ui, **values)
+        return HTMLResponse(html, status_code=code, headers=_NO_STORE)
+
+    @router.get("/sign-in")
+    async def sign_in_form() -> HTMLResponse:
+        return page("sign_in.html", None)
+
+    @router.post("/sign-in")
+    async def sign_in(request: Request) -> Response:
+        form = parse_qs((await request.body()).decode("utf-8", "replace"))
+        token = (form.get("token") or [""])[0].strip()
+        if not token or not token.isascii() or role_of(token) is None:
+            return page("sign_in.html", None, status.HTTP_401_UNAUTHORIZED,
+                        error="This token is not known: ask HR for yours.")
+        response = RedirectResponse("/dashboard", status.HTTP_303_SEE_OTHER)
+        # Secure: sent over HTTPS only (browsers also allow it on localhost); HttpOnly: out of
+        # scripts' reach; SameSite=Strict: never sent by another site's page or form.
+        response.set_cookie(COOKIE, token, httponly=True, secure=True, samesite="strict",
+                            path="/dashboard", max_age=8 * 3600)
+        return response
+
+    @router.post("/sign-out")
+    async def sign_out() -> Response:
+        response = RedirectResponse("/dashboard/sign-in", status.HTTP_303_SEE_OTHER)
+        response.delete_cookie(COOKIE, path="/dashboard", secure=True, httponly=True, samesite="strict")
+        return response
+
+    @router.get("/static/style.css")
+    async def style() -> FileResponse:
+        return FileResponse(HERE / "static" / "style.css", media_type="text/css")
+
+    @router.get("")
+    async def health(role: Role, db: Db, programme: Annotated[str | None, Id] = None) -> HTMLResponse:
+        figures = await dashboard(db, programme)
+        if programme is not None and figures.pairs == 0 and programme not in figures.programmes:
+            raise HTTPException(status.HTTP_404_NOT_FOUND, f"no programme with id {programme!r}")
+        names = await _names(db, role, {p.mentor_id for p in figures.needing_hr} | {p.mentee_id for p in figures.needing_hr})
+        svgs = await asyncio.to_thread(_dashboard_charts, figures)
+        return page("dashboard.html", role, figures=figures, charts=svgs, names=names,
+                    report_link=f"/dashboard/programmes/{quote(programme, safe='')}/report.pdf" if programme else None)
+
+    @router.get("/pairs/{pair_id}")
+    async def pair(pair_id: str, role: Role, db: Db) -> HTMLResponse:
+        _check_id(pair_id)
+        report = await queries.pair_report(db, pair_id)
+        if report is None:
+            raise HTTPException(status.HTTP_404_NOT_FOUND, f"no pair with id {pair_id!r}")
+        visits = await db.fetch("""SELECT stage, entered_at, left_at FROM programme_funnel.stage_visits
+                                   WHERE pair_id = $1 ORDER BY visit""", pair_id)
+        now = datetime.now(UTC)
+        stages = [(v["stage"], v["entered_at"], v["left_at"] or report.overview.ended_at or now) for v in visits]
+        marks = _marks(report)
+        svg = await asyncio.to_thread(lambda: charts.svg_markup(charts.render(
+            charts.pair_timeline(stages, marks), size=(8.0, 1.2 + 0.28 * (len(stages) + len({k for k, _, _ in marks}))))))
+        if role != "hr":
+            report = report.model_copy(update={"overview": report.overview.model_copy(update={
+                "mentor": report.overview.mentor.model_copy(update={"display_name": None}),
+                "mentee": report.overview.mentee.model_copy(update={"display_name": None})})})
+        return page("pair.html", role, report=report, timeline=svg, stages=stages, marks=marks,
+                    workflow_id=f"pair-{pair_id}")
+
+    @router.get("/pairs/{pair_id}/certificate.pdf")
+    async def certificate(pair_id: str, role: Role, db: Db) -> Response:
+        _check_id(pair_id)
+        if role != "hr":
+            raise HTTPException(status.HTTP_403_FORBIDDEN, "certificates name people: HR's only")
+        try:
+            facts = await documents.certificate_facts(db, pair_id)
+        except documents.CertificateRefused as exc:
+            raise HTTPException(status.HTTP_409_CONFLICT if "no pair" not in str(exc)
+                                else status.HTTP_404_NOT_FOUND, str(exc)) from None
+        pdf = await asyncio.to_thread(documents.certificate_pdf, facts)
+        return _pdf(pdf, f"certificate-{pair_id}.pdf")
+
+    @router.get("/programmes/{programme_id}/report.pdf")
+    async def programme_report(programme_id: str, role: Role, db: Db) -> Response:
+        _check_id(programme_id)
+        figures = await dashboard(db, programme_id)
+        if figures.pairs == 0:
+            raise HTTPException(status.HTTP_404_NOT_FOUND, f"no programme with id {programme_id!r}")
+        closed_at = await db.fetchval("SELECT closed_at FROM programme_health.programmes WHERE programme_id = $1",
+                                      programme_id)
+        pdf = await asyncio.to_thread(documents.report_pdf, figures, closed_at=closed_at)
+        return _pdf(pdf, f"programme-{programme_id}-report.pdf")
+
+    return router
+
+
+async def sign_in_redirect(_request: Request, _exc: Exception) -> Response:
+    return RedirectResponse("/dashboard/sign-in", status.HTTP_303_SEE_OTHER)
+
+
+def _dashboard_charts(figures: Dashboard) -> dict[str, str]:
+    draws = {"funnel": (charts.funnel(figures.funnel), (6.0, 2.4)),
+             "left": (charts.left(figures.left), (6.0, 0.6 + 0.3 * max(len(figures.left), 2))),
+             "alive": (charts.alive_over_time(figures.alive_over_time), (6.0, 2.8)),
+             "sessions": (charts.sessions_per_week(figures.sessions_per_week), (6.0, 2.8)),
+             "ratings": (charts.ratings(figures.ratings), (6.0, 2.6)),
+             "consent": (charts.consent(figures.consent), (6.0, 0.6 + 0.3 * max(len(figures.consent), 2))),
+             "follow_ups": (charts.follow_ups(figures.follow_ups), (6.0, 0.8 + 0.4 * max(len(figures.follow_ups), 2)))}
+    return {name: charts.svg_markup(charts.render(draw, size=size)) for name, (draw, size) in draws.items()}
+
+
+def _marks(report: queries.PairReport) -> list[tuple[str, datetime, str]]:
+    kinds = {"SessionHeld": "session outcomes", "SessionMissed": "session outcomes", "SessionCancelled": "session outcomes",
+             "FeedbackGiven": "feedback", "FinalEvaluationGiven": "feedback",
+             "NotificationSent": "notices", "FollowUpSent": "follow-ups", "FollowUpAnswered": "follow-ups",
+             "PairFlaggedAtRisk": "risk", "PairBackOnTrack": "risk"}
+    return [(kinds[e.action], e.at, e.summary) for e in report.trail if e.action in kinds]
+
+
+async def _names(db: asyncpg.Pool, role: str, ids: set[str]) -> dict[str, str]:
+    if role != "hr" or not ids:
+        return {}
+    rows = await db.fetch("SELECT employee_id, display_name FROM people WHERE employee_id = ANY($1::text[])",
+                          sorted(ids))
+    return {r["employee_id"]: r["display_name"] for r in rows if r["display_name"]}
+
+
+def _check_id(value: str) -> None:
+    if not value or len(value) > 200 or any(ord(c) < 32 or ord(c) == 127 for c in value):
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_ENTITY, "ids are 1 to 200 printable characters")
+
+
+def _pdf(content: bytes, filename: str) -> Response:
+    filename = re.sub(r"[^A-Za-z0-9._-]", "_", filename)  # ids are free text: keep the header plain
+    return Response(content, media_type="application/pdf",
+                    headers={"Content-Disposition": f'attachment; filename="{filename}"', **_NO_STORE})
+
+
+_NO_STORE = {"Cache-Control": "no-store"}
