@@ -47,7 +47,7 @@ from tests.projections import lifecycles as story
 _MIX = [(story.full_lifecycle, 50), (story.declined_by_mentee, 8), (story.declined_by_mentor, 5),
         (story.expired_invitation, 7), (story.withdrawn_during_sessions, 10),
         (story.lapsed_after_risk, 10), (story.replaced_mentor, 10)]
-_APPEND_STORY = """SELECT out_position FROM append_events($1, 0, $2, $3, $4, $5, $6)"""
+APPEND_STORY = """SELECT out_position FROM append_events($1, 0, $2, $3, $4, $5, $6)"""
 
 
 def say(message: str) -> None:
@@ -89,7 +89,7 @@ class Population:
         return s
 
 
-def _story_arrays(s: story.PairStory) -> tuple:
+def story_arrays(s: story.PairStory) -> tuple:
     """One pair's whole story as the arrays `append_events` takes, one metadata per event."""
     ids, types, versions, payloads, metadata = [], [], [], [], []
     for step in s.steps:
@@ -111,13 +111,13 @@ async def generate(pool: asyncpg.Pool, population: Population, events: int, *,
 
     async def writer() -> None:
         while (arrays := await queue.get()) is not None:
-            await pool.fetch(_APPEND_STORY, *arrays)
+            await pool.fetch(APPEND_STORY, *arrays)
 
     tasks = [asyncio.create_task(writer()) for _ in range(writers)]
     try:
         while written < events:
             s = population.next_story()
-            await queue.put(_story_arrays(s))
+            await queue.put(story_arrays(s))
             written += s.event_count()
         for _ in tasks:
             await queue.put(None)
