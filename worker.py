@@ -205,6 +205,8 @@ def _banner(settings: Settings, dev: bool) -> None:
         f"reconciler checking open pairs against Temporal every {settings.reconcile_interval_seconds:g} s",
         f"audit API on http://{settings.api_host}:{settings.api_port}/docs; codec server for the "
         f"Web UI on http://{settings.api_host}:{settings.api_port}/codec",
+        f"HR's dashboard on http://{'localhost' if settings.api_host in ('127.0.0.1', '::1') else settings.api_host}"
+        f":{settings.api_port}/dashboard (sign in with an API token)",
         f"the log sealed into its Merkle tree; checkpoints signed every {settings.checkpoint_interval_seconds:g} s "
         f"into {settings.checkpoint_dir or settings.state_dir / 'checkpoints'}",
     ]
