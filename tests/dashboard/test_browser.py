@@ -17,6 +17,7 @@ import shutil
 from datetime import timedelta
 from pathlib import Path
 
+import pypdf
 import pytest
 import uvicorn
 
@@ -113,8 +114,15 @@ async def test_hr_signs_in_reads_the_figures_and_opens_a_pair_in_chromium(store:
             assert (await page.locator('[data-figure="stage"]').inner_text()).strip() == "completed"
             trail = await store.pool.fetchval("SELECT count(*) FROM audit_trail.entries WHERE pair_id = $1", pair_id)
             assert await page.locator("#trail tbody tr").count() == trail
-            assert await page.get_by_role("link", name="the mentor's certificate (PDF)").count() == 1
             await page.screenshot(path=str(shots / "dashboard-pair.png"), full_page=True)
+            async with page.expect_download() as download:  # HR prints the mentor's certificate
+                await page.get_by_role("link", name="the mentor's certificate (PDF)").click()
+            certificate = await (await download.value).path()
+            text = " ".join(pypdf.PdfReader(certificate).pages[0].extract_text().split())
+            mentor = await store.pool.fetchval(
+                """SELECT display_name FROM people JOIN pair_overview.pairs p ON p.mentor_id = employee_id
+                    WHERE p.pair_id = $1""", pair_id)
+            assert "Certificate of reverse mentoring" in text and mentor in text and "Hana Ressources" in text
             await browser.close()
         assert elsewhere == []  # nothing fetched from another address: no CDN, no font, no call home
     finally:
