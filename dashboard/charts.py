@@ -4,16 +4,21 @@ the documents. Nothing is fetched by the browser, so the pages work with no netw
 Readable without colour: bars carry hatch patterns and their value, lines differ by marker and
 dash, and every chart sits beside a table of the same figures (in the page).
 Matplotlib is not thread-safe across figures that share state: each chart is its own `Figure`
-(no pyplot), and `render` draws one at a time.
+(no pyplot), everything is drawn holding `drawing()`, and the pages draw on one thread of their
+own (`draw_off_the_loop`), never on the event loop the worker's activities share, nor on its
+default thread pool.
 """
 
 from __future__ import annotations
 
+import asyncio
 import io
 import threading
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from datetime import date, datetime
+from typing import TypeVar
 
 import matplotlib
 
@@ -38,8 +43,28 @@ rcParams.update({
 
 # Dark enough on white, told apart by pattern too.
 INK, SECOND, THIRD = "#1f4e79", "#b35806", "#4d4d4d"
+T = TypeVar("T")
 HATCHES = ("", "///", "...", "xx", "\\\\")
-_lock = threading.Lock()
+_lock = threading.RLock()  # a document holds it while its parts draw
+_drawer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="dashboard-drawing")
+_WAITING_AT_MOST = 8
+_waiting = 0
+
+
+class TooBusy(Exception):
+    """More drawings are waiting than are worth queueing: ask again shortly."""
+
+
+async def draw_off_the_loop(work: Callable[[], T]) -> T:
+    """`work()` on the drawing thread; TooBusy when too many are already waiting for it."""
+    global _waiting
+    if _waiting >= _WAITING_AT_MOST:
+        raise TooBusy()
+    _waiting += 1
+    try:
+        return await asyncio.get_running_loop().run_in_executor(_drawer, work)
+    finally:
+        _waiting -= 1
 
 Canvas = Figure | SubFigure  # a whole figure, or part of a page
 Draw = Callable[[Canvas], None]

@@ -28,6 +28,10 @@ class CertificateRefused(Exception):
     """No certificate for this pair: the reason is in the message, worded for HR."""
 
 
+class NoSuchPair(CertificateRefused):
+    """The pair is not in the read models."""
+
+
 class Certificate(BaseModel):
     pair_id: str
     programme_id: str
@@ -42,7 +46,7 @@ async def certificate_facts(db: asyncpg.Pool, pair_id: str) -> Certificate:
     """What the certificate of the pair's mentor says, from the read models and `people`."""
     row = await db.fetchrow(_CERTIFICATE, pair_id)
     if row is None:
-        raise CertificateRefused(f"no pair with id {pair_id!r}")
+        raise NoSuchPair(f"no pair with id {pair_id!r}")
     if row["stage"] != "completed":
         raise CertificateRefused(f"pair {pair_id} has not completed (it is {row['stage'].replace('_', ' ')}): "
                                  "a certificate is for a mentor who finished a pair")
@@ -59,6 +63,11 @@ async def certificate_facts(db: asyncpg.Pool, pair_id: str) -> Certificate:
 
 
 def certificate_pdf(facts: Certificate) -> bytes:
+    with charts.drawing():
+        return _certificate_pdf(facts)
+
+
+def _certificate_pdf(facts: Certificate) -> bytes:
     figure = Figure(figsize=A4_LANDSCAPE)
     figure.patches.append(_border(figure))
     lines = [
@@ -80,6 +89,11 @@ def certificate_pdf(facts: Certificate) -> bytes:
 
 def report_pdf(figures: Dashboard, *, closed_at: datetime | None) -> bytes:
     """The programme's report: its figures, then each chart above the table of its numbers."""
+    with charts.drawing():
+        return _report_pdf(figures, closed_at)
+
+
+def _report_pdf(figures: Dashboard, closed_at: datetime | None) -> bytes:
     name = figures.programme_id or "every programme"
     cover = Figure(figsize=A4_PORTRAIT)
     heading = f"Programme {name}: " + (f"close report ({closed_at:%d %B %Y})" if closed_at

@@ -83,11 +83,17 @@ class Dashboard(BaseModel):
     average_session_rating: float | None
     consent: list[Count]
     follow_ups: list[FollowUpAdoption]
-    needing_hr: list[PairNeedingHr]
+    needing_hr: list[PairNeedingHr]  # the first LIST_LIMIT, longest waiting first
+    needing_hr_count: int  # all of them
+
+
+LIST_LIMIT = 500
 
 
 async def programmes(db: asyncpg.Pool | asyncpg.Connection) -> list[str]:
-    rows = await db.fetch("SELECT DISTINCT programme_id FROM pair_overview.pairs ORDER BY programme_id")
+    """Every programme with a pair, or opened (and not matched yet)."""
+    rows = await db.fetch("""SELECT programme_id FROM pair_overview.pairs
+                             UNION SELECT programme_id FROM programme_health.programmes ORDER BY 1""")
     return [r["programme_id"] for r in rows]
 
 
@@ -110,7 +116,9 @@ async def dashboard(db: asyncpg.Pool, programme_id: str | None, now: datetime | 
             average_session_rating=await conn.fetchval(_AVERAGE_SESSION_RATING, programme_id),
             consent=[Count(label=r["answer"], value=r["count"]) for r in await conn.fetch(_CONSENT, programme_id)],
             follow_ups=[FollowUpAdoption(**r) for r in await conn.fetch(_FOLLOW_UPS, programme_id)],
-            needing_hr=[PairNeedingHr(**r) for r in await conn.fetch(_NEEDING_HR, programme_id, now)],
+            needing_hr=[PairNeedingHr(**r) for r in await conn.fetch(_NEEDING_HR + " LIMIT $3", programme_id,
+                                                                      now, LIST_LIMIT)],
+            needing_hr_count=await conn.fetchval(f"SELECT count(*) FROM ({_NEEDING_HR}) AS needing", programme_id, now),
         )
 
 
@@ -178,17 +186,24 @@ SELECT weeks.week::date AS week,
            AND (c.ended_at IS NULL OR c.ended_at >= weeks.week_end))::int AS at_risk
   FROM weeks ORDER BY weeks.week"""
 
+# The same weeks as above (every week, with or without sessions).
 _SESSIONS_BY_WEEK = f"""
-WITH held AS (
-       SELECT date_trunc('week', starts_at)::date AS week, 1 AS individual, 0 AS collective
+WITH chosen AS (SELECT pair_id, nominated_at FROM pair_overview.pairs WHERE {_IN.format('')}),
+     first AS (SELECT CASE WHEN min(nominated_at) IS NOT NULL
+                      THEN greatest(date_trunc('week', min(nominated_at)),
+                                    date_trunc('week', $2::timestamptz) - ($3 - 1) * interval '7 days')
+                      END AS week FROM chosen),
+     weeks AS (SELECT w AS week FROM first,
+                      generate_series(first.week, date_trunc('week', $2::timestamptz), interval '7 days') AS w),
+     held AS (
+       SELECT date_trunc('week', starts_at) AS week, 1 AS individual, 0 AS collective
          FROM session_calendar.sessions WHERE status = 'held' AND {_IN.format('')}
        UNION ALL
-       SELECT date_trunc('week', at)::date, 0, 1
-         FROM programme_health.group_sessions WHERE {_IN.format('')})
-SELECT week, sum(individual)::int AS individual, sum(collective)::int AS collective
-  FROM held
- WHERE week > (date_trunc('week', $2::timestamptz) - $3 * interval '7 days')::date
- GROUP BY week ORDER BY week"""
+       SELECT date_trunc('week', at), 0, 1 FROM programme_health.group_sessions WHERE {_IN.format('')})
+SELECT weeks.week::date AS week, coalesce(sum(held.individual), 0)::int AS individual,
+       coalesce(sum(held.collective), 0)::int AS collective
+  FROM weeks LEFT JOIN held ON held.week = weeks.week
+ GROUP BY weeks.week ORDER BY weeks.week"""
 
 _RATINGS = f"""
 SELECT kind, rating, count(*)::int AS count FROM programme_health.ratings
@@ -197,9 +212,17 @@ SELECT kind, rating, count(*)::int AS count FROM programme_health.ratings
 _AVERAGE_SESSION_RATING = f"""
 SELECT round(avg(rating), 2)::float FROM programme_health.ratings WHERE kind = 'session' AND {_IN.format('')}"""
 
+# Each senior's answer to their pair's invitation: the latest of invited (no answer yet),
+# consent given, declined, expired; a re-invitation after an expiry counts as the new question.
 _CONSENT = f"""
-SELECT answer, count(*)::int AS count FROM consent_register.entries
- WHERE role = 'mentee' AND {_IN.format('')} GROUP BY answer ORDER BY answer"""
+SELECT answer, count(*)::int AS count FROM (
+    SELECT DISTINCT ON (pair_id) pair_id,
+           CASE answer WHEN 'invited' THEN 'awaiting_answer' ELSE answer END AS answer
+      FROM consent_register.entries
+     WHERE role = 'mentee' AND answer IN ('invited', 'consent_given', 'declined', 'expired')
+       AND {_IN.format('')}
+     ORDER BY pair_id, position DESC) AS latest
+ GROUP BY answer ORDER BY answer"""
 
 # Adoption as the seniors (mentees) answer it, as in the programme's report.
 _FOLLOW_UPS = f"""
@@ -208,13 +231,18 @@ SELECT days_after_end, count(*) FILTER (WHERE still_using)::int AS still_using,
   FROM programme_health.follow_ups WHERE by_role = 'mentee' AND {_IN.format('')}
  GROUP BY days_after_end ORDER BY days_after_end"""
 
+# Since when each pair has needed HR: the earliest of its reasons' beginnings (the open spell at
+# risk, the pause, the deadline that passed).
 _NEEDING_HR = f"""
-SELECT pair_id, programme_id, stage, mentor_id, mentee_id,
-       array_remove(ARRAY[CASE WHEN at_risk THEN 'at risk' END,
-                          CASE WHEN paused THEN 'paused' END,
-                          CASE WHEN next_deadline < $2 THEN 'deadline passed' END], NULL) AS reasons,
-       least(stage_since, last_activity_at) AS since
-  FROM pair_overview.pairs
- WHERE ended_at IS NULL AND (at_risk OR paused OR next_deadline < $2) AND {_IN.format('')}
- ORDER BY at_risk DESC, since, pair_id
- LIMIT 500"""
+SELECT p.pair_id, p.programme_id, p.stage, p.mentor_id, p.mentee_id,
+       array_remove(ARRAY[CASE WHEN p.at_risk THEN 'at risk' END,
+                          CASE WHEN p.paused THEN 'paused' END,
+                          CASE WHEN p.next_deadline < $2 THEN 'deadline passed' END], NULL) AS reasons,
+       coalesce(least(
+           CASE WHEN p.at_risk THEN (SELECT max(r.since) FROM programme_health.risk_spells r
+                                      WHERE r.pair_id = p.pair_id AND r.until IS NULL) END,
+           CASE WHEN p.paused THEN (p.facts ->> 'paused_since')::timestamptz END,
+           CASE WHEN p.next_deadline < $2 THEN p.next_deadline END), p.stage_since) AS since
+  FROM pair_overview.pairs p
+ WHERE p.ended_at IS NULL AND (p.at_risk OR p.paused OR p.next_deadline < $2) AND {_IN.format('p.')}
+ ORDER BY since, p.pair_id"""

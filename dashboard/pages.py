@@ -16,12 +16,11 @@ the pages load nothing from anywhere else, and work on a machine with no network
 # No `from __future__ import annotations`: FastAPI reads the endpoints' annotations, which name
 # dependencies local to dashboard_router, so they must be evaluated where they are written.
 
-import asyncio
 import re
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 from urllib.parse import parse_qs, quote
 
 import asyncpg
@@ -34,10 +33,18 @@ from dashboard.figures import Dashboard, dashboard
 from projections import queries
 
 COOKIE = "mentoring_token"
+T = TypeVar("T")
 HERE = Path(__file__).resolve().parent
 _templates = Environment(loader=FileSystemLoader(HERE / "templates"), autoescape=select_autoescape(["html"]))
+# An id in a link: every reserved character escaped, "/" too (jinja's urlencode keeps it).
+_templates.filters["path_part"] = lambda value: quote(str(value), safe="")
 _PRINTABLE = r"^[^\x00-\x1f\x7f]+$"
-Id = Annotated[str, Query(min_length=1, max_length=200, pattern=_PRINTABLE)]
+SIGN_IN_BODY_LIMIT = 4096  # a token and its field name; anything larger is not a sign-in
+# The pages run no script and are never framed; their SVGs carry an inline <style>.
+_HEADERS = {"Cache-Control": "no-store",
+            "Content-Security-Policy": "default-src 'self'; script-src 'none'; style-src 'self' 'unsafe-inline'; "
+                                       "img-src 'self' data:; form-action 'self'; frame-ancestors 'none'",
+            "X-Content-Type-Options": "nosniff", "Referrer-Policy": "same-origin"}
 
 
 class SignIn(Exception):
@@ -62,7 +69,16 @@ def dashboard_router(role_of: Callable[[str], str | None], pool: Callable[[], Aw
 
     def page(name: str, role: str | None, code: int = 200, **values: Any) -> HTMLResponse:
         html = _templates.get_template(name).render(role=role, temporal_ui=temporal_ui, **values)
-        return HTMLResponse(html, status_code=code, headers=_NO_STORE)
+        return HTMLResponse(html, status_code=code, headers=_HEADERS)
+
+    def same_site_only(request: Request) -> None:
+        """A form posted from another site's page is refused (login and logout forgery): browsers
+        say where a request comes from in Sec-Fetch-Site, or at least in Origin."""
+        site = request.headers.get("sec-fetch-site")
+        origin = request.headers.get("origin")
+        ours = f"{request.url.scheme}://{request.url.netloc}"
+        if (site is not None and site not in ("same-origin", "none")) or (origin is not None and origin != ours):
+            raise HTTPException(status.HTTP_403_FORBIDDEN, "a form from another site cannot sign in or out here")
 
     @router.get("/sign-in")
     async def sign_in_form() -> HTMLResponse:
@@ -70,7 +86,13 @@ def dashboard_router(role_of: Callable[[str], str | None], pool: Callable[[], Aw
 
     @router.post("/sign-in")
     async def sign_in(request: Request) -> Response:
-        form = parse_qs((await request.body()).decode("utf-8", "replace"))
+        same_site_only(request)
+        body = b""
+        async for chunk in request.stream():
+            body += chunk
+            if len(body) > SIGN_IN_BODY_LIMIT:
+                raise HTTPException(413, "a sign-in form holds one token")  # Content Too Large
+        form = parse_qs(body.decode("utf-8", "replace"))
         token = (form.get("token") or [""])[0].strip()
         if not token or not token.isascii() or role_of(token) is None:
             return page("sign_in.html", None, status.HTTP_401_UNAUTHORIZED,
@@ -83,7 +105,8 @@ def dashboard_router(role_of: Callable[[str], str | None], pool: Callable[[], Aw
         return response
 
     @router.post("/sign-out")
-    async def sign_out() -> Response:
+    async def sign_out(request: Request) -> Response:
+        same_site_only(request)
         response = RedirectResponse("/dashboard/sign-in", status.HTTP_303_SEE_OTHER)
         response.delete_cookie(COOKIE, path="/dashboard", secure=True, httponly=True, samesite="strict")
         return response
@@ -93,12 +116,13 @@ def dashboard_router(role_of: Callable[[str], str | None], pool: Callable[[], Aw
         return FileResponse(HERE / "static" / "style.css", media_type="text/css")
 
     @router.get("")
-    async def health(role: Role, db: Db, programme: Annotated[str | None, Id] = None) -> HTMLResponse:
+    async def health(role: Role, db: Db, programme: Annotated[str | None, Query(
+            min_length=1, max_length=200, pattern=_PRINTABLE, description="one programme's id")] = None) -> HTMLResponse:
         figures = await dashboard(db, programme)
-        if programme is not None and figures.pairs == 0 and programme not in figures.programmes:
+        if programme is not None and programme not in figures.programmes:
             raise HTTPException(status.HTTP_404_NOT_FOUND, f"no programme with id {programme!r}")
         names = await _names(db, role, {p.mentor_id for p in figures.needing_hr} | {p.mentee_id for p in figures.needing_hr})
-        svgs = await asyncio.to_thread(_dashboard_charts, figures)
+        svgs = await _drawn(lambda: _dashboard_charts(figures))
         return page("dashboard.html", role, figures=figures, charts=svgs, names=names,
                     report_link=f"/dashboard/programmes/{quote(programme, safe='')}/report.pdf" if programme else None)
 
@@ -108,12 +132,13 @@ def dashboard_router(role_of: Callable[[str], str | None], pool: Callable[[], Aw
         report = await queries.pair_report(db, pair_id)
         if report is None:
             raise HTTPException(status.HTTP_404_NOT_FOUND, f"no pair with id {pair_id!r}")
+        pair_id = report.overview.pair_id  # the pair's own id, also when it was asked by its workflow's
         visits = await db.fetch("""SELECT stage, entered_at, left_at FROM programme_funnel.stage_visits
                                    WHERE pair_id = $1 ORDER BY visit""", pair_id)
         now = datetime.now(UTC)
         stages = [(v["stage"], v["entered_at"], v["left_at"] or report.overview.ended_at or now) for v in visits]
         marks = _marks(report)
-        svg = await asyncio.to_thread(lambda: charts.svg_markup(charts.render(
+        svg = await _drawn(lambda: charts.svg_markup(charts.render(
             charts.pair_timeline(stages, marks), size=(8.0, 1.2 + 0.28 * (len(stages) + len({k for k, _, _ in marks}))))))
         if role != "hr":
             report = report.model_copy(update={"overview": report.overview.model_copy(update={
@@ -129,24 +154,33 @@ def dashboard_router(role_of: Callable[[str], str | None], pool: Callable[[], Aw
             raise HTTPException(status.HTTP_403_FORBIDDEN, "certificates name people: HR's only")
         try:
             facts = await documents.certificate_facts(db, pair_id)
+        except documents.NoSuchPair as exc:
+            raise HTTPException(status.HTTP_404_NOT_FOUND, str(exc)) from None
         except documents.CertificateRefused as exc:
-            raise HTTPException(status.HTTP_409_CONFLICT if "no pair" not in str(exc)
-                                else status.HTTP_404_NOT_FOUND, str(exc)) from None
-        pdf = await asyncio.to_thread(documents.certificate_pdf, facts)
+            raise HTTPException(status.HTTP_409_CONFLICT, str(exc)) from None
+        pdf = await _drawn(lambda: documents.certificate_pdf(facts))
         return _pdf(pdf, f"certificate-{pair_id}.pdf")
 
     @router.get("/programmes/{programme_id}/report.pdf")
     async def programme_report(programme_id: str, role: Role, db: Db) -> Response:
         _check_id(programme_id)
         figures = await dashboard(db, programme_id)
-        if figures.pairs == 0:
+        if programme_id not in figures.programmes:
             raise HTTPException(status.HTTP_404_NOT_FOUND, f"no programme with id {programme_id!r}")
         closed_at = await db.fetchval("SELECT closed_at FROM programme_health.programmes WHERE programme_id = $1",
                                       programme_id)
-        pdf = await asyncio.to_thread(documents.report_pdf, figures, closed_at=closed_at)
+        pdf = await _drawn(lambda: documents.report_pdf(figures, closed_at=closed_at))
         return _pdf(pdf, f"programme-{programme_id}-report.pdf")
 
     return router
+
+
+async def _drawn(work: Callable[[], T]) -> T:
+    try:
+        return await charts.draw_off_the_loop(work)
+    except charts.TooBusy:
+        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, "many pictures are being drawn: try again "
+                            "in a few seconds", headers={"Retry-After": "5"}) from None
 
 
 async def sign_in_redirect(_request: Request, _exc: Exception) -> Response:
@@ -188,7 +222,4 @@ def _check_id(value: str) -> None:
 def _pdf(content: bytes, filename: str) -> Response:
     filename = re.sub(r"[^A-Za-z0-9._-]", "_", filename)  # ids are free text: keep the header plain
     return Response(content, media_type="application/pdf",
-                    headers={"Content-Disposition": f'attachment; filename="{filename}"', **_NO_STORE})
-
-
-_NO_STORE = {"Cache-Control": "no-store"}
+                    headers={"Content-Disposition": f'attachment; filename="{filename}"', **_HEADERS})

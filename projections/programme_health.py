@@ -15,6 +15,7 @@ from events.base import RecordedEvent
 from events.lifecycle import ENDINGS
 from events.programme import PROGRAMME_STREAM_PREFIX
 from projections.base import Projection, occurred_at, pair_id_of
+from projections.pair_fold import PairFoldError
 
 _PAIR_EVENTS = {"PairNominated", "FeedbackGiven", "FinalEvaluationGiven", "FollowUpAnswered",
                 "PairFlaggedAtRisk", "PairBackOnTrack", *ENDINGS}
@@ -49,8 +50,8 @@ class ProgrammeHealth(Projection):
                                    pair_id, payload["programme_id"])
                 continue
             programme = programme_of.get(pair_id)
-            if programme is None:
-                continue  # a pair whose nomination this model never saw (skipped): nothing to place it in
+            if programme is None:  # parked, as the other pair models do: the log is out of order
+                raise PairFoldError(f"{event.event_type} for pair {pair_id} before its nomination")
             if event.event_type in ("FeedbackGiven", "FinalEvaluationGiven"):
                 await conn.execute(
                     """INSERT INTO ratings (position, pair_id, programme_id, kind, session_no, by_role, rating, at)

@@ -66,9 +66,10 @@ async def test_a_programmes_figures_are_the_read_models(seeded, client, store: P
                                              WHERE programme_id = 'prog-A' AND kind = 'session' GROUP BY rating"""))
     for rating in range(1, 6):
         assert shown[f"rating:session:{rating}"] == str(ratings.get(rating, 0))
-    consent = dict(await store.pool.fetch("""SELECT answer, count(*) FROM consent_register.entries
-                                             WHERE programme_id = 'prog-A' AND role = 'mentee' GROUP BY answer"""))
-    assert {k.removeprefix("consent:"): int(v) for k, v in shown.items() if k.startswith("consent:")} == consent
+    # Each senior's latest answer: p-full, p-withdrawn and p-lapsed consented (p-withdrawn left
+    # later, which is not an answer to the invitation), p-declined declined, p-expired let it expire.
+    consent = {k.removeprefix("consent:"): int(v) for k, v in shown.items() if k.startswith("consent:")}
+    assert consent == {"consent_given": 3, "declined": 1, "expired": 1}
     left = {k: int(v) for k, v in shown.items() if k.startswith("left:")}
     assert sum(left.values()) == sum(n for outcome, n in funnel.outcomes.items() if outcome != "completed")
     # Every chart is drawn inline, and nothing is loaded from another address.
@@ -86,14 +87,51 @@ async def test_every_programme_adds_up_the_programmes(seeded, client):
 
 
 async def test_the_pairs_needing_hr_link_to_the_temporal_ui_and_the_trail(seeded, client, store):
-    # p-other is still alive in the seed only if its story left it so; make one pair at risk now.
+    # Every pair of the seed has ended: bring p-lapsed back to its spell at risk, as if not lapsed yet.
     await store.pool.execute("UPDATE pair_overview.pairs SET ended_at = NULL, at_risk = true WHERE pair_id = 'p-lapsed'")
+    await store.pool.execute("UPDATE programme_health.risk_spells SET until = NULL WHERE pair_id = 'p-lapsed'")
+    flagged = await store.pool.fetchval("SELECT since FROM programme_health.risk_spells WHERE pair_id = 'p-lapsed'")
     await sign_in(client, "hr-token")
     page = (await client.get("/dashboard", params={"programme": "prog-A"})).text
+    assert figures_shown(page)["needing_hr"] == "1"
     row = re.search(r'<tr data-pair="p-lapsed">(.*?)</tr>', page, re.S)
     assert row is not None
     assert f'href="{UI}/workflows/pair-p-lapsed"' in row.group(1)
     assert 'href="/dashboard/pairs/p-lapsed#trail"' in row.group(1) and "at risk" in row.group(1)
+    assert f"<td>{flagged:%Y-%m-%d}</td>" in row.group(1)  # needs HR since it was flagged
+
+
+async def test_bad_or_foreign_requests_get_a_clear_answer_and_change_nothing(seeded, client):
+    await sign_in(client, "hr-token")
+    for bad in ("", "x" * 201, "prog\x00A"):
+        answer = await client.get("/dashboard", params={"programme": bad})
+        assert answer.status_code == 422 and "programme" in answer.json()["message"], bad
+    assert (await client.get("/dashboard", params={"programme": "nowhere"})).status_code == 404
+    # A form posted from another site's page neither signs in nor out.
+    foreign = {"Origin": "https://elsewhere.test", "Sec-Fetch-Site": "cross-site"}
+    forged = await client.post("/dashboard/sign-in", data={"token": "auditor-token"}, headers=foreign)
+    assert forged.status_code == 403 and "another site" in forged.text and "set-cookie" not in forged.headers
+    assert (await client.post("/dashboard/sign-out", headers=foreign)).status_code == 403
+    assert "signed in as <strong>hr</strong>" in (await client.get("/dashboard")).text
+    huge = await client.post("/dashboard/sign-in", content=b"token=" + b"x" * 5000,
+                             headers={"Content-Type": "application/x-www-form-urlencoded"})
+    assert huge.status_code == 413
+    page = await client.get("/dashboard")
+    assert "script-src 'none'" in page.headers["content-security-policy"]
+    assert "frame-ancestors 'none'" in page.headers["content-security-policy"]
+
+
+async def test_an_opened_programme_without_pairs_has_a_page_of_zeros(seeded, client, store, database_url):
+    await store.append("programme-prog-C", 0, [NewEvent(
+        event_id=uuid.uuid4(), event_type="ProgrammeOpened", schema_version=1,
+        payload={"programme_id": "prog-C", "hr_owners": ["hr-007"]})], EventMetadata(actor="hr-007"))
+    await make_runner(store, database_url).run_until_caught_up()
+    await sign_in(client, "auditor-token")
+    page = await client.get("/dashboard", params={"programme": "prog-C"})
+    assert page.status_code == 200
+    shown = figures_shown(page.text)
+    assert (shown["pairs"], shown["alive"], shown["funnel:completed"], shown["needing_hr"]) == ("0", "0", "0", "0")
+    assert (await client.get("/dashboard/programmes/prog-C/report.pdf")).status_code == 200
 
 
 async def test_a_pair_page_shows_its_timeline_and_trail_and_names_for_hr_only(seeded, client, store):
@@ -109,6 +147,10 @@ async def test_a_pair_page_shows_its_timeline_and_trail_and_names_for_hr_only(se
     assert auditor.status_code == 200 and "Paul Senior" not in auditor.text and "E900" in auditor.text
     assert "certificate.pdf" not in auditor.text
     assert (await client.get("/dashboard/pairs/nobody")).status_code == 404
+    # Asked by its workflow's id, the page is the pair's own.
+    by_workflow = await client.get("/dashboard/pairs/pair-p-full")
+    assert by_workflow.status_code == 200 and "<h1 id=\"title\">Pair p-full</h1>" in by_workflow.text
+    assert "<td>awaiting motivation</td>" in by_workflow.text
 
 
 async def test_the_mentors_certificate_is_hrs_and_says_what_the_read_models_hold(seeded, client, store,
