@@ -139,10 +139,13 @@ def sessions_per_week(weeks: Sequence[WeekSessions]) -> Draw:
         if not weeks:
             _nothing_yet(axes)
             return
-        x = _time_axis(axes, [w.week for w in weeks])
-        individual = [w.individual for w in weeks]
+        held = [w for w in weeks if w.individual or w.collective]  # an empty week draws no bar
+        first, last = _time_axis(axes, [weeks[0].week, weeks[-1].week])
+        axes.set_xlim(first - 4, last + 4)  # every week of the series, with or without sessions
+        x = _time_axis(axes, [w.week for w in held])
+        individual = [w.individual for w in held]
         axes.bar(x, individual, width=5, color=INK, edgecolor="white", label="individual")
-        axes.bar(x, [w.collective for w in weeks], width=5, bottom=individual, color="white",
+        axes.bar(x, [w.collective for w in held], width=5, bottom=individual, color="white",
                  edgecolor=SECOND, hatch=HATCHES[1], label="collective")
         axes.set_ylim(bottom=0)
         _legend(axes)
