@@ -167,17 +167,21 @@ SELECT coalesce(before.stage, 'nominated') AS stage, f.outcome, count(*)::int AS
  WHERE f.outcome IS NOT NULL AND f.outcome <> 'completed' AND {_IN.format('f.')}
  GROUP BY 1, 2 ORDER BY 3 DESC, 1, 2"""
 
-# Weeks from the first nomination (at most $3 weeks back) to now: pairs alive at each week's
-# end (or now, for this week), and of them those in a spell at risk then. Times in UTC (the
-# transaction sets it), so a week starts on Monday at 00:00 UTC.
+# The weeks the series show: from the first nomination (at most $3 weeks back) to this one, each
+# with its end (now, for this week). Times in UTC (the transaction sets it): a week starts on
+# Monday at 00:00 UTC.
+_WEEKS = f"""
+chosen AS (SELECT pair_id, nominated_at, ended_at FROM pair_overview.pairs WHERE {_IN.format('')}),
+first AS (SELECT CASE WHEN min(nominated_at) IS NOT NULL
+                 THEN greatest(date_trunc('week', min(nominated_at)),
+                               date_trunc('week', $2::timestamptz) - ($3 - 1) * interval '7 days')
+                 END AS week FROM chosen),
+weeks AS (SELECT w AS week, least(w + interval '7 days', $2::timestamptz) AS week_end
+            FROM first, generate_series(first.week, date_trunc('week', $2::timestamptz), interval '7 days') AS w)"""
+
+# Pairs alive at each week's end, and of them those in a spell at risk then.
 _ALIVE_BY_WEEK = f"""
-WITH chosen AS (SELECT pair_id, nominated_at, ended_at FROM pair_overview.pairs WHERE {_IN.format('')}),
-     first AS (SELECT CASE WHEN min(nominated_at) IS NOT NULL
-                      THEN greatest(date_trunc('week', min(nominated_at)),
-                                    date_trunc('week', $2::timestamptz) - ($3 - 1) * interval '7 days')
-                      END AS week FROM chosen),
-     weeks AS (SELECT w AS week, least(w + interval '7 days', $2::timestamptz) AS week_end
-                 FROM first, generate_series(first.week, date_trunc('week', $2::timestamptz), interval '7 days') AS w)
+WITH {_WEEKS}
 SELECT weeks.week::date AS week,
        (SELECT count(*) FROM chosen c WHERE c.nominated_at < weeks.week_end
            AND (c.ended_at IS NULL OR c.ended_at >= weeks.week_end))::int AS alive,
@@ -186,15 +190,9 @@ SELECT weeks.week::date AS week,
            AND (c.ended_at IS NULL OR c.ended_at >= weeks.week_end))::int AS at_risk
   FROM weeks ORDER BY weeks.week"""
 
-# The same weeks as above (every week, with or without sessions).
+# Sessions held in each week (every week, with or without sessions).
 _SESSIONS_BY_WEEK = f"""
-WITH chosen AS (SELECT pair_id, nominated_at FROM pair_overview.pairs WHERE {_IN.format('')}),
-     first AS (SELECT CASE WHEN min(nominated_at) IS NOT NULL
-                      THEN greatest(date_trunc('week', min(nominated_at)),
-                                    date_trunc('week', $2::timestamptz) - ($3 - 1) * interval '7 days')
-                      END AS week FROM chosen),
-     weeks AS (SELECT w AS week FROM first,
-                      generate_series(first.week, date_trunc('week', $2::timestamptz), interval '7 days') AS w),
+WITH {_WEEKS},
      held AS (
        SELECT date_trunc('week', starts_at) AS week, 1 AS individual, 0 AS collective
          FROM session_calendar.sessions WHERE status = 'held' AND {_IN.format('')}

@@ -107,6 +107,10 @@ async def test_bad_or_foreign_requests_get_a_clear_answer_and_change_nothing(see
         answer = await client.get("/dashboard", params={"programme": bad})
         assert answer.status_code == 422 and "programme" in answer.json()["message"], bad
     assert (await client.get("/dashboard", params={"programme": "nowhere"})).status_code == 404
+    for path in ("/dashboard/pairs/a%01b", "/dashboard/pairs/a%01b/certificate.pdf",
+                 "/dashboard/programmes/" + "x" * 201 + "/report.pdf"):
+        answer = await client.get(path)
+        assert answer.status_code == 422 and "path parameter" in answer.json()["message"], path
     # A form posted from another site's page neither signs in nor out.
     foreign = {"Origin": "https://elsewhere.test", "Sec-Fetch-Site": "cross-site"}
     forged = await client.post("/dashboard/sign-in", data={"token": "auditor-token"}, headers=foreign)
