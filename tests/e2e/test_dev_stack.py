@@ -48,6 +48,10 @@ async def test_dev_stack_runs_stops_cleanly_and_keeps_its_data(tmp_path: Path):
         with urllib.request.urlopen(f"http://127.0.0.1:{ports['ui']}/api/v1/settings", timeout=10) as page:
             codec = json.loads(page.read())["Codec"]
         assert codec["Endpoint"] == f"http://127.0.0.1:{ports['api']}/codec", codec
+        # HR's dashboard is served with the API: its address in the banner, its sign-in page up.
+        assert any(f"http://localhost:{ports['api']}/dashboard" in line for line in stack.lines)
+        with urllib.request.urlopen(f"http://127.0.0.1:{ports['api']}/dashboard/sign-in", timeout=10) as page:
+            assert page.status == 200 and b'name="token"' in page.read()
         attributes = temporal_cli(server, "operator", "search-attribute", "list")
         assert "MentoringStage" in attributes.stdout and "MentoringProgramme" in attributes.stdout
 
