@@ -21,7 +21,7 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path as FilePath
 from typing import Annotated, Any, TypeVar
-from urllib.parse import parse_qs, quote
+from urllib.parse import parse_qs, quote, urlsplit
 
 import asyncpg
 from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request, status
@@ -76,10 +76,16 @@ def dashboard_router(role_of: Callable[[str], str | None], pool: Callable[[], Aw
     def same_site_only(request: Request) -> None:
         """A form posted from another site's page is refused (login and logout forgery): browsers
         say where a request comes from in Sec-Fetch-Site, or at least in Origin."""
+        # Sec-Fetch-Site decides when sent (every current browser does). Else the Origin's host
+        # must be ours; its scheme is not compared, since behind a proxy that ends TLS the API
+        # itself is reached over plain HTTP.
         site = request.headers.get("sec-fetch-site")
         origin = request.headers.get("origin")
-        ours = f"{request.url.scheme}://{request.url.netloc}"
-        if (site is not None and site not in ("same-origin", "none")) or (origin is not None and origin != ours):
+        if site is not None:
+            foreign = site not in ("same-origin", "none")
+        else:
+            foreign = origin is not None and urlsplit(origin).netloc != request.headers.get("host")
+        if foreign:
             raise HTTPException(status.HTTP_403_FORBIDDEN, "a form from another site cannot sign in or out here")
 
     @router.get("/sign-in")

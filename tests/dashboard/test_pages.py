@@ -116,6 +116,14 @@ async def test_bad_or_foreign_requests_get_a_clear_answer_and_change_nothing(see
     forged = await client.post("/dashboard/sign-in", data={"token": "auditor-token"}, headers=foreign)
     assert forged.status_code == 403 and "another site" in forged.text and "set-cookie" not in forged.headers
     assert (await client.post("/dashboard/sign-out", headers=foreign)).status_code == 403
+    # A browser that sends only Origin: another host is refused; ours, even over another scheme
+    # (a proxy that ends TLS in front of the API), is not.
+    other_host = await client.post("/dashboard/sign-in", data={"token": "hr-token"},
+                                   headers={"Origin": "https://elsewhere.test"})
+    assert other_host.status_code == 403
+    behind_a_proxy = await client.post("/dashboard/sign-in", data={"token": "hr-token"},
+                                       headers={"Origin": "http://dash.test"})
+    assert behind_a_proxy.status_code == 303
     assert "signed in as <strong>hr</strong>" in (await client.get("/dashboard")).text
     huge = await client.post("/dashboard/sign-in", content=b"token=" + b"x" * 5000,
                              headers={"Content-Type": "application/x-www-form-urlencoded"})
