@@ -111,9 +111,9 @@ def _report_pdf(figures: Dashboard, closed_at: datetime | None) -> bytes:
         (charts.left(figures.left), ["left from", "outcome", "pairs"],
          [(r.stage, r.outcome, r.pairs) for r in figures.left]),
         (charts.alive_over_time(figures.alive_over_time), ["week", "alive", "at risk"],
-         [(w.week.isoformat(), w.alive, w.at_risk) for w in figures.alive_over_time[-12:]]),
+         [(w.week.isoformat(), w.alive, w.at_risk) for w in figures.alive_over_time[-8:]]),
         (charts.sessions_per_week(figures.sessions_per_week), ["week", "individual", "collective"],
-         [(w.week.isoformat(), w.individual, w.collective) for w in figures.sessions_per_week[-12:]]),
+         [(w.week.isoformat(), w.individual, w.collective) for w in figures.sessions_per_week[-8:]]),
         (charts.ratings(figures.ratings), ["rating", "sessions", "final evaluations"],
          [(r.rating, r.session, r.final) for r in figures.ratings]),
         (charts.consent(figures.consent), ["answer", "seniors"], [(c.label, c.value) for c in figures.consent]),
@@ -121,9 +121,9 @@ def _report_pdf(figures: Dashboard, closed_at: datetime | None) -> bytes:
          [(f.days_after_end, f.still_using, f.not_using) for f in figures.follow_ups]),
     ]
     for first in range(0, len(sections), 2):  # two charts with their tables per page
-        page = Figure(figsize=A4_PORTRAIT)
+        page = Figure(figsize=A4_PORTRAIT, layout="constrained")  # labels kept inside the page
         for half, (draw, columns, rows) in zip(_two(page), sections[first:first + 2], strict=False):
-            chart, numbers = _two(half, height_ratios=[3, 2])
+            chart, numbers = _two(half, height_ratios=[3, 2.2])
             draw(chart)  # a SubFigure draws as a Figure does
             _table(numbers.add_axes((0.08, 0.02, 0.84, 0.9)), columns,
                    rows or [("nothing recorded yet", *[""] * (len(columns) - 1))])
@@ -154,7 +154,7 @@ def _table(axes: object, columns: list[str], rows: Sequence[Sequence[object]]) -
                        loc="upper center", cellLoc="left", colLoc="left")
     table.auto_set_font_size(False)
     table.set_fontsize(9)
-    table.scale(1, 1.3)
+    table.scale(1, 1.15)
 
 
 def _border(figure: Figure | SubFigure) -> Rectangle:
