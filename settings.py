@@ -75,6 +75,11 @@ class Settings(BaseSettings):
     codec_ui_origins: list[str] = Field(default_factory=list)
     codec_without_token: bool = False
 
+    # The worker's cache of running workflows. A pair out of the cache replays its whole history for
+    # its next task; a cached pair costs about 0.4 MB (bench-scale). Set it to the pairs alive per
+    # worker when memory allows (the SDK's default is 1,000).
+    worker_max_cached_workflows: int = Field(default=1000, ge=0)
+
     # How often the worker checks that every open pair's workflow still runs in Temporal, and
     # records the end of those terminated, timed out or failed there (activities/reconcile.py).
     reconcile_interval_seconds: float = Field(default=60.0, gt=0)

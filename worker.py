@@ -126,6 +126,7 @@ def build_worker(client, pool, settings: Settings):
         # A workflow task waits this long for the worker that has the pair cached before any
         # worker takes it (replaying the history): 5 s, not 10, after that worker died.
         sticky_queue_schedule_to_start_timeout=timedelta(seconds=5),
+        max_cached_workflows=settings.worker_max_cached_workflows,
     )
 
 
