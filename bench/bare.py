@@ -11,6 +11,7 @@ durable but write the notices' files, as the project's outbox does.
 from __future__ import annotations
 
 import asyncio
+import os
 import sys
 from datetime import timedelta
 from pathlib import Path
@@ -73,7 +74,10 @@ def activities(outbox: Path) -> list:
 async def serve(address: str, task_queue: str, outbox: Path) -> None:
     outbox.mkdir(parents=True, exist_ok=True)
     client = await Client.connect(address)
-    async with Worker(client, task_queue=task_queue, workflows=[BarePair], activities=activities(outbox)):
+    # The same cache as the project's worker (WORKER_MAX_CACHED_WORKFLOWS, as bench-scale sets it).
+    cache = int(os.environ.get("WORKER_MAX_CACHED_WORKFLOWS", "1000"))
+    async with Worker(client, task_queue=task_queue, workflows=[BarePair], activities=activities(outbox),
+                      max_cached_workflows=cache):
         await asyncio.Event().wait()
 
 

@@ -4,7 +4,9 @@
     python -m bench.scale --pairs 1000            # a quicker look
 
 The stack is `make run`'s: an embedded PostgreSQL, the Temporal dev server, and `worker.py` in a
-process of its own (Temporal worker, projections, sealer, API). The run, for each side:
+process of its own (Temporal worker, projections, sealer, API). The one setting it changes, on
+both sides: WORKER_MAX_CACHED_WORKFLOWS, to hold every pair alive (unless already set). The run,
+for each side:
 
 1. 100 pairs are started, then `confirm_motivation` is sent to 60 of them at 20 a second: the
    update latency with 100 pairs alive.
@@ -217,6 +219,13 @@ def process(command: list[str], env: dict[str, str], log: Path):
                 child.wait()
 
 
+def cache_for(pairs: int) -> dict[str, str]:
+    """The one setting thousands of pairs need on each side: a cache of workflows holding every
+    pair alive (else those beyond the SDK's 1,000 replay their history for each task); unless
+    WORKER_MAX_CACHED_WORKFLOWS is set already."""
+    return {"WORKER_MAX_CACHED_WORKFLOWS": os.environ.get("WORKER_MAX_CACHED_WORKFLOWS", str(max(1000, pairs + 200)))}
+
+
 async def ours(args: argparse.Namespace, folder: Path, url: str, address: str) -> dict[str, Any]:
     from projections import all_projections
     from projections.runner import projection_status
@@ -228,7 +237,8 @@ async def ours(args: argparse.Namespace, folder: Path, url: str, address: str) -
     queue = f"bench-scale-{uuid.uuid4().hex[:6]}"
     env = {**os.environ, "DATABASE_URL": url, "TEMPORAL_ADDRESS": address, "TEMPORAL_TASK_QUEUE": queue,
            "MENTORING_KEK": kek, "STATE_DIR": str(folder / "state"), "OUTBOX_DIR": str(folder / "outbox"),
-           "API_PORT": str(free_port()), "MENTORING_API_TOKENS": json.dumps({uuid.uuid4().hex: "hr"})}
+           "API_PORT": str(free_port()), "MENTORING_API_TOKENS": json.dumps({uuid.uuid4().hex: "hr"}),
+           **cache_for(args.pairs)}
     settings = Settings(database_url=url, temporal_address=address, temporal_task_queue=queue, mentoring_kek=kek)
     pool = await open_database(url, max_size=4)  # migrated before the worker comes up
     try:
@@ -283,7 +293,8 @@ async def bare(args: argparse.Namespace, folder: Path, address: str) -> dict[str
     outbox = folder / "bare-outbox"
     outbox.mkdir(parents=True, exist_ok=True)
     client = await Client.connect(address)
-    with process([sys.executable, "-m", "bench.bare", address, queue, str(outbox)], dict(os.environ),
+    with process([sys.executable, "-m", "bench.bare", address, queue, str(outbox)],
+                 {**os.environ, **cache_for(args.pairs)},
                  folder / "bare-worker.log") as worker:
         handles: dict[int, Any] = {}
         tag = uuid.uuid4().hex[:6]
