@@ -77,17 +77,14 @@ def drawing() -> Iterator[None]:
         yield
 
 
-def render(draw: Draw, *, size: tuple[float, float] = (6.0, 2.8), kind: str = "svg") -> bytes:
-    """One chart as SVG (kind "svg") or as a PNG."""
+def render(draw: Draw, *, size: tuple[float, float] = (6.0, 2.8)) -> bytes:
+    """One chart as SVG (no date in it: the same figures give the same bytes)."""
     with drawing():
         figure = Figure(figsize=size, layout="constrained")
         draw(figure)
         out = io.BytesIO()
-        figure.savefig(out, format=kind, dpi=150 if kind == "png" else "figure", metadata=_NO_DATE[kind])
+        figure.savefig(out, format="svg", metadata={"Date": None})
         return out.getvalue()
-
-
-_NO_DATE: dict[str, dict[str, str | None]] = {"svg": {"Date": None}, "png": {}}
 
 
 def svg_markup(svg: bytes) -> str:
