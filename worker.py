@@ -144,7 +144,7 @@ async def serve(settings: Settings, stop: asyncio.Event, *, dev: bool) -> None:
             raise StartupError(problem)
         worker = build_worker(client, pool, settings)
         tasks.append(asyncio.create_task(worker.run(), name="temporal-worker"))
-        tasks += start_projections_and_api(pool, settings, keys)
+        tasks += await start_projections_and_api(pool, settings, keys)
         tasks.append(start_reconciler(client, pool, settings, keys))
         try:
             tasks.append(start_sealing(pool, settings))
@@ -167,13 +167,19 @@ async def serve(settings: Settings, stop: asyncio.Event, *, dev: bool) -> None:
             provider.shutdown()
 
 
-def start_projections_and_api(pool, settings: Settings, keys) -> list[asyncio.Task]:
+async def start_projections_and_api(pool, settings: Settings, keys) -> list[asyncio.Task]:
     """The projection runner and the audit API (with the codec server), as tasks beside the
-    Temporal worker."""
+    Temporal worker; returns once the API is listening."""
     from api.server import start_api_server
     from projections import start_projection_runner
 
-    return [start_projection_runner(pool, settings), start_api_server(pool, settings, keys)]
+    runner = start_projection_runner(pool, settings)
+    try:
+        return [runner, await start_api_server(pool, settings, keys)]
+    except BaseException:
+        runner.cancel()
+        await asyncio.gather(runner, return_exceptions=True)
+        raise
 
 
 def start_reconciler(client, pool, settings: Settings, keys=None) -> asyncio.Task:

@@ -24,15 +24,27 @@ class ApiUnavailable(StartupError):
 
 
 class _Server(uvicorn.Server):
+    def __init__(self, config: uvicorn.Config) -> None:
+        super().__init__(config)
+        self.listening = asyncio.Event()
+
     # The worker owns SIGINT/SIGTERM; uvicorn must not take them over.
     @contextlib.contextmanager
     def capture_signals(self):
         yield
 
+    async def startup(self, sockets=None) -> None:
+        await super().startup(sockets)
+        if self.started:  # uvicorn leaves it False when it could not bind
+            self.listening.set()
 
-def start_api_server(pool: asyncpg.Pool, settings: Settings, keys: DataKeys) -> asyncio.Task:
+
+async def start_api_server(pool: asyncpg.Pool, settings: Settings, keys: DataKeys,
+                           *, timeout_s: float = 60) -> asyncio.Task:
     """Serve the API, and the codec server at /codec, on API_HOST:API_PORT as a task;
-    cancelling it finishes requests in flight."""
+    cancelling it finishes requests in flight. Returns once the port accepts connections, so
+    that whoever prints its address next is not ahead of it; raises ApiUnavailable if it
+    cannot listen."""
     from codec.server import create_codec_app
 
     codec = create_codec_app(keys, namespace=settings.temporal_namespace,
@@ -63,7 +75,17 @@ def start_api_server(pool: asyncpg.Pool, settings: Settings, keys: DataKeys) -> 
             await serving
             raise
 
-    return asyncio.create_task(serve_api(), name="audit-api")
+    task = asyncio.create_task(serve_api(), name="audit-api")
+    listening = asyncio.create_task(server.listening.wait())
+    await asyncio.wait([task, listening], timeout=timeout_s, return_when=asyncio.FIRST_COMPLETED)
+    listening.cancel()
+    if task.done():
+        task.result()  # raises why it stopped
+        raise ApiUnavailable("the audit API stopped as it started")
+    if not server.listening.is_set():
+        task.cancel()
+        raise ApiUnavailable(f"the audit API did not start listening within {timeout_s:g} s")
+    return task
 
 
 def temporal_ui_namespace(settings: Settings) -> str:

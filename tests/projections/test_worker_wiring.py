@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 
 import httpx
+import pytest
 
 from devstack.postgres import free_port
 from events.store import create_pool
@@ -18,21 +19,22 @@ async def test_worker_starts_runner_and_api_and_stops_them(database_url: str, st
     settings = Settings(database_url=database_url, api_port=free_port(),
                         mentoring_api_tokens={"hr-token": "hr"})
     pool = await create_pool(database_url, max_size=4)
-    tasks = start_projections_and_api(pool, settings, data_keys(settings, pool))
+    tasks = await start_projections_and_api(pool, settings, data_keys(settings, pool))
     try:
-        await story.write(store, story.declined_by_mentor("p-w"))
         url = f"http://{settings.api_host}:{settings.api_port}"
         async with httpx.AsyncClient(base_url=url) as client:
+            # Started means listening: worker.py prints the API's address right after this, and
+            # whoever follows it must not be refused.
+            sign_in = await client.get("/dashboard/sign-in")
+            assert sign_in.status_code == 200
+            await story.write(store, story.declined_by_mentor("p-w"))
             response = None
             for _ in range(300):
-                try:
-                    response = await client.get("/audit/pairs/p-w",
-                                                headers={"Authorization": "Bearer hr-token"})
-                    if response.status_code == 200 and \
-                            response.json()["overview"]["stage"] == "declined":
-                        break
-                except httpx.TransportError:
-                    pass  # the server is still starting
+                response = await client.get("/audit/pairs/p-w",
+                                            headers={"Authorization": "Bearer hr-token"})
+                if response.status_code == 200 and \
+                        response.json()["overview"]["stage"] == "declined":
+                    break
                 await asyncio.sleep(0.05)
             assert response is not None, "the API never answered"
             assert response.json()["overview"]["stage"] == "declined"
@@ -55,13 +57,11 @@ async def test_api_port_taken_is_a_one_line_error(database_url: str):
         settings = Settings(database_url=database_url, api_port=port,
                             mentoring_api_tokens={"hr-token": "hr"})
         pool = await create_pool(database_url, max_size=4)
-        tasks = start_projections_and_api(pool, settings, data_keys(settings, pool))
         try:
-            done, _ = await asyncio.wait(tasks, timeout=10, return_when=asyncio.FIRST_COMPLETED)
-            error = next(iter(done)).exception()
-            assert isinstance(error, ApiUnavailable) and f"127.0.0.1:{port}" in str(error)
+            with pytest.raises(ApiUnavailable) as refused:
+                await start_projections_and_api(pool, settings, data_keys(settings, pool))
+            assert f"127.0.0.1:{port}" in str(refused.value)
+            # ... and the runner started beside it was stopped, not left running.
+            assert not [t for t in asyncio.all_tasks() if t.get_name().startswith("projection")]
         finally:
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
             await asyncio.wait_for(pool.close(), 5)
