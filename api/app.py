@@ -293,11 +293,7 @@ def create_app(pool_or_dsn: asyncpg.Pool | str, tokens: Mapping[str, str],
         report = await queries.pair_report(db, pair_id)
         if report is None:
             raise HTTPException(status.HTTP_404_NOT_FOUND, f"no pair with id {pair_id!r}")
-        # Comments are shared with HR by their authors' choice, not with auditors.
-        return report if role == "hr" else report.model_copy(update={
-            "shared_comments": [], "objectives": [],
-            "overview": report.overview.model_copy(update={
-                "mentor": _id_only(report.overview.mentor), "mentee": _id_only(report.overview.mentee)})})
+        return report.seen_by(role)
 
     @audit.get("/pairs/{pair_id}/as-of", response_model=queries.PairAsOf,
                responses={404: {"description": "no such pair"}})
@@ -331,7 +327,7 @@ def create_app(pool_or_dsn: asyncpg.Pool | str, tokens: Mapping[str, str],
             except ValueError:
                 raise _unprocessable(["query", "after"], "after must be the next_after of a previous page") from None
         report = await queries.actor_report(db, actor_id, since, until, limit=limit, after=cursor)
-        return report if role == "hr" else report.model_copy(update={"actor": _id_only(report.actor)})
+        return report if role == "hr" else report.model_copy(update={"actor": report.actor.id_only()})
 
     @audit.post("/verify-jobs", response_model=verify_jobs.VerifyJob, status_code=status.HTTP_202_ACCEPTED)
     async def start_verify_job(db: Pool, request: Request) -> verify_jobs.VerifyJob:
@@ -493,7 +489,3 @@ def _utc(value: datetime | None, name: str) -> datetime | None:
         raise _unprocessable(["query", name], "is out of range: give a time between 1900 and 9999 "
                                               "(or leave it out)")
     return moment
-
-
-def _id_only(person: queries.Person) -> queries.Person:
-    return person.model_copy(update={"display_name": None})

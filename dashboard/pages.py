@@ -147,11 +147,7 @@ def dashboard_router(role_of: Callable[[str], str | None], pool: Callable[[], Aw
         marks = _marks(report)
         svg = await _drawn(lambda: charts.svg_markup(charts.render(
             charts.pair_timeline(stages, marks), size=(8.0, 1.2 + 0.28 * (len(stages) + len({k for k, _, _ in marks}))))))
-        if role != "hr":
-            report = report.model_copy(update={"overview": report.overview.model_copy(update={
-                "mentor": report.overview.mentor.model_copy(update={"display_name": None}),
-                "mentee": report.overview.mentee.model_copy(update={"display_name": None})})})
-        return page("pair.html", role, report=report, timeline=svg, stages=stages, marks=marks,
+        return page("pair.html", role, report=report.seen_by(role), timeline=svg, stages=stages, marks=marks,
                     workflow_id=f"pair-{pair_id}")
 
     @router.get("/pairs/{pair_id}/certificate.pdf")

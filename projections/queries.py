@@ -32,6 +32,9 @@ class Person(BaseModel):
     employee_id: str
     display_name: str | None = Field(description="null when unknown or erased")
 
+    def id_only(self) -> Person:
+        return self.model_copy(update={"display_name": None})
+
 
 class PairOverview(BaseModel):
     pair_id: str
@@ -111,6 +114,16 @@ class PairReport(BaseModel):
     shared_comments: list[SharedComment] = Field(default_factory=list)
     objectives: list[str] = Field(default_factory=list, description="the curriculum's objectives, kept apart "
                                   "from the log (erasable); empty once erased")
+
+    def seen_by(self, role: str) -> PairReport:
+        """What `role` may read: HR everything; anyone else people by id only, and none of the
+        comments and objectives, which their authors shared with HR, not with auditors."""
+        if role == "hr":
+            return self
+        return self.model_copy(update={
+            "shared_comments": [], "objectives": [],
+            "overview": self.overview.model_copy(update={
+                "mentor": self.overview.mentor.id_only(), "mentee": self.overview.mentee.id_only()})})
 
 
 class ActorReport(BaseModel):
