@@ -104,6 +104,7 @@ async def dashboard(db: asyncpg.Pool, programme_id: str | None, now: datetime | 
         # One snapshot: the funnel, the series and the list agree with each other.
         await conn.execute("SET LOCAL TimeZone TO 'UTC'")
         totals = await conn.fetchrow(_TOTALS, programme_id)
+        needing = await conn.fetch(_NEEDING_HR, programme_id, now, LIST_LIMIT)
         return Dashboard(
             programme_id=programme_id, programmes=await programmes(conn), as_of=now,
             pairs=totals["pairs"], alive=totals["alive"], at_risk=totals["at_risk"],
@@ -116,9 +117,8 @@ async def dashboard(db: asyncpg.Pool, programme_id: str | None, now: datetime | 
             average_session_rating=await conn.fetchval(_AVERAGE_SESSION_RATING, programme_id),
             consent=[Count(label=r["answer"], value=r["count"]) for r in await conn.fetch(_CONSENT, programme_id)],
             follow_ups=[FollowUpAdoption(**r) for r in await conn.fetch(_FOLLOW_UPS, programme_id)],
-            needing_hr=[PairNeedingHr(**r) for r in await conn.fetch(_NEEDING_HR + " LIMIT $3", programme_id,
-                                                                      now, LIST_LIMIT)],
-            needing_hr_count=await conn.fetchval(f"SELECT count(*) FROM ({_NEEDING_HR}) AS needing", programme_id, now),
+            needing_hr=[PairNeedingHr(**{k: v for k, v in r.items() if k != "all_needing"}) for r in needing],
+            needing_hr_count=needing[0]["all_needing"] if needing else 0,
         )
 
 
@@ -240,7 +240,9 @@ SELECT p.pair_id, p.programme_id, p.stage, p.mentor_id, p.mentee_id,
            CASE WHEN p.at_risk THEN (SELECT max(r.since) FROM programme_health.risk_spells r
                                       WHERE r.pair_id = p.pair_id AND r.until IS NULL) END,
            CASE WHEN p.paused THEN (p.facts ->> 'paused_since')::timestamptz END,
-           CASE WHEN p.next_deadline < $2 THEN p.next_deadline END), p.stage_since) AS since
+           CASE WHEN p.next_deadline < $2 THEN p.next_deadline END), p.stage_since) AS since,
+       count(*) OVER () AS all_needing  -- counted before the LIMIT: the list is cut, the count is not
   FROM pair_overview.pairs p
  WHERE p.ended_at IS NULL AND (p.at_risk OR p.paused OR p.next_deadline < $2) AND {_IN.format('p.')}
- ORDER BY since, p.pair_id"""
+ ORDER BY since, p.pair_id
+ LIMIT $3"""

@@ -101,6 +101,19 @@ async def test_the_pairs_needing_hr_link_to_the_temporal_ui_and_the_trail(seeded
     assert f"<td>{flagged:%Y-%m-%d}</td>" in row.group(1)  # needs HR since it was flagged
 
 
+async def test_a_long_list_of_pairs_needing_hr_is_cut_and_its_count_is_not(seeded, client, store, monkeypatch):
+    from dashboard import figures
+
+    # Two pairs of the seed brought back to a spell at risk; the list is cut at one.
+    await store.pool.execute("""UPDATE pair_overview.pairs SET ended_at = NULL, at_risk = true
+                                WHERE pair_id IN ('p-lapsed', 'p-withdrawn')""")
+    monkeypatch.setattr(figures, "LIST_LIMIT", 1)
+    await sign_in(client, "hr-token")
+    page = (await client.get("/dashboard", params={"programme": "prog-A"})).text
+    assert figures_shown(page)["needing_hr"] == "2"
+    assert len(re.findall(r"<tr data-pair=", page)) == 1 and "The 1 waiting longest are listed." in page
+
+
 async def test_bad_or_foreign_requests_get_a_clear_answer_and_change_nothing(seeded, client):
     await sign_in(client, "hr-token")
     for bad in ("", "x" * 201, "prog\x00A"):
