@@ -34,9 +34,8 @@ class _Server(uvicorn.Server):
         yield
 
     async def startup(self, sockets=None) -> None:
-        await super().startup(sockets)
-        if self.started:  # uvicorn leaves it False when it could not bind
-            self.listening.set()
+        await super().startup(sockets)  # exits (SystemExit) when it cannot bind or start up
+        self.listening.set()
 
 
 async def start_api_server(pool: asyncpg.Pool, settings: Settings, keys: DataKeys,
@@ -61,10 +60,10 @@ async def start_api_server(pool: asyncpg.Pool, settings: Settings, keys: DataKey
     async def serve_until_stopped() -> None:
         try:
             await server.serve()
-        except SystemExit:  # uvicorn exits when it cannot listen: make it an ordinary error
+        except SystemExit:  # uvicorn exits when it cannot listen or start: an ordinary error
             raise ApiUnavailable(
-                f"the audit API cannot listen on {settings.api_host}:{settings.api_port} "
-                "(API_HOST / API_PORT): is the port taken?") from None
+                f"the audit API cannot start on {settings.api_host}:{settings.api_port} "
+                "(API_HOST / API_PORT): is the port taken? (or see the error above)") from None
 
     async def serve_api() -> None:
         serving = asyncio.ensure_future(serve_until_stopped())
@@ -77,14 +76,19 @@ async def start_api_server(pool: asyncpg.Pool, settings: Settings, keys: DataKey
 
     task = asyncio.create_task(serve_api(), name="audit-api")
     listening = asyncio.create_task(server.listening.wait())
-    await asyncio.wait([task, listening], timeout=timeout_s, return_when=asyncio.FIRST_COMPLETED)
-    listening.cancel()
-    if task.done():
-        task.result()  # raises why it stopped
-        raise ApiUnavailable("the audit API stopped as it started")
-    if not server.listening.is_set():
+    try:
+        await asyncio.wait([task, listening], timeout=timeout_s, return_when=asyncio.FIRST_COMPLETED)
+        if task.done():
+            task.result()  # raises why it stopped
+            raise ApiUnavailable("the audit API stopped as it started")
+        if not server.listening.is_set():
+            raise ApiUnavailable(f"the audit API did not start listening within {timeout_s:g} s")
+    except BaseException:  # refused, timed out, or the caller cancelled: no server left behind
         task.cancel()
-        raise ApiUnavailable(f"the audit API did not start listening within {timeout_s:g} s")
+        await asyncio.gather(task, return_exceptions=True)
+        raise
+    finally:
+        listening.cancel()
     return task
 
 

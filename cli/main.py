@@ -567,19 +567,17 @@ def programme_report_pdf(
     """A programme's report as a PDF: its figures, and the dashboard's charts with their numbers
     (the close report once the programme has closed). Ids and counts only."""
     from dashboard import documents
-    from dashboard.figures import dashboard
 
-    async def work(pool: asyncpg.Pool, _url: str) -> bytes | None:
-        figures = await dashboard(pool, programme_id)
-        if figures.pairs == 0:
-            return None
-        closed_at = await pool.fetchval(
-            "SELECT closed_at FROM programme_health.programmes WHERE programme_id = $1", programme_id)
-        return documents.report_pdf(figures, closed_at=closed_at)
+    async def work(pool: asyncpg.Pool, _url: str) -> bytes | str:
+        try:
+            facts = await documents.report_facts(pool, programme_id)
+        except documents.NoSuchProgramme as exc:
+            return str(exc)
+        return documents.report_pdf(facts.figures, closed_at=facts.closed_at)
 
     pdf = _run(database_url, work)
-    if pdf is None:
-        raise _fail(f"no pair in a programme with id {programme_id!r}")
+    if isinstance(pdf, str):
+        raise _fail(pdf)
     _write_document(out or Path(f"programme-{_file_safe(programme_id)}-report.pdf"), pdf)
 
 

@@ -35,6 +35,7 @@ rcParams.update({
     "svg.fonttype": "none",  # text stays text: selectable, read by screen readers, small
     "svg.hashsalt": "mentoring",  # the same figures give the same SVG
     "pdf.fonttype": 42,  # TrueType in PDFs: their text can be searched and copied
+    "text.parse_math": False,  # a name with dollar signs is a name, not a formula
     "font.family": "DejaVu Sans",
     "font.size": 9,
     "axes.spines.top": False,

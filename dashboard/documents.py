@@ -7,8 +7,9 @@ certificate names people, so it is HR's only; the report carries ids and counts 
 from __future__ import annotations
 
 import io
+import textwrap
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 
 import asyncpg
 from matplotlib.backends.backend_pdf import PdfPages
@@ -18,7 +19,7 @@ from matplotlib.patches import Rectangle
 from pydantic import BaseModel
 
 from dashboard import charts
-from dashboard.figures import Dashboard
+from dashboard.figures import Dashboard, dashboard
 
 A4_LANDSCAPE = (11.69, 8.27)
 A4_PORTRAIT = (8.27, 11.69)
@@ -30,6 +31,10 @@ class CertificateRefused(Exception):
 
 class NoSuchPair(CertificateRefused):
     """The pair is not in the read models."""
+
+
+class NoSuchProgramme(Exception):
+    """The programme is not in the read models."""
 
 
 class Certificate(BaseModel):
@@ -82,9 +87,28 @@ def _certificate_pdf(facts: Certificate) -> bytes:
         (0.12, "for the programme's HR", 11, "normal"),
     ]
     for y, text, size, weight in lines:
-        figure.text(0.5, y, text, ha="center", va="center", fontsize=size, fontweight=weight, wrap=True)
+        # Wrapped here, not by matplotlib: its wrapping reads "$...$" as a formula whatever
+        # text.parse_math says, and a name or a topic may hold dollar signs.
+        wrapped = textwrap.fill(text, width=int(A4_LANDSCAPE[0] * 72 * 0.85 / (size * 0.6)))
+        figure.text(0.5, y, wrapped, ha="center", va="center", fontsize=size, fontweight=weight)
     figure.add_artist(_signature_line(figure))
     return _pdf([figure], title=f"Certificate, pair {facts.pair_id}")
+
+
+class ReportFacts(BaseModel):
+    figures: Dashboard
+    closed_at: datetime | None
+
+
+async def report_facts(db: asyncpg.Pool, programme_id: str) -> ReportFacts:
+    """A programme's figures for its report: as of its close once it has closed (the weekly
+    series end there), else as of now."""
+    closed_at = await db.fetchval("SELECT closed_at FROM programme_health.programmes WHERE programme_id = $1",
+                                  programme_id)
+    figures = await dashboard(db, programme_id, now=min(closed_at, datetime.now(UTC)) if closed_at else None)
+    if programme_id not in figures.programmes:
+        raise NoSuchProgramme(f"no programme with id {programme_id!r}")
+    return ReportFacts(figures=figures, closed_at=closed_at)
 
 
 def report_pdf(figures: Dashboard, *, closed_at: datetime | None) -> bytes:

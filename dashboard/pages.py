@@ -144,10 +144,11 @@ def dashboard_router(role_of: Callable[[str], str | None], pool: Callable[[], Aw
                                    WHERE pair_id = $1 ORDER BY visit""", pair_id)
         now = datetime.now(UTC)
         stages = [(v["stage"], v["entered_at"], v["left_at"] or report.overview.ended_at or now) for v in visits]
+        report = report.seen_by(role)
         marks = _marks(report)
         svg = await _drawn(lambda: charts.svg_markup(charts.render(
             charts.pair_timeline(stages, marks), size=(8.0, 1.2 + 0.28 * (len(stages) + len({k for k, _, _ in marks}))))))
-        return page("pair.html", role, report=report.seen_by(role), timeline=svg, stages=stages, marks=marks,
+        return page("pair.html", role, report=report, timeline=svg, stages=stages, marks=marks,
                     workflow_id=f"pair-{pair_id}")
 
     @router.get("/pairs/{pair_id}/certificate.pdf")
@@ -165,12 +166,11 @@ def dashboard_router(role_of: Callable[[str], str | None], pool: Callable[[], Aw
 
     @router.get("/programmes/{programme_id}/report.pdf")
     async def programme_report(programme_id: PathId, role: Role, db: Db) -> Response:
-        figures = await dashboard(db, programme_id)
-        if programme_id not in figures.programmes:
-            raise HTTPException(status.HTTP_404_NOT_FOUND, f"no programme with id {programme_id!r}")
-        closed_at = await db.fetchval("SELECT closed_at FROM programme_health.programmes WHERE programme_id = $1",
-                                      programme_id)
-        pdf = await _drawn(lambda: documents.report_pdf(figures, closed_at=closed_at))
+        try:
+            facts = await documents.report_facts(db, programme_id)
+        except documents.NoSuchProgramme as exc:
+            raise HTTPException(status.HTTP_404_NOT_FOUND, str(exc)) from None
+        pdf = await _drawn(lambda: documents.report_pdf(facts.figures, closed_at=facts.closed_at))
         return _pdf(pdf, f"programme-{programme_id}-report.pdf")
 
     return router

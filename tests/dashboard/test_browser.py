@@ -72,8 +72,11 @@ async def test_hr_signs_in_reads_the_figures_and_opens_a_pair_in_chromium(store:
     shots = tmp_path / "screenshots"
     shots.mkdir()
     try:
-        while not server.started:
+        for _ in range(600):  # up to 30 s; a server that cannot start ends the test, not hangs it
+            if server.started or serving.done():
+                break
             await asyncio.sleep(0.05)
+        assert server.started, "the API did not start"
         async with async_playwright() as playwright:
             browser = await playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
             page = await browser.new_page(viewport={"width": 1400, "height": 1000})

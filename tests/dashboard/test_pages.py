@@ -7,6 +7,7 @@ import asyncio
 import io
 import re
 import uuid
+from datetime import UTC, datetime
 from html import unescape
 
 import pypdf
@@ -146,7 +147,7 @@ async def test_bad_or_foreign_requests_get_a_clear_answer_and_change_nothing(see
     assert "frame-ancestors 'none'" in page.headers["content-security-policy"]
 
 
-async def test_an_opened_programme_without_pairs_has_a_page_of_zeros(seeded, client, store, database_url):
+async def test_an_opened_programme_without_pairs_has_a_page_of_zeros(seeded, client, store, database_url, tmp_path):
     await store.append("programme-prog-C", 0, [NewEvent(
         event_id=uuid.uuid4(), event_type="ProgrammeOpened", schema_version=1,
         payload={"programme_id": "prog-C", "hr_owners": ["hr-007"]})], EventMetadata(actor="hr-007"))
@@ -157,6 +158,26 @@ async def test_an_opened_programme_without_pairs_has_a_page_of_zeros(seeded, cli
     shown = figures_shown(page.text)
     assert (shown["pairs"], shown["alive"], shown["funnel:completed"], shown["needing_hr"]) == ("0", "0", "0", "0")
     assert (await client.get("/dashboard/programmes/prog-C/report.pdf")).status_code == 200
+    # The command line gives the same report, not a refusal.
+    out = tmp_path / "prog-C.pdf"
+    done = await asyncio.to_thread(CliRunner().invoke, cli_app, ["report", "prog-C", "--out", str(out),
+                                                                 "--database-url", database_url])
+    assert done.exit_code == 0 and "Programme prog-C" in pypdf.PdfReader(out).pages[0].extract_text(), done.output
+
+
+async def test_a_closed_programmes_report_stands_as_of_its_close(seeded, store, database_url):
+    from dashboard import documents
+
+    closed = datetime(2026, 3, 2, 12, tzinfo=UTC)
+    await store.append("programme-prog-A", 0, [
+        NewEvent(event_id=uuid.uuid4(), event_type="ProgrammeOpened", schema_version=1,
+                 payload={"programme_id": "prog-A", "hr_owners": ["hr-007"]}),
+        NewEvent(event_id=uuid.uuid4(), event_type="ProgrammeClosed", schema_version=1,
+                 payload={"programme_id": "prog-A"})], EventMetadata(actor="hr-007", occurred_at=closed))
+    await make_runner(store, database_url).run_until_caught_up()
+    facts = await documents.report_facts(store.pool, "prog-A")
+    assert facts.closed_at == closed and facts.figures.as_of == closed
+    assert all(week.week <= closed.date() for week in facts.figures.alive_over_time)
 
 
 async def test_a_pair_page_shows_its_timeline_and_trail_and_names_for_hr_only(seeded, client, store):
@@ -207,6 +228,11 @@ async def test_the_mentors_certificate_is_hrs_and_says_what_the_read_models_hold
     await store.pool.execute("UPDATE people SET display_name = NULL WHERE employee_id = 'E100'")
     erased = await client.get("/dashboard/pairs/p-full/certificate.pdf")
     assert erased.status_code == 409 and "no name on record" in erased.text
+    # A name is printed as written, dollar signs too (matplotlib would read "$...$" as a formula).
+    await store.pool.execute("UPDATE people SET display_name = 'Ana $\\x$ Cash' WHERE employee_id = 'E100'")
+    dollars = await client.get("/dashboard/pairs/p-full/certificate.pdf")
+    assert dollars.status_code == 200, dollars.text
+    assert "Ana $\\x$ Cash" in pypdf.PdfReader(io.BytesIO(dollars.content)).pages[0].extract_text()
 
 
 async def test_the_programme_report_is_a_pdf_of_the_same_figures(seeded, client):
@@ -248,4 +274,4 @@ async def test_the_commands_write_the_same_documents(seeded, database_url, tmp_p
     assert done.exit_code == 0, done.output
     assert "Programme prog-B" in pypdf.PdfReader(report).pages[0].extract_text()
     unknown = await asyncio.to_thread(cli.invoke, cli_app, ["report", "nothing", "--database-url", database_url])
-    assert unknown.exit_code == 1 and "no pair in a programme with id 'nothing'" in unknown.output
+    assert unknown.exit_code == 1 and "no programme with id 'nothing'" in unknown.output

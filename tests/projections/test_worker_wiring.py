@@ -65,3 +65,22 @@ async def test_api_port_taken_is_a_one_line_error(database_url: str):
             assert not [t for t in asyncio.all_tasks() if t.get_name().startswith("projection")]
         finally:
             await asyncio.wait_for(pool.close(), 5)
+
+
+async def test_a_start_cancelled_while_the_api_comes_up_leaves_no_server_behind(database_url: str):
+    import socket
+
+    settings = Settings(database_url=database_url, api_port=free_port(), mentoring_api_tokens={"hr-token": "hr"})
+    pool = await create_pool(database_url, max_size=4)
+    try:
+        starting = asyncio.create_task(start_projections_and_api(pool, settings, data_keys(settings, pool)))
+        await asyncio.sleep(0.01)  # under way: the server is being built or binding
+        starting.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await starting
+        await asyncio.sleep(1)  # a server left running would have bound its port by now
+        assert not [t for t in asyncio.all_tasks() if t.get_name() in ("audit-api", "projection-runner")]
+        with socket.socket() as probe:
+            probe.bind((settings.api_host, settings.api_port))  # free again
+    finally:
+        await asyncio.wait_for(pool.close(), 5)
