@@ -568,16 +568,14 @@ def programme_report_pdf(
     (the close report once the programme has closed). Ids and counts only."""
     from dashboard import documents
 
-    async def work(pool: asyncpg.Pool, _url: str) -> bytes | str:
-        try:
-            facts = await documents.report_facts(pool, programme_id)
-        except documents.NoSuchProgramme as exc:
-            return str(exc)
+    async def work(pool: asyncpg.Pool, _url: str) -> bytes:
+        facts = await documents.report_facts(pool, programme_id)
         return documents.report_pdf(facts.figures, closed_at=facts.closed_at)
 
-    pdf = _run(database_url, work)
-    if isinstance(pdf, str):
-        raise _fail(pdf)
+    try:
+        pdf = _run(database_url, work)
+    except documents.NoSuchProgramme as exc:
+        raise _fail(str(exc)) from None
     _write_document(out or Path(f"programme-{_file_safe(programme_id)}-report.pdf"), pdf)
 
 

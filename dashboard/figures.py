@@ -117,7 +117,7 @@ async def dashboard(db: asyncpg.Pool, programme_id: str | None, now: datetime | 
             average_session_rating=await conn.fetchval(_AVERAGE_SESSION_RATING, programme_id),
             consent=[Count(label=r["answer"], value=r["count"]) for r in await conn.fetch(_CONSENT, programme_id)],
             follow_ups=[FollowUpAdoption(**r) for r in await conn.fetch(_FOLLOW_UPS, programme_id)],
-            needing_hr=[PairNeedingHr(**{k: v for k, v in r.items() if k != "all_needing"}) for r in needing],
+            needing_hr=[PairNeedingHr(**r) for r in needing],  # the row's all_needing is ignored
             needing_hr_count=needing[0]["all_needing"] if needing else 0,
         )
 
